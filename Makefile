@@ -1,0 +1,45 @@
+# The interface: `make run` plays the demo end to end, `make test` runs every test.
+# Each target installs what it needs: uv (through pip, when missing) and the locked workspace.
+SHELL := /bin/bash
+PYTHON ?= python3
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v $(PYTHON))
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
+
+.PHONY: run up test test-unit lint format schemas bench sync clean
+
+$(CURDIR)/.tools/uv/bin/uv:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv
+
+sync: $(UV)
+	$(UV) sync --locked --quiet
+
+run: sync  ## the main job: the whole MLOps loop on the embedded stack
+	$(UV) run --no-sync conveyor demo
+
+up: sync  ## start the stack and keep it running for your own traffic
+	$(UV) run --no-sync conveyor up
+
+test: sync  ## unit, integration and end-to-end tests
+	$(UV) run --no-sync pytest -ra
+
+test-unit: sync
+	$(UV) run --no-sync pytest -ra tests/unit
+
+lint: sync
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy libs services
+
+format: sync
+	$(UV) run --no-sync ruff format .
+	$(UV) run --no-sync ruff check --fix .
+
+schemas: sync  ## export JSON Schemas and the AsyncAPI document into schemas/
+	$(UV) run --no-sync python -m conveyor_contracts.schemas export
+
+bench: sync
+	@for b in bench/*.py; do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
+
+clean:
+	rm -rf .conveyor .pytest_cache .ruff_cache .mypy_cache

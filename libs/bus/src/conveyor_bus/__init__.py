@@ -1,0 +1,18 @@
+"""Conveyor's Kafka bus: one broker per service, batch consumers with dead letters, topics."""
+
+from .bus import Bus, Delivery, Rejection
+from .errors import BusError, PublishError, TopicSetupError
+from .settings import KafkaSettings
+from .topics import ensure_topics, topic_names
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "Delivery",
+    "KafkaSettings",
+    "PublishError",
+    "Rejection",
+    "TopicSetupError",
+    "ensure_topics",
+    "topic_names",
+]

@@ -1,0 +1,294 @@
+"""The bus: publish events with their envelope; consume them in bounded batches.
+
+A consumer handles one batch at a time (at most `max_records`), so in-flight work is bounded and
+consumption simply waits while a batch is being handled. Within a batch:
+
+1. every record is decoded against its topic's schema; one that cannot be parsed or validated is
+   sent to `<topic>.dlq` with its original bytes and headers plus the error, stage and source
+   coordinates — it never stops the consumer;
+2. the handler applies the valid ones (its effects must be durable when it returns) and may reject
+   individual deliveries, which are dead-lettered the same way;
+3. only then is the offset committed. If the handler raises, nothing is committed: the consumer
+   rewinds to the batch's first offsets and the batch is delivered again after a back-off, so
+   handlers must be idempotent (they are: see each service's idempotency key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from pydantic import BaseModel, ValidationError
+
+from conveyor_contracts import TopicSpec, decode_headers, envelope_for
+
+from .errors import PublishError
+from .settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DLQ_HEADERS = (
+    "dlq_error",
+    "dlq_stage",
+    "dlq_source_topic",
+    "dlq_source_partition",
+    "dlq_source_offset",
+    "dlq_consumer_group",
+    "dlq_failed_at",
+)
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[T]):
+    """One decoded record and where it came from."""
+
+    event: T
+    headers: dict[str, str]
+    key: str | None
+    topic: str
+    partition: int
+    offset: int
+    value: bytes = field(repr=False)
+
+    @property
+    def event_id(self) -> str:
+        """The CloudEvents id (falls back to the record's coordinates for foreign producers)."""
+        return self.headers.get("ce_id") or f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A delivery the handler refuses: it goes to the dead-letter topic with the reason."""
+
+    delivery: Delivery[Any]
+    error: str
+    stage: str = "validate"
+
+
+BatchHandler = Callable[[list[Delivery[Any]]], Awaitable[Iterable[Rejection] | None]]
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        ]
+        return "; ".join(parts)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Bus:
+    """Owns the service's FastStream Kafka broker."""
+
+    def __init__(
+        self,
+        service: str,
+        settings: KafkaSettings | None = None,
+        *,
+        broker: KafkaBroker | None = None,
+        middlewares: Sequence[Any] | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings or KafkaSettings()
+        self.broker = broker or KafkaBroker(
+            self.settings.kafka_bootstrap_servers,
+            client_id=f"conveyor-{service}",
+            acks="all",
+            # Trace context rides in the headers (W3C traceparent); spans are exported only when
+            # the OTEL_* variables configure a tracer provider, else the API's no-op is used.
+            middlewares=tuple(middlewares)
+            if middlewares is not None
+            else (KafkaTelemetryMiddleware(),),
+            logger=logging.getLogger(f"conveyor.{service}.kafka"),
+        )
+        self.dead_letters = 0
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    # --- publishing -----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: TopicSpec,
+        event: BaseModel,
+        *,
+        key: str | None,
+        event_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Produce one event and wait for the broker's acknowledgement."""
+        envelope = envelope_for(
+            topic, event, source=f"conveyor/{self.service}", event_id=event_id, extra=headers
+        )
+        await self.publish_raw(
+            topic.name, event.model_dump_json().encode(), key=key, headers=envelope.to_headers()
+        )
+
+    async def publish_many(
+        self, topic: TopicSpec, items: Sequence[tuple[str | None, BaseModel]]
+    ) -> None:
+        """Produce several events concurrently (the producer batches them) and wait for all."""
+        await asyncio.gather(*(self.publish(topic, event, key=key) for key, event in items))
+
+    async def publish_raw(
+        self, topic: str, value: bytes, *, key: str | bytes | None, headers: dict[str, str]
+    ) -> None:
+        raw_key = key.encode() if isinstance(key, str) else key
+        try:
+            await self.broker.publish(value, topic=topic, key=raw_key, headers=headers)
+        except Exception as exc:  # the client raises several unrelated types
+            raise PublishError(f"publish to {topic} failed: {exc!r}") from exc
+
+    async def dead_letter(
+        self, delivery: Delivery[Any] | _Undecoded, error: str, stage: str, group: str | None
+    ) -> None:
+        headers = dict(delivery.headers)
+        headers.update(
+            {
+                "dlq_error": error[:4000],
+                "dlq_stage": stage,
+                "dlq_source_topic": delivery.topic,
+                "dlq_source_partition": str(delivery.partition),
+                "dlq_source_offset": str(delivery.offset),
+                "dlq_consumer_group": group or "",
+                "dlq_failed_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        await self.publish_raw(
+            delivery.topic + ".dlq", delivery.value, key=delivery.key, headers=headers
+        )
+        self.dead_letters += 1
+        log.warning(
+            "dead letter",
+            extra={
+                "topic": delivery.topic,
+                "offset": delivery.offset,
+                "stage": stage,
+                "error": error[:500],
+            },
+        )
+
+    # --- consuming ------------------------------------------------------------------------------
+
+    def consume(
+        self,
+        topic: TopicSpec,
+        handler: BatchHandler,
+        *,
+        group: str | None = None,
+        broadcast: bool = False,
+        max_records: int | None = None,
+    ) -> None:
+        """Register a batch consumer of `topic`.
+
+        `broadcast=True` reads the whole topic in every replica (no group, nothing committed): for
+        changelogs such as `registry.events` that every replica must see from the start.
+        """
+        # One group per service and topic: each subscription rebalances on its own, and a
+        # replica's consumers of different topics never share a group's assignment.
+        group_id = None if broadcast else (group or f"conveyor-{self.service}.{topic.name}")
+        subscriber = self.broker.subscriber(
+            topic.name,
+            group_id=group_id,
+            batch=True,
+            max_records=max_records or self.settings.kafka_max_batch,
+            batch_timeout_ms=self.settings.kafka_batch_timeout_ms,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL if broadcast else AckPolicy.NACK_ON_ERROR,
+            title=f"{self.service}:{topic.name}",
+            decoder=_skip_decoding,
+        )
+        backoff = _Backoff()
+
+        async def on_batch(message: KafkaMessage) -> None:
+            records = message.raw_message
+            records = records if isinstance(records, tuple) else (records,)
+            good: list[Delivery[Any]] = []
+            for record in records:
+                raw = _Undecoded.of(record)
+                try:
+                    event = topic.adapter.validate_json(raw.value)
+                except (ValidationError, ValueError) as exc:
+                    await self.dead_letter(raw, _error_text(exc), "decode", group_id)
+                    continue
+                good.append(
+                    Delivery(
+                        event, raw.headers, raw.key, raw.topic, raw.partition, raw.offset, raw.value
+                    )
+                )
+            try:
+                rejections = await handler(good) if good else None
+                for rejection in rejections or ():
+                    await self.dead_letter(
+                        rejection.delivery, rejection.error, rejection.stage, group_id
+                    )
+            except Exception:
+                delay = backoff.next()
+                log.exception("handler failed on %s; redelivering in %.1fs", topic.name, delay)
+                await asyncio.sleep(delay)
+                if broadcast:
+                    await message.nack()  # no group to fall back on: rewind this consumer
+                raise
+            backoff.reset()
+            if not broadcast:
+                await message.ack()
+
+        subscriber(on_batch)
+
+
+async def _skip_decoding(_message: Any) -> None:
+    """Each record is decoded against its topic's schema in `on_batch`, where a failure is a
+    dead letter; FastStream's own decoding would fail the whole batch instead."""
+    return None
+
+
+@dataclass
+class _Undecoded:
+    value: bytes
+    headers: dict[str, str]
+    key: str | None
+    topic: str
+    partition: int
+    offset: int
+
+    @classmethod
+    def of(cls, record: Any) -> _Undecoded:
+        key = record.key
+        return cls(
+            value=record.value
+            if isinstance(record.value, bytes)
+            else json.dumps(record.value).encode(),
+            headers=decode_headers(record.headers or ()),
+            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+
+class _Backoff:
+    """Exponential back-off between redeliveries of a failing batch, capped at 5 s."""
+
+    def __init__(self) -> None:
+        self._delay = 0.0
+
+    def next(self) -> float:
+        self._delay = min(5.0, max(0.1, self._delay * 2))
+        return self._delay
+
+    def reset(self) -> None:
+        self._delay = 0.0

@@ -1,0 +1,346 @@
+"""`conveyor`: the user's handle on the platform."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from conveyor_contracts import ModelProject, catalog
+from conveyor_contracts.events import PredictionRequested, PredictionServed, StartTraining
+from conveyor_examples import load_project, project_names
+
+from .demo import Demo, DemoConfig, DemoFailed, emit_json, print_summary, verdict
+from .kafka_io import Producer, tail
+from .stack import Stack, StackError, running_stack
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Conveyor: a Kafka-native MLOps platform."
+)
+console = Console(stderr=True)
+
+
+def _stack_banner(stack: Stack) -> None:
+    assert stack.broker is not None and stack.postgres is not None
+    table = Table(title="Conveyor is running", show_header=True)
+    table.add_column("component")
+    table.add_column("where")
+    table.add_row("broker", f"{stack.broker.bootstrap_servers}  [dim]{stack.broker.kind}[/dim]")
+    table.add_row("database", f"[dim]{stack.postgres.kind}[/dim]")
+    for name, url in stack.urls.items():
+        docs = f"{url}/docs"
+        table.add_row(name, f"{url}  [dim]{docs}[/dim]")
+    console.print(table)
+    console.print(f"logs: {stack.state_dir / 'logs'}")
+
+
+@app.command()
+def up() -> None:
+    """Start the broker, Postgres and the seven services, and keep them running until Ctrl-C."""
+    stack = Stack()
+    try:
+        stack.up()
+    except StackError as exc:
+        console.print(f"[red]could not start:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _stack_banner(stack)
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping:
+            for name, service in stack.services.items():
+                if not service.alive():
+                    service.restarts += 1
+                    console.print(
+                        f"[yellow]{name} exited; restarting[/yellow] (restart {service.restarts})"
+                    )
+                    service.start()
+            time.sleep(0.5)
+    finally:
+        console.print("stopping every process…")
+        stack.down()
+        console.print("stopped")
+
+
+@app.command()
+def demo(
+    rate: Annotated[float, typer.Option(help="Prediction requests per second.")] = 100.0,
+    history: Annotated[int, typer.Option(help="Labeled historical records.")] = 3000,
+    pre_drift: Annotated[float, typer.Option(help="Seconds of live traffic before drift.")] = 15.0,
+    attach: Annotated[bool, typer.Option(help="Use the stack `conveyor up` started.")] = False,
+) -> None:
+    """Play the demo project end to end; exit 0 only when the loop really closed."""
+    config = DemoConfig(history=history, rate=rate, pre_drift_s=pre_drift)
+    started = time.monotonic()
+    stack: Stack | None = None
+    try:
+        if attach:
+            state = running_stack()
+            urls, bootstrap = state["services"], state["broker"]["bootstrap_servers"]
+        else:
+            console.rule("starting the stack")
+            stack = Stack()
+            stack.up()
+            _stack_banner(stack)
+            assert stack.broker is not None
+            urls, bootstrap = stack.urls, stack.broker.bootstrap_servers
+        console.rule("the loop")
+        outcome = asyncio.run(Demo(urls, bootstrap, config, console).run())
+        if stack is not None:
+            stack.check_alive()
+    except (DemoFailed, StackError) as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        if stack is not None:
+            stack.down()
+    figures = print_summary(outcome, console)
+    figures["total_s"] = round(time.monotonic() - started, 1)
+    emit_json(figures)
+    reason = verdict(outcome)
+    if reason:
+        console.print(f"[red]the loop did not close:[/red] {reason}")
+        raise typer.Exit(1)
+    console.print(f"[green]the loop closed[/green] in {figures['total_s']} s")
+
+
+# --- commands against a running stack -------------------------------------------------------------
+
+
+def _url(service: str) -> str:
+    try:
+        return str(running_stack()["services"][service])
+    except (StackError, KeyError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _call(method: str, service: str, path: str, **kwargs: Any) -> Any:
+    r = httpx.request(method, _url(service) + path, timeout=30.0, **kwargs)
+    if r.status_code >= 400:
+        console.print(f"[red]{r.status_code}[/red] {r.text}")
+        raise typer.Exit(1)
+    return r.json()
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def apply(
+    project: Annotated[str, typer.Argument(help="A project.json path or an example name.")],
+) -> None:
+    """Apply (create or update) a model project through the registry."""
+    path = Path(project)
+    if path.exists():
+        spec = ModelProject.model_validate_json(path.read_text())
+    elif project in project_names():
+        spec = load_project(project)
+    else:
+        console.print(
+            f"[red]no file {project!r} and no example of that name[/red] "
+            f"(examples: {', '.join(project_names())})"
+        )
+        raise typer.Exit(2)
+    _print(_call("POST", "registry", "/projects", json=spec.model_dump(mode="json")))
+
+
+@app.command()
+def projects() -> None:
+    """List the projects the registry knows."""
+    _print(_call("GET", "registry", "/projects"))
+
+
+@app.command()
+def train(project: str, reason: str = "requested from the CLI") -> None:
+    """Start a training run for a project."""
+    _print(
+        _call(
+            "POST",
+            "trainer",
+            f"/projects/{project}/runs",
+            json={"reason": reason, "requested_by": "cli"},
+        )
+    )
+
+
+@app.command()
+def runs(project: str) -> None:
+    """List a project's training runs."""
+    _print(_call("GET", "trainer", f"/projects/{project}/runs"))
+
+
+@app.command()
+def versions(project: str) -> None:
+    """List a project's model versions and its aliases."""
+    table = Table(title=f"{project}")
+    for column in ("version", "status", "accuracy", "sha256", "created"):
+        table.add_column(column)
+    aliases = _call("GET", "registry", f"/projects/{project}/aliases")
+    for v in _call("GET", "registry", f"/projects/{project}/versions"):
+        tags = [a for a, n in aliases.items() if n == v["version"]]
+        table.add_row(
+            f"{v['version']} {' '.join(tags)}",
+            v["status"],
+            f"{v['metrics'].get('accuracy', float('nan')):.3f}",
+            (v.get("sha256") or "")[:12],
+            str(v.get("created_at", ""))[:19],
+        )
+    console.print(table)
+
+
+@app.command()
+def promote(
+    project: str,
+    version: int,
+    alias: str = "champion",
+    reason: str = "promoted from the CLI",
+    actor: str = "cli",
+) -> None:
+    """Point an alias (default champion) at a version."""
+    _print(
+        _call(
+            "PUT",
+            "registry",
+            f"/projects/{project}/aliases/{alias}",
+            json={"version": version, "actor": actor, "reason": reason},
+        )
+    )
+
+
+@app.command()
+def rollback(
+    project: str,
+    alias: str = "champion",
+    reason: str = "rolled back from the CLI",
+    actor: str = "cli",
+) -> None:
+    """Move an alias back to the version it pointed at before its last move."""
+    _print(
+        _call(
+            "POST",
+            "registry",
+            f"/projects/{project}/aliases/{alias}/rollback",
+            json={"actor": actor, "reason": reason},
+        )
+    )
+
+
+@app.command()
+def history(project: str, alias: str = "champion") -> None:
+    """Every move of an alias: who, when, from, to, why."""
+    _print(_call("GET", "registry", f"/projects/{project}/aliases/{alias}/history"))
+
+
+@app.command()
+def predict(
+    project: str,
+    field: Annotated[list[str], typer.Option("--field", "-f", help="name=value")],
+    timeout: float = 30.0,
+) -> None:
+    """Send one prediction request over Kafka and print the answer."""
+    fields: dict[str, Any] = {}
+    for item in field:
+        name, _, raw = item.partition("=")
+        try:
+            fields[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            fields[name] = raw
+    bootstrap = running_stack()["broker"]["bootstrap_servers"]
+
+    async def go() -> PredictionServed:
+        request = PredictionRequested(project=project, fields=fields)
+        async with Producer(bootstrap) as producer:
+            answers = tail(bootstrap, catalog.PREDICTIONS_RESPONSES)
+            await (
+                await producer.send(
+                    catalog.PREDICTIONS_REQUESTS,
+                    request,
+                    key=str(fields.get("customer", request.request_id)),
+                )
+            )
+            async with asyncio.timeout(timeout):
+                async for answer in answers:
+                    if answer.request_id == request.request_id:
+                        return answer
+        raise DemoFailed("no answer")
+
+    try:
+        _print(asyncio.run(go()).model_dump(mode="json"))
+    except TimeoutError as exc:
+        console.print(f"[red]no answer within {timeout:.0f}s[/red] (is the project trained?)")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def feedback(project: str, request_id: str, label: str) -> None:
+    """Tell the platform the true label of an earlier prediction."""
+    _print(
+        _call(
+            "POST",
+            "feedback",
+            "/feedback",
+            json={"project": project, "request_id": request_id, "label": label},
+        )
+    )
+
+
+@app.command()
+def drift(project: str) -> None:
+    """Show the monitor's view of a project: reference, windows, episodes."""
+    _print(_call("GET", "monitor", f"/projects/{project}/drift"))
+
+
+@app.command()
+def status() -> None:
+    """Health of every service of the running stack."""
+    state = running_stack()
+    for name, url in state["services"].items():
+        try:
+            health = httpx.get(url + "/healthz", timeout=3).json()
+            console.print(f"{name:<9} {health.get('status')}  projects={health.get('projects')}")
+        except httpx.HTTPError as exc:
+            console.print(f"{name:<9} [red]unreachable[/red] {exc}")
+
+
+@app.command("request-training")
+def request_training(project: str, reason: str = "requested over Kafka") -> None:
+    """Send a StartTraining command on trainer.requests (the Kafka way to train)."""
+    bootstrap = running_stack()["broker"]["bootstrap_servers"]
+
+    async def go() -> None:
+        async with Producer(bootstrap) as producer:
+            await (
+                await producer.send(
+                    catalog.TRAINER_REQUESTS,
+                    StartTraining(project=project, reason=reason, requested_by="cli"),
+                    key=project,
+                )
+            )
+
+    asyncio.run(go())
+    console.print("sent")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

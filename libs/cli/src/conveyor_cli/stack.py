@@ -1,0 +1,192 @@
+"""The running platform: broker, database and the seven services as supervised processes.
+
+`Stack.up()` brings everything up on this machine (embedded broker and Postgres unless
+`KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` say otherwise), waits until every service answers
+`/healthz`, and records where everything listens in `.conveyor/stack.json` so that other
+`conveyor` commands find it. `Stack.down()` stops every process it started, broker and embedded
+Postgres included, and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conveyor_bus import ensure_topics
+from conveyor_contracts import SERVICES
+
+from . import infra
+
+STATE_DIR = Path(os.environ.get("CONVEYOR_HOME", ".conveyor"))
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        code = f"from conveyor_{self.name}.entrypoints.main import main; main()"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@dataclass
+class Stack:
+    state_dir: Path = STATE_DIR
+    broker: infra.Broker | None = None
+    postgres: infra.Postgres | None = None
+    database_url: str = ""
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: s.url for name, s in self.services.items()}
+
+    def up(self, *, timeout_s: float = 120.0) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        try:
+            self.broker = infra.broker_from_env_or_start(log_path=logs / "broker.log")
+            self.postgres = infra.postgres_from_env_or_start()
+            self.database_url = self.postgres.url
+            asyncio.run(ensure_topics(self.broker.bootstrap_servers))
+            ports = {name: infra.free_port() for name in SERVICES}
+            base = {k: v for k, v in os.environ.items() if not k.startswith("HTTP_")}
+            for name in SERVICES:
+                env = base | {
+                    "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+                    "DATABASE_URL": self.database_url,
+                    "REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
+                    "HTTP_HOST": "127.0.0.1",
+                    "HTTP_PORT": str(ports[name]),
+                    "OTEL_SERVICE_NAME": f"conveyor-{name}",
+                }
+                self.services[name] = ServiceProcess(name, ports[name], logs / f"{name}.log", env)
+            for service in self.services.values():
+                service.start()
+            self._write_state()
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.down()
+            raise
+
+    def wait_healthy(self, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        health: dict[str, Any] = {}
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                for name, service in self.services.items():
+                    if not service.alive():
+                        raise StackError(
+                            f"{name} exited with code {service.proc and service.proc.returncode}"
+                            f"; see {service.log_path}:\n{tail(service.log_path)}"
+                        )
+                    try:
+                        health[name] = client.get(service.url + "/healthz").json()
+                    except (httpx.HTTPError, ValueError):
+                        health.pop(name, None)
+                if len(health) == len(self.services) and all(
+                    h.get("status") == "ok" for h in health.values()
+                ):
+                    return health
+                time.sleep(0.2)
+        missing = [n for n in self.services if health.get(n, {}).get("status") != "ok"]
+        raise StackError(f"services not healthy after {timeout_s:.0f}s: {', '.join(missing)}")
+
+    def check_alive(self) -> None:
+        for name, service in self.services.items():
+            if not service.alive():
+                raise StackError(f"{name} died; see {service.log_path}:\n{tail(service.log_path)}")
+
+    def down(self) -> None:
+        for service in self.services.values():
+            service.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        state = self.state_dir / "stack.json"
+        if state.exists():
+            state.unlink()
+
+    def _write_state(self) -> None:
+        assert self.broker is not None and self.postgres is not None
+        state = {
+            "pid": os.getpid(),
+            "broker": {
+                "bootstrap_servers": self.broker.bootstrap_servers,
+                "kind": self.broker.kind,
+            },
+            "database": {"kind": self.postgres.kind},
+            "services": self.urls,
+        }
+        (self.state_dir / "stack.json").write_text(json.dumps(state, indent=2))
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def running_stack(state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    """Where a running `conveyor up` listens (environment variables override the state file)."""
+    state: dict[str, Any] = {"services": {}, "broker": {}}
+    path = state_dir / "stack.json"
+    if path.exists():
+        state = json.loads(path.read_text())
+    for name in SERVICES:
+        override = os.environ.get(f"CONVEYOR_{name.upper()}_URL")
+        if override:
+            state["services"][name] = override
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        state["broker"]["bootstrap_servers"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    if not state["services"]:
+        raise StackError("no running stack: start one with `conveyor up` (or set CONVEYOR_*_URL)")
+    return state

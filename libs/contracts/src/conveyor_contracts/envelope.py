@@ -1,0 +1,67 @@
+"""CloudEvents 1.0 Kafka binary binding: the event's attributes travel as `ce_*` headers, the
+payload is the JSON value. W3C `traceparent` / `tracestate` ride along when a span is active."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .catalog import TopicSpec
+from .events import new_id, utcnow
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    id: str
+    type: str
+    source: str
+    time: datetime
+    dataschema: str | None
+    extra: Mapping[str, str]
+
+    def to_headers(self) -> dict[str, str]:
+        headers = {
+            "ce_id": self.id,
+            "ce_type": self.type,
+            "ce_source": self.source,
+            "ce_time": self.time.isoformat(),
+            "ce_specversion": SPECVERSION,
+            "content-type": CONTENT_TYPE,
+        }
+        if self.dataschema:
+            headers["ce_dataschema"] = self.dataschema
+        headers.update(self.extra)
+        return headers
+
+
+def envelope_for(
+    topic: TopicSpec,
+    event: Any,
+    *,
+    source: str,
+    event_id: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Envelope:
+    return Envelope(
+        id=event_id or new_id(),
+        type=type(event).type_name,
+        source=source,
+        time=utcnow(),
+        dataschema=topic.dataschema,
+        extra=dict(extra or {}),
+    )
+
+
+def decode_headers(raw: Iterable[tuple[str, bytes | None]] | Mapping[str, Any]) -> dict[str, str]:
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    out: dict[str, str] = {}
+    for key, value in items:
+        if value is None:
+            continue
+        out[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return out

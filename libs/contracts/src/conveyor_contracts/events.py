@@ -1,0 +1,274 @@
+"""Every event and command that crosses a service boundary.
+
+Commands are imperative (`StartTraining`), events past tense (`RecordAccepted`). Each model is the
+payload of one topic (see `catalog.py`); a topic that carries several kinds of event uses a union
+discriminated by `type`. Consumers ignore fields they do not know, so adding an optional field is a
+compatible (minor) change; anything else needs a new topic version.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .project import ModelProject
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every payload: unknown fields are ignored so that minor versions stay readable."""
+
+    model_config = ConfigDict(extra="ignore")
+    type_name: ClassVar[str]
+
+
+ProjectName = Annotated[str, Field(description="Model project name.", examples=["fraud"])]
+FeatureNames = Annotated[list[str], Field(description="Ordered model input names.")]
+FeatureValues = Annotated[list[float], Field(description="Values, in `feature_names` order.")]
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+
+class RecordSubmitted(Event):
+    """A raw record from an application, before validation."""
+
+    type_name: ClassVar[str] = "conveyor.record.submitted"
+    project: ProjectName
+    record_id: str | None = Field(
+        None, description="Producer's id; when absent, derived from the content and source."
+    )
+    source: str = Field("kafka", description="Where the record came from.")
+    fields: dict[str, Any] = Field(examples=[{"customer": "c-17", "amount": 42.0}])
+
+
+class RecordAccepted(Event):
+    """A record that met its project's data contract and is stored in the raw log."""
+
+    type_name: ClassVar[str] = "conveyor.record.accepted"
+    project: ProjectName
+    project_version: int
+    record_id: str
+    entity_id: str
+    event_time: datetime
+    ingested_at: datetime
+    fields: dict[str, Any]
+
+
+# --- feature ------------------------------------------------------------------------------------
+
+
+class FeatureRowComputed(Event):
+    """Features of one record as of its event time (offline store row), with its label if any."""
+
+    type_name: ClassVar[str] = "conveyor.feature.row_computed"
+    project: ProjectName
+    project_version: int
+    record_id: str
+    entity_id: str
+    event_time: datetime
+    feature_names: FeatureNames
+    values: FeatureValues
+    label: str | None = None
+
+
+class PredictionRequested(Event):
+    """An application asks for a prediction for one entity."""
+
+    type_name: ClassVar[str] = "conveyor.prediction.requested"
+    request_id: str = Field(default_factory=new_id)
+    project: ProjectName
+    fields: dict[str, Any] = Field(description="The entity key and the current record's fields.")
+    requested_at: datetime = Field(default_factory=utcnow)
+
+
+class PredictionEnriched(Event):
+    """A prediction request with its feature vector, computed by the feature service."""
+
+    type_name: ClassVar[str] = "conveyor.prediction.enriched"
+    request_id: str
+    project: ProjectName
+    project_version: int
+    entity_id: str
+    requested_at: datetime
+    enriched_at: datetime
+    feature_names: FeatureNames
+    values: FeatureValues
+
+
+# --- serving ------------------------------------------------------------------------------------
+
+
+class PredictionServed(Event):
+    """The answer to one prediction request, with the exact feature vector that was scored."""
+
+    type_name: ClassVar[str] = "conveyor.prediction.served"
+    request_id: str
+    project: ProjectName
+    entity_id: str
+    status: Literal["ok", "error"]
+    error: str | None = None
+    model_version: int | None = None
+    label: str | None = Field(None, description="Predicted class.")
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    feature_names: FeatureNames = Field(default_factory=list)
+    values: FeatureValues = Field(default_factory=list)
+    requested_at: datetime
+    served_at: datetime
+    latency_ms: float = Field(description="Serving's own time from receipt to answer.")
+
+
+# --- feedback -----------------------------------------------------------------------------------
+
+
+class FeedbackSubmitted(Event):
+    """An end user's verdict: the true label of an earlier prediction."""
+
+    type_name: ClassVar[str] = "conveyor.feedback.submitted"
+    feedback_id: str = Field(default_factory=new_id)
+    project: ProjectName
+    request_id: str = Field(description="The prediction this feedback judges.")
+    label: str
+    submitted_at: datetime = Field(default_factory=utcnow)
+
+
+class FeedbackRecorded(Event):
+    """A label joined to the prediction it judges: the best training data there is."""
+
+    type_name: ClassVar[str] = "conveyor.feedback.recorded"
+    feedback_id: str
+    request_id: str
+    project: ProjectName
+    entity_id: str
+    model_version: int | None
+    feature_names: FeatureNames
+    values: FeatureValues
+    predicted_label: str | None
+    label: str
+    correct: bool
+    predicted_at: datetime
+    labeled_at: datetime
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+class ProjectApplied(Event):
+    type_name: ClassVar[str] = "conveyor.registry.project_applied"
+    type: Literal["project_applied"] = "project_applied"
+    project: ProjectName
+    project_version: int
+    spec: ModelProject
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelVersionRegistered(Event):
+    type_name: ClassVar[str] = "conveyor.registry.version_registered"
+    type: Literal["version_registered"] = "version_registered"
+    project: ProjectName
+    version: int
+    status: Literal["ready", "failed"]
+    sha256: str | None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    run_id: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class AliasMoved(Event):
+    type_name: ClassVar[str] = "conveyor.registry.alias_moved"
+    type: Literal["alias_moved"] = "alias_moved"
+    project: ProjectName
+    alias: str = Field(examples=["champion"])
+    from_version: int | None
+    to_version: int
+    sha256: str = Field(description="Digest of the artifact the alias now points at.")
+    actor: str
+    reason: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+RegistryEvent = Annotated[
+    ProjectApplied | ModelVersionRegistered | AliasMoved, Field(discriminator="type")
+]
+
+
+# --- monitor ------------------------------------------------------------------------------------
+
+
+class FeatureDrift(BaseModel):
+    feature: str
+    statistic: float = Field(description="Two-sample Kolmogorov-Smirnov statistic.")
+    p_value: float
+    effect: float = Field(description="Wasserstein distance over the reference's std.")
+    drifted: bool
+
+
+class DriftDetected(Event):
+    """A drift episode opened: k of the last n windows drifted."""
+
+    type_name: ClassVar[str] = "conveyor.monitor.drift_detected"
+    type: Literal["drift_detected"] = "drift_detected"
+    episode_id: str
+    project: ProjectName
+    model_version: int
+    kind: Literal["data", "performance", "data+performance"]
+    opened_at: datetime
+    onset_at: datetime = Field(description="Start of the first drifted window.")
+    features: list[FeatureDrift] = Field(default_factory=list)
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
+    windows: int = Field(description="Windows in the episode's evidence.")
+
+
+class DriftResolved(Event):
+    """A drift episode closed: a new version was promoted or the data recovered."""
+
+    type_name: ClassVar[str] = "conveyor.monitor.drift_resolved"
+    type: Literal["drift_resolved"] = "drift_resolved"
+    episode_id: str
+    project: ProjectName
+    model_version: int
+    closed_at: datetime
+    reason: str
+
+
+MonitorEvent = Annotated[DriftDetected | DriftResolved, Field(discriminator="type")]
+
+
+# --- trainer ------------------------------------------------------------------------------------
+
+
+class StartTraining(Event):
+    """A command: train a candidate for a project now."""
+
+    type_name: ClassVar[str] = "conveyor.trainer.start_training"
+    request_id: str = Field(default_factory=new_id)
+    project: ProjectName
+    requested_by: str = "api"
+    reason: str = ""
+
+
+class TrainingRunFinished(Event):
+    type_name: ClassVar[str] = "conveyor.trainer.run_finished"
+    run_id: str
+    project: ProjectName
+    trigger: str = Field(description="What started it: a request id, a drift episode, ...")
+    status: Literal["succeeded", "failed", "skipped"]
+    reason: str = ""
+    model_version: int | None = None
+    promoted: bool = False
+    metrics: dict[str, float] = Field(default_factory=dict)
+    champion_metrics: dict[str, float] = Field(default_factory=dict)
+    started_at: datetime
+    finished_at: datetime
+    training_rows: int = 0

@@ -1,0 +1,231 @@
+"""Model projects: one ML use case, declared once and applied through the registry.
+
+A project says what a record looks like (its data contract), which features are derived from it,
+what the label is, which scikit-learn estimator learns it, and the policies that govern drift,
+retraining and promotion. Every service reads the same spec from `registry.events`; nothing in the
+services is specific to one project.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldType(StrEnum):
+    NUMBER = "number"
+    INTEGER = "integer"
+    STRING = "string"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+
+
+class FieldSpec(_Spec):
+    """One field of a record: its type and the constraints a valid value meets."""
+
+    type: FieldType
+    required: bool = True
+    min: float | None = Field(None, description="Smallest allowed value (numbers).")
+    max: float | None = Field(None, description="Largest allowed value (numbers).")
+    allowed: list[str] | None = Field(None, description="Allowed values (strings).")
+    pattern: str | None = Field(None, description="Regular expression a string must match.")
+    description: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
+
+class RecordSchema(_Spec):
+    fields: dict[str, FieldSpec]
+    max_bytes: int = Field(65_536, gt=0, description="Largest accepted record, JSON-encoded.")
+
+
+class NumericFeature(_Spec):
+    """A numeric field, optionally transformed; missing values are imputed with `default`."""
+
+    kind: Literal["numeric"] = "numeric"
+    name: str
+    field: str
+    transform: Literal["identity", "log1p", "sqrt", "abs"] = "identity"
+    default: float = 0.0
+
+
+class CategoricalFeature(_Spec):
+    """A string field one-hot encoded over declared categories (unseen values: all zeros)."""
+
+    kind: Literal["categorical"] = "categorical"
+    name: str
+    field: str
+    categories: list[str] = Field(min_length=1)
+
+
+class AggregateFeature(_Spec):
+    """A per-entity aggregate of a numeric field over the entity's earlier records.
+
+    The window is in event time and ends just before the record (or request) being featurized,
+    so a training row sees exactly what a prediction at the same moment would have seen.
+    """
+
+    kind: Literal["aggregate"] = "aggregate"
+    name: str
+    field: str | None = Field(None, description="Numeric field; not needed for `count`.")
+    agg: Literal["count", "sum", "mean", "min", "max"]
+    window_s: float = Field(gt=0)
+    default: float = 0.0
+
+    @model_validator(mode="after")
+    def _field_needed(self) -> AggregateFeature:
+        if self.agg != "count" and self.field is None:
+            raise ValueError(f"aggregate {self.name!r}: agg {self.agg!r} needs a field")
+        return self
+
+
+class SinceLastFeature(_Spec):
+    """Seconds since the entity's previous record (`default` when there is none)."""
+
+    kind: Literal["since_last"] = "since_last"
+    name: str
+    default: float = 0.0
+
+
+Feature = Annotated[
+    NumericFeature | CategoricalFeature | AggregateFeature | SinceLastFeature,
+    Field(discriminator="kind"),
+]
+
+
+class LabelSpec(_Spec):
+    field: str
+    classes: list[str] = Field(min_length=2)
+
+
+# Classifiers whose whole pipeline skl2onnx exports with outputs matching scikit-learn's.
+# HistGradientBoostingClassifier is left out: its converter fails with the onnx release we lock.
+ALLOWED_ESTIMATORS = (
+    "sklearn.linear_model.LogisticRegression",
+    "sklearn.ensemble.RandomForestClassifier",
+    "sklearn.ensemble.GradientBoostingClassifier",
+    "sklearn.tree.DecisionTreeClassifier",
+)
+
+
+class EstimatorSpec(_Spec):
+    """A scikit-learn classifier (one that exports to ONNX) and its parameters."""
+
+    class_path: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    standardize: bool = Field(True, description="Put a StandardScaler before the estimator.")
+    seed: int = 0
+
+    @field_validator("class_path")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        if value not in ALLOWED_ESTIMATORS:
+            raise ValueError(f"estimator {value!r} is not one of {list(ALLOWED_ESTIMATORS)}")
+        return value
+
+
+class DriftPolicy(_Spec):
+    """How the monitor decides that the data or the model's performance has drifted."""
+
+    window: int = Field(200, ge=20, description="Observations per test window.")
+    alpha: float = Field(0.001, gt=0, lt=1, description="False discovery rate across features.")
+    min_effect: float = Field(
+        0.2, ge=0, description="Smallest normalized Wasserstein distance that counts as drift."
+    )
+    min_accuracy_drop: float = Field(0.05, ge=0, description="Smallest drop that is an alarm.")
+    k: int = Field(2, ge=1, description="Drifted windows out of the last n that open an episode.")
+    n: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> DriftPolicy:
+        if self.k > self.n:
+            raise ValueError("drift policy: k must not exceed n")
+        return self
+
+
+class RetrainPolicy(_Spec):
+    on_drift: bool = True
+    min_new_rows: int = Field(300, ge=1, description="Labeled rows since drift onset needed.")
+    train_rows: int = Field(2000, ge=50, description="Most recent labeled rows trained on.")
+    holdout_fraction: float = Field(0.25, gt=0, lt=0.9)
+    cooldown_s: float = Field(30.0, ge=0)
+
+
+class PromotionPolicy(_Spec):
+    mode: Literal["auto", "approval"] = "auto"
+    metric: Literal["accuracy", "roc_auc", "f1"] = "accuracy"
+    min_metric: float = Field(0.0, ge=0, le=1, description="Absolute floor for promotion.")
+    min_improvement: float = Field(0.0, description="Candidate minus champion, on one holdout.")
+
+
+class Policies(_Spec):
+    drift: DriftPolicy = DriftPolicy()
+    retrain: RetrainPolicy = RetrainPolicy()
+    promotion: PromotionPolicy = PromotionPolicy()
+
+
+class ModelProject(_Spec):
+    """The declarative description of one ML use case."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    entity_key: str = Field(description="Field whose value identifies the entity.")
+    event_time_field: str | None = Field(
+        None, description="Field holding the record's event time (else the submission time)."
+    )
+    record_schema: RecordSchema
+    features: list[Feature] = Field(min_length=1)
+    label: LabelSpec
+    estimator: EstimatorSpec
+    policies: Policies = Policies()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelProject:
+        fields = self.record_schema.fields
+        problems: list[str] = []
+        if self.entity_key not in fields:
+            problems.append(f"entity_key {self.entity_key!r} is not a record field")
+        if self.event_time_field and self.event_time_field not in fields:
+            problems.append(f"event_time_field {self.event_time_field!r} is not a record field")
+        elif self.event_time_field and fields[self.event_time_field].type != FieldType.TIMESTAMP:
+            problems.append(f"event_time_field {self.event_time_field!r} must be a timestamp")
+        if self.label.field not in fields:
+            problems.append(f"label field {self.label.field!r} is not a record field")
+        elif fields[self.label.field].required:
+            problems.append(f"label field {self.label.field!r} must not be required")
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            problems.append("feature names must be unique")
+        for feature in self.features:
+            source = getattr(feature, "field", None)
+            if source is not None and source not in fields:
+                problems.append(f"feature {feature.name!r} reads unknown field {source!r}")
+            if source == self.label.field:
+                problems.append(f"feature {feature.name!r} reads the label")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def feature_names(self) -> list[str]:
+        """The ordered names of the model's inputs (categoricals expand one column per value)."""
+        names: list[str] = []
+        for feature in self.features:
+            if isinstance(feature, CategoricalFeature):
+                names.extend(f"{feature.name}={c}" for c in feature.categories)
+            else:
+                names.append(feature.name)
+        return names

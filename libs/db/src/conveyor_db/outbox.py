@@ -1,0 +1,138 @@
+"""The transactional outbox: an event is written in the same transaction as the change it
+announces, and a relay publishes it afterwards.
+
+A crash between commit and publish loses nothing (the row waits in the table); a crash between
+publish and marking it published sends the event again with the same `ce_id`, which consumers
+ignore as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from pydantic import BaseModel
+
+from conveyor_contracts import TopicSpec, envelope_for
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, str | None, dict[str, str]], Awaitable[None]]
+
+
+async def enqueue(
+    con: asyncpg.Connection,
+    topic: TopicSpec,
+    event: BaseModel,
+    *,
+    key: str | None,
+    source: str,
+    event_id: str | None = None,
+) -> str:
+    """Add an event to the outbox inside the caller's transaction; returns its id."""
+    envelope = envelope_for(topic, event, source=source, event_id=event_id)
+    await con.execute(
+        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
+        topic.name,
+        key,
+        event.model_dump_json().encode(),
+        envelope.to_headers(),
+    )
+    return envelope.id
+
+
+async def enqueue_many(
+    con: asyncpg.Connection,
+    topic: TopicSpec,
+    items: list[tuple[str | None, BaseModel]],
+    *,
+    source: str,
+) -> None:
+    """Add several events to the outbox in one round trip, inside the caller's transaction."""
+    rows = []
+    for key, event in items:
+        envelope = envelope_for(topic, event, source=source)
+        rows.append((topic.name, key, event.model_dump_json().encode(), envelope.to_headers()))
+    await con.executemany(
+        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)", rows
+    )
+
+
+class OutboxRelay:
+    """Drains the outbox in id order: publish a batch, wait for the acks, mark it published."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publish: Publish,
+        *,
+        batch: int = 500,
+        idle_s: float = 0.05,
+        keep_published_s: float = 3600.0,
+    ) -> None:
+        self._pool = pool
+        self._publish = publish
+        self._batch = batch
+        self._idle_s = idle_s
+        self._keep_s = keep_published_s
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    async def drain_once(self) -> int:
+        async with self._pool.acquire() as con, con.transaction():
+            rows = await con.fetch(
+                "SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL "
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch,
+            )
+            if not rows:
+                return 0
+            await asyncio.gather(
+                *(
+                    self._publish(r["topic"], bytes(r["value"]), r["key"], dict(r["headers"]))
+                    for r in rows
+                )
+            )
+            await con.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def backlog(self) -> int:
+        return int(
+            await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        )
+
+    async def _run(self) -> None:
+        last_cleanup = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if await self.drain_once() == 0:
+                    await asyncio.sleep(self._idle_s)
+                if loop.time() - last_cleanup > 60:
+                    last_cleanup = loop.time()
+                    await self._pool.execute(
+                        "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+                        self._keep_s,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                await asyncio.sleep(1.0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

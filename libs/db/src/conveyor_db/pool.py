@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import asyncpg
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseError(Exception):
+    pass
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        description="PostgreSQL URL; each service uses its own schema inside this database.",
+    )
+    database_pool_size: int = Field(5, ge=1, description="Connections per service process.")
+
+
+async def _init_connection(con: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await con.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(
+    settings: DatabaseSettings, schema: str, *, timeout_s: float = 30.0
+) -> asyncpg.Pool:
+    """A pool whose connections resolve unqualified names in the service's own schema."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                settings.database_url,
+                min_size=1,
+                max_size=settings.database_pool_size,
+                server_settings={"search_path": schema, "application_name": f"conveyor-{schema}"},
+                init=_init_connection,
+            )
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.PostgresError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise DatabaseError(f"cannot reach Postgres for schema {schema}: {exc!r}") from exc
+            log.warning("Postgres not reachable yet (%r); retrying", exc)
+            await asyncio.sleep(0.5)

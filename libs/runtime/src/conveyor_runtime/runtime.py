@@ -1,0 +1,179 @@
+"""One service process: its settings, database, bus, known projects and HTTP API, started and
+stopped together.
+
+Each service's `bootstrap()` builds a `Runtime`, registers its consumers and routes, and returns
+it; `serve()` runs it under uvicorn. Tests call `bootstrap()` with their own settings (and may
+skip `serve()`, driving `start()` / `stop()` themselves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from conveyor_bus import Bus, Delivery, ensure_topics
+from conveyor_contracts import catalog
+from conveyor_contracts.events import ProjectApplied
+from conveyor_db import Database, OutboxRelay
+from conveyor_telemetry import configure_logging, configure_tracing
+
+from .projects import ProjectCache
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+RegistryListener = Callable[[list[Delivery[Any]]], Awaitable[None]]
+
+
+class Runtime:
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        migrations: Traversable | Path | None = None,
+        outbox: bool = False,
+        uses_database: bool = True,
+        bus: Bus | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.bus = bus or Bus(name, settings)
+        self.db = Database(settings, name, migrations, outbox=outbox) if uses_database else None
+        self.relay: OutboxRelay | None = None
+        self.projects = ProjectCache()
+        self.started = False
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
+        self._registry_listeners: list[RegistryListener] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.http = FastAPI(
+            title=f"Conveyor {name}",
+            version="0.1.0",
+            lifespan=self._lifespan,
+        )
+        self.http.add_api_route("/healthz", self.health, methods=["GET"], tags=["health"])
+        self.bus.consume(catalog.REGISTRY_EVENTS, self._on_registry_events, broadcast=True)
+
+    # --- wiring ---------------------------------------------------------------------------------
+
+    def on_start(self, hook: Hook) -> Hook:
+        self._on_start.append(hook)
+        return hook
+
+    def on_stop(self, hook: Hook) -> Hook:
+        self._on_stop.append(hook)
+        return hook
+
+    def every(self, seconds: float, job: Hook, *, name: str) -> None:
+        """Run `job` every `seconds` while the service runs; a failure is logged, not fatal."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await job()
+                except Exception:
+                    log.exception("%s failed; it runs again in %.1fs", name, seconds)
+
+        async def start() -> None:
+            self._tasks.append(asyncio.create_task(loop(), name=name))
+
+        self._on_start.append(start)
+
+    def on_registry_events(self, listener: RegistryListener) -> RegistryListener:
+        """Also hand every batch of registry events to `listener` (after the project cache)."""
+        self._registry_listeners.append(listener)
+        return listener
+
+    async def _on_registry_events(self, batch: list[Delivery[Any]]) -> None:
+        for delivery in batch:
+            if isinstance(delivery.event, ProjectApplied) and self.projects.apply(delivery.event):
+                log.info(
+                    "project %s v%d known", delivery.event.project, delivery.event.project_version
+                )
+        for listener in self._registry_listeners:
+            await listener(batch)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.db is not None:
+            applied = await self.db.connect()
+            if applied:
+                log.info("migrations applied: %s", ", ".join(applied))
+            if self.db.outbox:
+                self.relay = OutboxRelay(self.db.pool, self._publish_raw)
+        await ensure_topics(self.settings.kafka_bootstrap_servers)
+        await self.bus.start()
+        if self.relay is not None:
+            self.relay.start()
+        for hook in self._on_start:
+            await hook()
+        self.started = True
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        self.started = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for hook in reversed(self._on_stop):
+            try:
+                await hook()
+            except Exception:
+                log.exception("stop hook failed")
+        if self.relay is not None:
+            await self.relay.stop()
+        await self.bus.stop()
+        if self.db is not None:
+            await self.db.close()
+
+    async def _publish_raw(
+        self, topic: str, value: bytes, key: str | None, headers: dict[str, str]
+    ) -> None:
+        await self.bus.publish_raw(topic, value, key=key, headers=headers)
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "service": self.name,
+            "status": "ok" if self.started else "starting",
+            "projects": self.projects.versions(),
+            "dead_letters": self.bus.dead_letters,
+        }
+        if self.relay is not None:
+            body["outbox_published"] = self.relay.published
+        return body
+
+    # --- running --------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        configure_logging(self.name)
+        configure_tracing(self.name)
+        config = uvicorn.Config(
+            self.http,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        asyncio.run(uvicorn.Server(config).serve())

@@ -1,0 +1,182 @@
+"""Predictions, labels and waiting feedback. A join and its announcement commit together, under
+a per-request lock, so a label and its prediction arriving at the same moment still meet."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from conveyor_contracts import catalog
+from conveyor_contracts.events import FeedbackRecorded, FeedbackSubmitted
+from conveyor_db import Database, enqueue_many
+
+from ..domain.join import InvalidFeedback, Prediction, join
+
+SOURCE = "conveyor/feedback"
+
+
+async def _lock(con: asyncpg.Connection, request_ids: list[str]) -> None:
+    for request_id in sorted(set(request_ids)):  # one order everywhere: no deadlocks
+        await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "request:" + request_id)
+
+
+def _prediction(row: asyncpg.Record) -> Prediction:
+    return Prediction(
+        row["request_id"],
+        row["project"],
+        row["entity_id"],
+        row["model_version"],
+        list(row["feature_names"]),
+        list(row["values"]),
+        row["predicted"],
+        row["served_at"],
+    )
+
+
+class Repository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_predictions(self, predictions: list[Prediction]) -> int:
+        """Store predictions once; join any feedback that was waiting for them."""
+        if not predictions:
+            return 0
+        async with self.db.pool.acquire() as con, con.transaction():
+            await _lock(con, [p.request_id for p in predictions])
+            await con.executemany(
+                "INSERT INTO predictions (request_id, project, entity_id, model_version, "
+                "feature_names, values, predicted, served_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+                "ON CONFLICT DO NOTHING",
+                [
+                    (
+                        p.request_id,
+                        p.project,
+                        p.entity_id,
+                        p.model_version,
+                        p.feature_names,
+                        p.values,
+                        p.predicted,
+                        p.served_at,
+                    )
+                    for p in predictions
+                ],
+            )
+            waiting = await con.fetch(
+                "DELETE FROM pending WHERE request_id = ANY($1::text[]) RETURNING payload",
+                [p.request_id for p in predictions],
+            )
+            feedback = [FeedbackSubmitted.model_validate_json(bytes(w["payload"])) for w in waiting]
+            return len(await self._record(con, feedback))
+
+    async def add_feedback(
+        self, feedback: list[FeedbackSubmitted]
+    ) -> tuple[list[FeedbackRecorded], list[str], list[tuple[str, str]]]:
+        """Join what can be joined now, keep the rest waiting.
+        Returns (recorded, waiting feedback ids, refused (feedback id, reason))."""
+        if not feedback:
+            return [], [], []
+        async with self.db.pool.acquire() as con, con.transaction():
+            await _lock(con, [f.request_id for f in feedback])
+            known = {
+                r["request_id"]
+                for r in await con.fetch(
+                    "SELECT request_id FROM predictions WHERE request_id = ANY($1::text[])",
+                    [f.request_id for f in feedback],
+                )
+            }
+            waiting = [f for f in feedback if f.request_id not in known]
+            await con.executemany(
+                "INSERT INTO pending (feedback_id, request_id, project, label, submitted_at, "
+                "payload) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                [
+                    (
+                        f.feedback_id,
+                        f.request_id,
+                        f.project,
+                        f.label,
+                        f.submitted_at,
+                        f.model_dump_json().encode(),
+                    )
+                    for f in waiting
+                ],
+            )
+            refused: list[tuple[str, str]] = []
+            recorded = await self._record(
+                con, [f for f in feedback if f.request_id in known], refused
+            )
+            return recorded, [f.feedback_id for f in waiting], refused
+
+    async def _record(
+        self,
+        con: asyncpg.Connection,
+        feedback: list[FeedbackSubmitted],
+        refused: list[tuple[str, str]] | None = None,
+    ) -> list[FeedbackRecorded]:
+        if not feedback:
+            return []
+        rows = await con.fetch(
+            "SELECT request_id, project, entity_id, model_version, feature_names, values, "
+            "predicted, served_at FROM predictions WHERE request_id = ANY($1::text[])",
+            [f.request_id for f in feedback],
+        )
+        predictions = {r["request_id"]: _prediction(r) for r in rows}
+        now = datetime.now(UTC)
+        recorded: list[FeedbackRecorded] = []
+        for f in feedback:
+            try:
+                event = join(predictions[f.request_id], f, now)
+            except InvalidFeedback as exc:
+                if refused is not None:
+                    refused.append((f.feedback_id, str(exc)))
+                continue
+            inserted = await con.fetchval(
+                "INSERT INTO labels (feedback_id, request_id, project, label, correct, "
+                "submitted_at, labeled_at, delay_s) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                f.feedback_id,
+                f.request_id,
+                f.project,
+                f.label,
+                event.correct,
+                f.submitted_at,
+                now,
+                (now - event.predicted_at).total_seconds(),
+            )
+            if inserted:  # a duplicate feedback id changes nothing
+                recorded.append(event)
+        await enqueue_many(
+            con, catalog.FEEDBACK_RECORDED, [(e.request_id, e) for e in recorded], source=SOURCE
+        )
+        return recorded
+
+    async def expire(self, horizon_s: float) -> list[tuple[bytes, str, str]]:
+        """Remove feedback that waited past the horizon: (payload, request id, feedback id)."""
+        rows = await self.db.pool.fetch(
+            "DELETE FROM pending WHERE received_at < now() - make_interval(secs => $1) "
+            "RETURNING payload, request_id, feedback_id",
+            horizon_s,
+        )
+        return [(bytes(r["payload"]), r["request_id"], r["feedback_id"]) for r in rows]
+
+    async def stats(self, project: str) -> dict[str, Any]:
+        row = await self.db.pool.fetchrow(
+            "SELECT count(*) AS labels, avg(correct::int) AS correct_share, "
+            "avg(delay_s) AS mean_delay_s FROM (SELECT DISTINCT ON (request_id) correct, delay_s "
+            "FROM labels WHERE project = $1 ORDER BY request_id, labeled_at DESC) newest",
+            project,
+        )
+        pending = await self.db.pool.fetchval(
+            "SELECT count(*) FROM pending WHERE project = $1", project
+        )
+        corrections = await self.db.pool.fetchval(
+            "SELECT count(*) - count(DISTINCT request_id) FROM labels WHERE project = $1", project
+        )
+        return {
+            "labels": row["labels"],
+            "correct_share": row["correct_share"],
+            "mean_label_delay_s": row["mean_delay_s"],
+            "waiting": pending,
+            "corrections": corrections,
+        }

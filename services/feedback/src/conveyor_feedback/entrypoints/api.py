@@ -1,0 +1,62 @@
+"""POST feedback over HTTP: the same validation and join as the Kafka path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from conveyor_contracts.events import FeedbackSubmitted
+from conveyor_runtime import UnknownProject
+
+from ..domain.join import InvalidFeedback
+from ..handlers import Feedback
+
+
+class FeedbackBatch(BaseModel):
+    feedback: list[FeedbackSubmitted] = Field(min_length=1, max_length=10_000)
+
+
+class Outcome(BaseModel):
+    recorded: list[str] = Field(description="Feedback ids joined to their prediction now.")
+    waiting: list[str] = Field(description="Feedback ids waiting for their prediction.")
+
+
+def router(feedback: Feedback) -> APIRouter:
+    api = APIRouter(tags=["feedback"])
+
+    async def _submit(items: list[FeedbackSubmitted]) -> Outcome:
+        errors = []
+        for index, item in enumerate(items):
+            try:
+                feedback.validate(item)
+            except UnknownProject as exc:
+                raise HTTPException(404, detail=str(exc)) from exc
+            except InvalidFeedback as exc:
+                errors.append({"index": index, "problem": str(exc)})
+        if errors:
+            raise HTTPException(
+                422, detail={"message": "no feedback of the request was taken", "errors": errors}
+            )
+        recorded, waiting, refused = await feedback.repo.add_feedback(items)
+        if refused:
+            raise HTTPException(
+                409,
+                detail={"refused": [{"feedback_id": fid, "problem": why} for fid, why in refused]},
+            )
+        return Outcome(recorded=[r.feedback_id for r in recorded], waiting=waiting)
+
+    @api.post("/feedback", response_model=Outcome, status_code=202)
+    async def post_feedback(item: FeedbackSubmitted) -> Outcome:
+        return await _submit([item])
+
+    @api.post("/feedback/batch", response_model=Outcome, status_code=202)
+    async def post_batch(batch: FeedbackBatch) -> Outcome:
+        return await _submit(batch.feedback)
+
+    @api.get("/projects/{project}/feedback/stats")
+    async def stats(project: str) -> dict[str, Any]:
+        return await feedback.repo.stats(project)
+
+    return api

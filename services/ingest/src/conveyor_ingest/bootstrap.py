@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from conveyor_contracts import catalog
+from conveyor_db import package_migrations
+from conveyor_runtime import Runtime, ServiceSettings
+
+from .adapters.repository import RawLog
+from .entrypoints.api import router
+from .handlers import Ingest
+
+
+class IngestSettings(ServiceSettings):
+    http_port: int = 8101
+
+
+def bootstrap(settings: IngestSettings | None = None) -> Runtime:
+    settings = settings or IngestSettings()
+    runtime = Runtime(
+        "ingest", settings, migrations=package_migrations("conveyor_ingest"), outbox=True
+    )
+    assert runtime.db is not None
+    ingest = Ingest(runtime.projects, RawLog(runtime.db))
+    runtime.bus.consume(catalog.RECORDS_SUBMITTED, ingest.on_submitted)
+    runtime.http.include_router(router(ingest))
+    return runtime

@@ -1,0 +1,110 @@
+"""Observations, labels, references, windows and episodes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from conveyor_contracts import catalog
+from conveyor_contracts.events import DriftResolved
+from conveyor_db import Database, enqueue
+
+SOURCE = "conveyor/monitor"
+
+
+class Repository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.db.pool
+
+    async def add_observations(
+        self, rows: list[tuple[str, str, int, list[float], str | None, datetime]]
+    ) -> None:
+        if rows:
+            await self.pool.executemany(
+                "INSERT INTO observations (request_id, project, model_version, values, "
+                "predicted, served_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    async def add_labels(self, rows: list[tuple[str, str, int, bool, datetime]]) -> None:
+        if rows:
+            await self.pool.executemany(
+                "INSERT INTO labels (feedback_id, project, model_version, correct, predicted_at) "
+                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    async def set_reference(self, project: str, version: int, profile: dict[str, Any]) -> bool:
+        """Judge the project's champion `version` against `profile` from now on; open episodes
+        of other versions close. False when this version was the reference already."""
+        async with self.pool.acquire() as con, con.transaction():
+            current = await con.fetchval(
+                "SELECT model_version FROM refs WHERE project = $1 FOR UPDATE", project
+            )
+            if current == version:
+                return False
+            await con.execute(
+                "INSERT INTO refs (project, model_version, feature_names, sample, "
+                "holdout_accuracy) VALUES ($1,$2,$3,$4,$5) ON CONFLICT (project) DO UPDATE SET "
+                "model_version = EXCLUDED.model_version, feature_names = EXCLUDED.feature_names,"
+                " sample = EXCLUDED.sample, holdout_accuracy = EXCLUDED.holdout_accuracy, "
+                "activated_at = now()",
+                project,
+                version,
+                profile["feature_names"],
+                profile["sample"],
+                float(profile["holdout_accuracy"]),
+            )
+            closed = await con.fetch(
+                "UPDATE episodes SET state = 'closed', closed_at = now(), reason = $3 "
+                "WHERE project = $1 AND model_version <> $2 AND state = 'open' "
+                "RETURNING episode_id, model_version, closed_at",
+                project,
+                version,
+                f"version {version} promoted",
+            )
+            for e in closed:
+                await enqueue(
+                    con,
+                    catalog.MONITOR_DRIFT,
+                    DriftResolved(
+                        episode_id=e["episode_id"],
+                        project=project,
+                        model_version=e["model_version"],
+                        closed_at=e["closed_at"],
+                        reason=f"version {version} promoted",
+                    ),
+                    key=project,
+                    source=SOURCE,
+                )
+            return True
+
+    async def overview(self, project: str) -> dict[str, Any]:
+        ref = await self.pool.fetchrow(
+            "SELECT model_version, holdout_accuracy, activated_at, cardinality(sample) AS rows "
+            "FROM refs WHERE project = $1",
+            project,
+        )
+        windows = await self.pool.fetch(
+            "SELECT id, model_version, kind, started_at, ended_at, size, drifted, evidence "
+            "FROM windows WHERE project = $1 ORDER BY id DESC LIMIT 20",
+            project,
+        )
+        episodes = await self.pool.fetch(
+            "SELECT episode_id, model_version, state, opened_at, onset_at, closed_at, reason, "
+            "evidence FROM episodes WHERE project = $1 ORDER BY opened_at DESC",
+            project,
+        )
+        return {
+            "project": project,
+            "reference": dict(ref) if ref else None,
+            "windows": [dict(w) for w in windows],
+            "open_episode": next((dict(e) for e in episodes if e["state"] == "open"), None),
+            "episodes": [dict(e) for e in episodes],
+        }

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ..adapters.repository import Repository
+
+
+def router(repo: Repository) -> APIRouter:
+    api = APIRouter(tags=["monitor"])
+
+    @api.get("/projects/{project}/drift")
+    async def drift(project: str) -> dict[str, Any]:
+        """The reference, the latest windows with their statistics, and the episodes."""
+        return await repo.overview(project)
+
+    return api

@@ -1,0 +1,92 @@
+"""The registry's rules, free of I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ALIAS_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+
+
+class RegistryError(Exception):
+    """Root of the registry's domain errors."""
+
+
+class NotFound(RegistryError):
+    pass
+
+
+class Conflict(RegistryError):
+    pass
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """A stable digest of a project spec: applying the same spec twice is one version."""
+    return hashlib.sha256(
+        json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def artifact_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def valid_alias(name: str) -> bool:
+    return re.match(ALIAS_PATTERN, name) is not None
+
+
+class RegisterVersion(BaseModel):
+    run_id: str = Field(min_length=1, max_length=200)
+    project_version: int = Field(ge=1)
+    status: Literal["ready", "failed"]
+    failure_reason: str | None = None
+    onnx_base64: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    signature: dict[str, Any] = Field(default_factory=dict)
+    profile: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+
+
+class MoveAlias(BaseModel):
+    version: int = Field(ge=1)
+    actor: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class Rollback(BaseModel):
+    actor: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    from_version: int | None
+    to_version: int
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.from_version != self.to_version
+
+
+def check_registration(body: RegisterVersion) -> None:
+    """A ready version needs an artifact; a failed one says why and carries none."""
+    if body.status == "ready" and not body.onnx_base64:
+        raise Conflict("a ready version needs its ONNX artifact (onnx_base64)")
+    if body.status == "failed" and not body.failure_reason:
+        raise Conflict("a failed version needs a failure_reason")
+
+
+def rollback_target(history: list[tuple[int | None, int]]) -> int:
+    """The version an alias pointed at before its last move (history oldest first)."""
+    if not history:
+        raise Conflict("the alias has never moved: nothing to roll back to")
+    previous, _current = history[-1]
+    if previous is None:
+        raise Conflict("the alias had no version before its last move")
+    return previous

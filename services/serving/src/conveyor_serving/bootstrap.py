@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from conveyor_contracts import catalog
+from conveyor_runtime import Runtime, ServiceSettings
+
+from .adapters.registry import HttpModelSource, ModelSource
+from .domain.predictor import Predictor
+from .entrypoints.api import router
+from .handlers import Serving
+
+
+class ServingSettings(ServiceSettings):
+    http_port: int = 8105
+
+
+def bootstrap(
+    settings: ServingSettings | None = None, *, source: ModelSource | None = None
+) -> Runtime:
+    settings = settings or ServingSettings()
+    runtime = Runtime("serving", settings, uses_database=False)
+    predictor = Predictor()
+    serving = Serving(predictor, source or HttpModelSource(settings.registry_url), runtime.bus)
+    runtime.on_registry_events(serving.on_registry_events)
+    runtime.bus.consume(catalog.PREDICTIONS_ENRICHED, serving.on_enriched)
+    runtime.http.include_router(router(predictor, lambda: runtime.started))
+    return runtime

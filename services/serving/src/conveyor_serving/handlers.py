@@ -1,0 +1,145 @@
+"""Kafka edge of serving: model changes from the registry, enriched requests in, answers out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from conveyor_bus import Bus, Delivery, Rejection
+from conveyor_contracts import catalog
+from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
+
+from .adapters.onnx import OnnxSession
+from .adapters.registry import ModelSource
+from .domain.predictor import LoadedModel, NoModel, Predictor
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+class ArtifactRefused(Exception):
+    pass
+
+
+class Serving:
+    def __init__(self, predictor: Predictor, source: ModelSource, bus: Bus) -> None:
+        self.predictor = predictor
+        self.source = source
+        self.bus = bus
+
+    # --- hot-swap -------------------------------------------------------------------------------
+
+    async def on_registry_events(self, batch: list[Delivery[Any]]) -> None:
+        latest: dict[str, AliasMoved] = {}
+        for d in batch:
+            if isinstance(d.event, AliasMoved) and d.event.alias == CHAMPION:
+                latest[d.event.project] = d.event  # replaying history: only the last one counts
+        for move in latest.values():
+            current = self.predictor.loaded().get(move.project)
+            if current and current["version"] == move.to_version:
+                continue
+            try:
+                await self.load(move.project, move.to_version, move.sha256)
+            except ArtifactRefused as exc:
+                log.error("refused v%d of %s: %s", move.to_version, move.project, exc)
+
+    async def load(self, project: str, version: int, expected_sha256: str) -> LoadedModel:
+        info = await self.source.version(project, version)
+        data, claimed = await self.source.artifact(project, version)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected_sha256 or actual != claimed:
+            raise ArtifactRefused(
+                f"artifact sha256 {actual[:12]}… does not match "
+                f"{expected_sha256[:12]}… announced (registry says "
+                f"{claimed[:12]}…); keeping the current model"
+            )
+        session = await OnnxSession.load(data)
+        signature = info["signature"]
+        model = LoadedModel(
+            project,
+            version,
+            actual,
+            list(signature["feature_names"]),
+            list(signature["classes"]),
+            session,
+        )
+        old = self.predictor.swap(model)
+        log.info("serving %s v%d (was %s)", project, version, old.version if old else None)
+        return model
+
+    # --- predictions ----------------------------------------------------------------------------
+
+    async def on_enriched(self, batch: list[Delivery[PredictionEnriched]]) -> list[Rejection]:
+        received = time.perf_counter()
+        by_project: dict[str, list[Delivery[PredictionEnriched]]] = defaultdict(list)
+        for d in batch:
+            by_project[d.event.project].append(d)
+        answers: list[tuple[str | None, PredictionServed]] = []
+        rejections: list[Rejection] = []
+        for project, deliveries in by_project.items():
+            try:
+                model = self.predictor.model(project)  # one reference for the whole batch
+            except NoModel as exc:
+                answers.extend(
+                    (d.event.request_id, _error(d.event, str(exc), received)) for d in deliveries
+                )
+                continue
+            ok: list[Delivery[PredictionEnriched]] = []
+            for d in deliveries:
+                problem = model.check(d.event.feature_names, d.event.values)
+                if problem is None:
+                    ok.append(d)
+                else:
+                    answers.append((d.event.request_id, _error(d.event, problem, received)))
+                    rejections.append(Rejection(d, problem, "infer"))
+            if not ok:
+                continue
+            labels, probs = model.predict(
+                np.asarray([d.event.values for d in ok], dtype=np.float32)
+            )
+            served_at = datetime.now(UTC)
+            latency = (time.perf_counter() - received) * 1000
+            for d, label, p in zip(ok, labels, probs, strict=True):
+                e = d.event
+                answers.append(
+                    (
+                        e.request_id,
+                        PredictionServed(
+                            request_id=e.request_id,
+                            project=project,
+                            entity_id=e.entity_id,
+                            status="ok",
+                            model_version=model.version,
+                            label=label,
+                            probabilities=p,
+                            feature_names=e.feature_names,
+                            values=e.values,
+                            requested_at=e.requested_at,
+                            served_at=served_at,
+                            latency_ms=latency,
+                        ),
+                    )
+                )
+        await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, answers)
+        return rejections
+
+
+def _error(e: PredictionEnriched, reason: str, received: float) -> PredictionServed:
+    return PredictionServed(
+        request_id=e.request_id,
+        project=e.project,
+        entity_id=e.entity_id,
+        status="error",
+        error=reason,
+        feature_names=e.feature_names,
+        values=e.values,
+        requested_at=e.requested_at,
+        served_at=datetime.now(UTC),
+        latency_ms=(time.perf_counter() - received) * 1000,
+    )

@@ -1,0 +1,203 @@
+"""Examples, runs, training requests and drift episodes."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from conveyor_contracts import catalog
+from conveyor_contracts.events import TrainingRunFinished
+from conveyor_db import Database, enqueue
+
+RUN_COLUMNS = (
+    "run_id, project, trigger, status, reason, params, metrics, champion_metrics, "
+    "model_version, promoted, training_rows, started_at, finished_at, logs"
+)
+
+
+class ActiveRun(Exception):
+    """The project already has a run in progress."""
+
+
+class Repository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.db.pool
+
+    async def add_examples(
+        self, rows: list[tuple[str, str, str, datetime, list[str], list[float], str]]
+    ) -> None:
+        """(project, example_id, source, observed_at, names, values, label); once each."""
+        if rows:
+            await self.pool.executemany(
+                "INSERT INTO examples (project, example_id, source, observed_at, feature_names, "
+                "values, label) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    async def examples(
+        self, project: str, names: list[str], limit: int, since: datetime | None = None
+    ) -> list[asyncpg.Record]:
+        """The most recent `limit` examples (observed since `since`), returned oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT example_id, observed_at, values, label FROM examples WHERE project = $1 "
+            "AND feature_names = $2 AND ($3::timestamptz IS NULL OR observed_at >= $3) "
+            "ORDER BY observed_at DESC, example_id DESC LIMIT $4",
+            project,
+            names,
+            since,
+            limit,
+        )
+        return rows[::-1]
+
+    async def example_stats(self, project: str) -> dict[str, int]:
+        rows = await self.pool.fetch(
+            "SELECT source, count(*) AS n FROM examples WHERE project = $1 GROUP BY source", project
+        )
+        by_source = {r["source"]: int(r["n"]) for r in rows}
+        return {"count": sum(by_source.values()), **by_source}
+
+    async def count_since(self, project: str, names: list[str], since: datetime) -> int:
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM examples WHERE project = $1 AND feature_names = $2 "
+                "AND observed_at >= $3",
+                project,
+                names,
+                since,
+            )
+        )
+
+    # --- runs -----------------------------------------------------------------------------------
+
+    async def open_run(self, run_id: str, project: str, trigger: str) -> None:
+        try:
+            await self.pool.execute(
+                "INSERT INTO runs (run_id, project, trigger, status) "
+                "VALUES ($1, $2, $3, 'running')",
+                run_id,
+                project,
+                trigger,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ActiveRun(f"project {project!r} already has a run in progress") from exc
+
+    async def finish_run(
+        self, event: TrainingRunFinished, params: dict[str, Any], logs: str
+    ) -> None:
+        """Close the run and announce it, in one transaction."""
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(
+                "UPDATE runs SET status = $2, reason = $3, params = $4, metrics = $5, "
+                "champion_metrics = $6, model_version = $7, promoted = $8, training_rows = $9, "
+                "finished_at = $10, logs = $11 WHERE run_id = $1",
+                event.run_id,
+                event.status,
+                event.reason,
+                params,
+                event.metrics,
+                event.champion_metrics,
+                event.model_version,
+                event.promoted,
+                event.training_rows,
+                event.finished_at,
+                logs,
+            )
+            await enqueue(
+                con, catalog.TRAINER_RUNS, event, key=event.project, source="conveyor/trainer"
+            )
+
+    async def runs(self, project: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE project = $1 ORDER BY started_at", project
+        )
+        return [dict(r) for r in rows]
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
+        return dict(row) if row else None
+
+    async def last_finished(self, project: str) -> datetime | None:
+        return await self.pool.fetchval(
+            "SELECT max(finished_at) FROM runs WHERE project = $1 AND status <> 'skipped'", project
+        )
+
+    async def active(self, project: str) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE project = $1 AND status = 'running')",
+                project,
+            )
+        )
+
+    async def abandon_interrupted(self) -> int:
+        """Runs left 'running' by a process that died: they will never finish."""
+        result = await self.pool.execute(
+            "UPDATE runs SET status = 'failed', reason = 'interrupted: the trainer restarted', "
+            "finished_at = now() WHERE status = 'running'"
+        )
+        return int(result.split()[-1])
+
+    # --- triggers -------------------------------------------------------------------------------
+
+    async def record_request(self, request_id: str, project: str) -> bool:
+        """True the first time a request id is seen."""
+        inserted = await self.pool.fetchval(
+            "INSERT INTO requests (request_id, project) VALUES ($1, $2) ON CONFLICT DO NOTHING "
+            "RETURNING true",
+            request_id,
+            project,
+        )
+        return bool(inserted)
+
+    async def record_episode(
+        self, episode_id: str, project: str, onset_at: datetime, opened_at: datetime
+    ) -> None:
+        await self.pool.execute(
+            "INSERT INTO episodes (episode_id, project, onset_at, opened_at, state) "
+            "VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
+            episode_id,
+            project,
+            onset_at,
+            opened_at,
+        )
+
+    async def close_episode(self, episode_id: str, note: str) -> None:
+        await self.pool.execute(
+            "UPDATE episodes SET state = 'closed', note = $2 WHERE episode_id = $1 "
+            "AND state = 'pending'",
+            episode_id,
+            note,
+        )
+
+    async def pending_episodes(self) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT episode_id, project, onset_at FROM episodes WHERE state = 'pending' "
+            "ORDER BY opened_at"
+        )
+
+    async def start_episode(self, episode_id: str, run_id: str) -> bool:
+        """Claim the episode for a run: true only for the first claim."""
+        return bool(
+            await self.pool.fetchval(
+                "UPDATE episodes SET state = 'started', run_id = $2 WHERE episode_id = $1 "
+                "AND state = 'pending' RETURNING true",
+                episode_id,
+                run_id,
+            )
+        )
+
+
+def digest(ids: list[str]) -> str:
+    """A content digest of the whole training set's identity (every example id, sorted)."""
+    h = hashlib.sha256()
+    for example_id in sorted(ids):
+        h.update(example_id.encode())
+        h.update(b"\n")
+    return h.hexdigest()

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import logging
+
+from conveyor_contracts import catalog
+from conveyor_db import package_migrations
+from conveyor_runtime import Runtime, ServiceSettings
+
+from .adapters.registry import HttpRegistry, Registry
+from .adapters.repository import Repository
+from .entrypoints.api import router
+from .handlers import Trainer
+from .runs import Runs
+
+log = logging.getLogger(__name__)
+
+
+class TrainerSettings(ServiceSettings):
+    http_port: int = 8103
+    trainer_poll_s: float = 0.5
+
+
+def bootstrap(
+    settings: TrainerSettings | None = None, *, registry: Registry | None = None
+) -> Runtime:
+    settings = settings or TrainerSettings()
+    runtime = Runtime(
+        "trainer", settings, migrations=package_migrations("conveyor_trainer"), outbox=True
+    )
+    assert runtime.db is not None
+    repo = Repository(runtime.db)
+    registry = registry or HttpRegistry(settings.registry_url)
+    runs = Runs(repo, registry)
+    trainer = Trainer(runtime.projects, repo, runs)
+    runtime.bus.consume(catalog.FEATURES_ROWS, trainer.on_rows)
+    runtime.bus.consume(catalog.FEEDBACK_RECORDED, trainer.on_feedback)
+    runtime.bus.consume(catalog.TRAINER_REQUESTS, trainer.on_requests)
+    runtime.bus.consume(catalog.MONITOR_DRIFT, trainer.on_drift)
+    runtime.http.include_router(router(runtime.projects, repo, runs))
+
+    @runtime.on_start
+    async def _start() -> None:
+        if abandoned := await repo.abandon_interrupted():
+            log.warning("%d runs were interrupted by a restart", abandoned)
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        await runs.wait()
+
+    runtime.every(settings.trainer_poll_s, trainer.check_episodes, name="drift-episodes")
+    return runtime

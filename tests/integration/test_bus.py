@@ -1,0 +1,141 @@
+"""The bus against the real broker: commit after effects, dead letters, redelivery on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import replace
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from conveyor_bus import Bus, Delivery, KafkaSettings, Rejection, ensure_topics
+from conveyor_cli.infra import Broker
+from conveyor_contracts import catalog
+from conveyor_contracts.events import FeedbackSubmitted
+
+pytestmark = pytest.mark.integration
+
+
+def _topic() -> catalog.TopicSpec:
+    return replace(catalog.FEEDBACK_SUBMITTED, subject=f"test-{uuid.uuid4().hex[:8]}")
+
+
+async def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 20.0) -> list:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    out: list = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(out) < n:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _until(predicate, timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+async def test_bad_messages_go_to_the_dead_letter_topic_and_good_ones_are_handled(kafka: Broker):
+    topic = _topic()
+    await ensure_topics(kafka.bootstrap_servers, [topic])
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    seen: list[str] = []
+
+    async def handler(batch: list[Delivery[FeedbackSubmitted]]):
+        rejections = []
+        for d in batch:
+            if d.event.label == "nonsense":
+                rejections.append(Rejection(d, "label nonsense is not a class", "validate"))
+            else:
+                seen.append(d.event.feedback_id)
+        return rejections
+
+    bus = Bus(f"test-{uuid.uuid4().hex[:6]}", settings)
+    bus.consume(topic, handler)
+    producer = Bus("producer", settings)
+    await producer.start()
+    await bus.start()
+    try:
+        good = FeedbackSubmitted(project="p", request_id="r1", label="fraud")
+        await producer.publish(topic, good, key="r1")
+        await producer.publish_raw(topic.name, b"{not json", key="r2", headers={"ce_id": "bad-1"})
+        await producer.publish_raw(
+            topic.name, json.dumps({"project": "p"}).encode(), key="r3", headers={"ce_id": "bad-2"}
+        )
+        await producer.publish(
+            topic, FeedbackSubmitted(project="p", request_id="r4", label="nonsense"), key="r4"
+        )
+        after = FeedbackSubmitted(project="p", request_id="r5", label="legit")
+        await producer.publish(topic, after, key="r5")
+        await _until(lambda: len(seen) == 2 and bus.dead_letters == 3)
+        assert seen == [good.feedback_id, after.feedback_id]
+        dead = await _read_all(kafka.bootstrap_servers, topic.dlq, 3)
+        by_key = {r.key.decode(): r for r in dead}
+        assert by_key["r2"].value == b"{not json"
+        headers = {k: v.decode() for k, v in by_key["r3"].headers}
+        assert headers["dlq_stage"] == "decode"
+        assert "request_id: Field required" in headers["dlq_error"]
+        assert "label: Field required" in headers["dlq_error"]
+        assert headers["dlq_source_topic"] == topic.name
+        assert headers["ce_id"] == "bad-2"
+        r4 = {k: v.decode() for k, v in by_key["r4"].headers}
+        assert r4["dlq_stage"] == "validate" and "nonsense" in r4["dlq_error"]
+    finally:
+        await bus.stop()
+        await producer.stop()
+
+
+async def test_a_failing_handler_commits_nothing_and_the_batch_is_redelivered(kafka: Broker):
+    topic = _topic()
+    await ensure_topics(kafka.bootstrap_servers, [topic])
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    attempts: list[int] = []
+    applied: set[str] = set()
+
+    async def flaky(batch: list[Delivery[FeedbackSubmitted]]):
+        attempts.append(len(batch))
+        if len(attempts) == 1:
+            raise RuntimeError("database briefly unavailable")
+        applied.update(d.event.request_id for d in batch)
+
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    bus = Bus("flaky", settings)
+    bus.consume(topic, flaky, group=group)
+    producer = Bus("producer", settings)
+    await producer.start()
+    try:
+        for i in range(5):
+            await producer.publish(
+                topic, FeedbackSubmitted(project="p", request_id=f"r{i}", label="x"), key=f"r{i}"
+            )
+        await bus.start()
+        await _until(lambda: applied == {f"r{i}" for i in range(5)})
+        assert len(attempts) >= 2
+        await bus.stop()
+        # Offsets were committed after the effects: a new consumer in the group gets nothing.
+        again: list[str] = []
+
+        async def record(batch):
+            again.extend(d.event.request_id for d in batch)
+
+        bus2 = Bus("flaky", settings)
+        bus2.consume(topic, record, group=group)
+        await bus2.start()
+        await producer.publish(
+            topic, FeedbackSubmitted(project="p", request_id="last", label="x"), key="last"
+        )
+        await _until(lambda: "last" in again)
+        assert again == ["last"]
+        await bus2.stop()
+    finally:
+        await producer.stop()

@@ -1,0 +1,96 @@
+"""Feedback on the real broker and Postgres: joins in either order, duplicates, the horizon."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from conveyor_contracts import catalog
+from conveyor_contracts.events import FeedbackSubmitted, PredictionServed, new_id
+from conveyor_feedback.bootstrap import FeedbackSettings, bootstrap
+from tests.support import Kafka, headers_of, running, unique_project, until
+
+pytestmark = pytest.mark.integration
+
+
+def _served(project: str, request_id: str, label: str = "fraud") -> PredictionServed:
+    now = datetime.now(UTC)
+    return PredictionServed(
+        request_id=request_id,
+        project=project,
+        entity_id="c-1",
+        status="ok",
+        model_version=1,
+        label=label,
+        probabilities={label: 0.9},
+        feature_names=["a"],
+        values=[1.0],
+        requested_at=now,
+        served_at=now,
+        latency_ms=1.0,
+    )
+
+
+async def test_labels_join_predictions(kafka, database_url):
+    spec = unique_project("fb")
+    name = spec.name
+    runtime = bootstrap(
+        FeedbackSettings(
+            kafka_bootstrap_servers=kafka.bootstrap_servers,
+            database_url=database_url,
+            feedback_horizon_s=1.0,
+            feedback_sweep_s=0.2,
+        )
+    )
+    q1, q2, q3 = new_id(), new_id(), new_id()
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        await k.apply(spec)
+        await until(lambda: runtime.projects.get(name), what="the project")
+        await k.send(catalog.PREDICTIONS_RESPONSES, _served(name, q1), key=q1)
+        first = FeedbackSubmitted(project=name, request_id=q1, label="fraud")
+        await k.send(catalog.FEEDBACK_SUBMITTED, first, key=q1)
+        await k.send(catalog.FEEDBACK_SUBMITTED, first, key=q1)  # the same feedback again
+        # Feedback before its prediction waits for it.
+        r = await api.post("/feedback", json={"project": name, "request_id": q2, "label": "legit"})
+        assert r.status_code == 202 and len(r.json()["waiting"]) == 1
+        await k.send(catalog.PREDICTIONS_RESPONSES, _served(name, q2), key=q2)
+        # A correction of q1's label is kept as well.
+        r = await api.post("/feedback", json={"project": name, "request_id": q1, "label": "legit"})
+        recorded = await k.collect(
+            catalog.FEEDBACK_RECORDED.name,
+            lambda e: e.project == name,
+            3,
+            decode=catalog.FEEDBACK_RECORDED,
+        )
+        assert sorted((e.request_id, e.label, e.correct) for e in recorded) == sorted(
+            [(q1, "fraud", True), (q2, "legit", False), (q1, "legit", False)]
+        )
+        assert all(e.values == [1.0] and e.model_version == 1 for e in recorded)
+
+        # Bad input: unknown label, unknown project.
+        r = await api.post("/feedback", json={"project": name, "request_id": q1, "label": "maybe"})
+        assert r.status_code == 422 and "'maybe' is not one of" in r.text
+        r = await api.post(
+            "/feedback", json={"project": "nope", "request_id": q1, "label": "fraud"}
+        )
+        assert r.status_code == 404
+        await k.send(
+            catalog.FEEDBACK_SUBMITTED,
+            FeedbackSubmitted(project=name, request_id=q1, label="maybe"),
+            key="bad",
+        )
+        # Feedback whose prediction never comes is dead-lettered after the horizon.
+        await k.send(
+            catalog.FEEDBACK_SUBMITTED,
+            FeedbackSubmitted(project=name, request_id=q3, label="fraud"),
+            key=q3,
+        )
+        dead = await k.collect(
+            catalog.FEEDBACK_SUBMITTED.dlq, lambda r: r.key in (b"bad", q3.encode()), 2
+        )
+        reasons = {r.key: headers_of(r)["dlq_error"] for r in dead}
+        assert "'maybe' is not one of" in reasons[b"bad"]
+        assert reasons[q3.encode()] == f"no prediction {q3} within 1s"
+        stats = (await api.get(f"/projects/{name}/feedback/stats")).json()
+        assert stats["labels"] == 2 and stats["corrections"] == 1 and stats["waiting"] == 0

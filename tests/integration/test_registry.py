@@ -1,0 +1,160 @@
+"""The registry against real Postgres and the real broker: API, alias history, outbox events."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+
+from conveyor_contracts import catalog
+from conveyor_contracts.events import AliasMoved, ModelVersionRegistered, ProjectApplied
+from conveyor_registry.bootstrap import RegistrySettings, bootstrap
+from tests.support import Kafka, running, unique_project
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(kafka, database_url) -> RegistrySettings:
+    return RegistrySettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url
+    )
+
+
+def _version(run_id: str, payload: bytes | None = b"onnx-bytes", **extra):
+    body = {
+        "run_id": run_id,
+        "project_version": 1,
+        "status": "ready" if payload else "failed",
+        "metrics": {"accuracy": 0.9},
+        "signature": {"feature_names": ["x"]},
+        "profile": {"rows": 10},
+        "lineage": {"training_rows": 10},
+    }
+    if payload:
+        body["onnx_base64"] = base64.b64encode(payload).decode()
+    else:
+        body["failure_reason"] = "onnx outputs differ from scikit-learn's"
+    return body | extra
+
+
+async def test_projects_versions_aliases_and_their_events(kafka, database_url):
+    spec = unique_project("reg")
+    name = spec.name
+    async with running(bootstrap(_settings(kafka, database_url))) as api:
+        r = await api.post("/projects", json=spec.model_dump(mode="json"))
+        assert r.status_code == 201 and r.json() == {
+            "project": name,
+            "project_version": 1,
+            "created": True,
+        }
+        r = await api.post("/projects", json=spec.model_dump(mode="json"))
+        assert r.status_code == 200 and r.json()["created"] is False
+        bad = spec.model_dump(mode="json") | {"entity_key": "nope"}
+        r = await api.post("/projects", json=bad)
+        assert r.status_code == 422 and "entity_key 'nope' is not a record field" in r.text
+
+        r1 = await api.post(f"/projects/{name}/versions", json=_version("run-1", b"model-one"))
+        assert r1.status_code == 201 and r1.json()["version"] == 1
+        assert r1.json()["sha256"] == hashlib.sha256(b"model-one").hexdigest()
+        again = await api.post(f"/projects/{name}/versions", json=_version("run-1", b"model-one"))
+        assert again.status_code == 200 and again.json()["version"] == 1
+        r2 = await api.post(f"/projects/{name}/versions", json=_version("run-2", b"model-two"))
+        assert r2.json()["version"] == 2
+        failed = await api.post(f"/projects/{name}/versions", json=_version("run-3", None))
+        assert failed.json() == {"project": name, "version": 3, "sha256": None, "status": "failed"}
+
+        art = await api.get(f"/projects/{name}/versions/2/artifact")
+        assert art.content == b"model-two"
+        assert art.headers["X-Artifact-SHA256"] == hashlib.sha256(b"model-two").hexdigest()
+        assert (await api.get(f"/projects/{name}/versions/3/artifact")).status_code == 404
+        info = (await api.get(f"/projects/{name}/versions/1")).json()
+        assert info["metrics"] == {"accuracy": 0.9} and info["profile"] == {"rows": 10}
+
+        move = {"version": 1, "actor": "alice", "reason": "first model"}
+        assert (await api.put(f"/projects/{name}/aliases/champion", json=move)).json() == {
+            "alias": "champion",
+            "from_version": None,
+            "to_version": 1,
+        }
+        same = await api.put(f"/projects/{name}/aliases/champion", json=move)
+        assert same.status_code == 200
+        move2 = {"version": 2, "actor": "trainer", "reason": "better on holdout"}
+        await api.put(f"/projects/{name}/aliases/champion", json=move2)
+        r = await api.put(
+            f"/projects/{name}/aliases/champion",
+            json={"version": 3, "actor": "bob", "reason": "try"},
+        )
+        assert r.status_code == 409 and "failed" in r.text
+        r = await api.put(
+            f"/projects/{name}/aliases/champion",
+            json={"version": 9, "actor": "bob", "reason": "try"},
+        )
+        assert r.status_code == 404
+        r = await api.put(f"/projects/{name}/aliases/Bad_Alias", json=move)
+        assert r.status_code == 422
+        assert (await api.get("/projects/nope/aliases")).status_code == 404
+
+        back = await api.post(
+            f"/projects/{name}/aliases/champion/rollback",
+            json={"actor": "carol", "reason": "v2 misbehaves"},
+        )
+        assert back.json() == {"alias": "champion", "from_version": 2, "to_version": 1}
+        history = (await api.get(f"/projects/{name}/aliases/champion/history")).json()
+        assert [(h["from_version"], h["to_version"], h["actor"]) for h in history] == [
+            (None, 1, "alice"),
+            (1, 2, "trainer"),
+            (2, 1, "carol"),
+        ]
+        assert (await api.get(f"/projects/{name}/aliases")).json() == {"champion": 1}
+
+        async with Kafka(kafka.bootstrap_servers) as k:
+            events = await k.collect(
+                catalog.REGISTRY_EVENTS.name,
+                lambda e: e.project == name,
+                7,
+                decode=catalog.REGISTRY_EVENTS,
+            )
+        kinds = [type(e).__name__ for e in events]
+        assert kinds == [
+            "ProjectApplied",
+            "ModelVersionRegistered",
+            "ModelVersionRegistered",
+            "ModelVersionRegistered",
+            "AliasMoved",
+            "AliasMoved",
+            "AliasMoved",
+        ]
+        assert isinstance(events[0], ProjectApplied) and events[0].spec == spec
+        assert isinstance(events[3], ModelVersionRegistered) and events[3].status == "failed"
+        last = events[-1]
+        assert isinstance(last, AliasMoved) and (last.from_version, last.to_version) == (2, 1)
+        assert last.sha256 == hashlib.sha256(b"model-one").hexdigest()
+
+
+async def test_an_event_committed_but_not_yet_published_is_not_lost(kafka, database_url):
+    spec = unique_project("reg")
+    settings = _settings(kafka, database_url)
+    runtime = bootstrap(settings)
+    # Commit changes without a relay: the process "dies" before publishing anything.
+    assert runtime.db is not None
+    await runtime.db.connect()
+    from conveyor_registry.adapters.repository import Repository
+
+    repo = Repository(runtime.db)
+    await repo.apply_project(spec)
+    pending = await runtime.db.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    )
+    assert pending == 1
+    await runtime.db.close()
+    # A new process starts: its relay publishes what was committed.
+    async with running(bootstrap(settings)):
+        async with Kafka(kafka.bootstrap_servers) as k:
+            found = await k.collect(
+                catalog.REGISTRY_EVENTS.name,
+                lambda e: e.project == spec.name,
+                1,
+                decode=catalog.REGISTRY_EVENTS,
+            )
+        assert isinstance(found[0], ProjectApplied)

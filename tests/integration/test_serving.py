@@ -1,0 +1,177 @@
+"""Serving on the real broker: answers, hot-swap under a stream, refused artifacts, OIP v2."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from conveyor_contracts import catalog
+from conveyor_contracts.events import AliasMoved, PredictionEnriched, new_id
+from conveyor_serving.adapters.registry import ModelSource
+from conveyor_serving.bootstrap import ServingSettings, bootstrap
+from tests.models import Model, make_model
+from tests.support import Kafka, headers_of, running, unique_project, until
+
+pytestmark = pytest.mark.integration
+
+
+class FakeSource(ModelSource):
+    def __init__(self, models: dict[int, Model]) -> None:
+        self.models = models
+        self.tampered: set[int] = set()
+
+    async def version(self, project: str, version: int) -> dict[str, Any]:
+        return {"signature": self.models[version].signature}
+
+    async def artifact(self, project: str, version: int) -> tuple[bytes, str]:
+        m = self.models[version]
+        data = m.onnx + b"tampered" if version in self.tampered else m.onnx
+        return data, m.sha256
+
+
+def _move(project, to, model, frm=None):
+    return AliasMoved(
+        project=project,
+        alias="champion",
+        from_version=frm,
+        to_version=to,
+        sha256=model.sha256,
+        actor="test",
+        reason="test",
+    )
+
+
+def _request(project, names, x0: float) -> PredictionEnriched:
+    values = [0.0] * len(names)
+    values[0] = x0
+    now = datetime.now(UTC)
+    return PredictionEnriched(
+        request_id=new_id(),
+        project=project,
+        project_version=1,
+        entity_id="e",
+        requested_at=now,
+        enriched_at=now,
+        feature_names=names,
+        values=values,
+    )
+
+
+async def test_answers_hot_swap_and_errors(kafka):
+    spec = unique_project("srv")
+    name, names = spec.name, spec.feature_names()
+    models = {1: make_model(spec), 2: make_model(spec, flip=True), 3: make_model(spec, seed=5)}
+    source = FakeSource(models)
+    source.tampered.add(3)
+    runtime = bootstrap(
+        ServingSettings(kafka_bootstrap_servers=kafka.bootstrap_servers), source=source
+    )
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        # Before any model: an error answer, not silence.
+        early = _request(name, names, 3.0)
+        await k.send(catalog.PREDICTIONS_ENRICHED, early, key="e")
+        got = await k.collect(
+            catalog.PREDICTIONS_RESPONSES.name,
+            lambda r: r.request_id == early.request_id,
+            1,
+            decode=catalog.PREDICTIONS_RESPONSES,
+        )
+        assert got[0].status == "error" and "no model is loaded" in got[0].error
+
+        await k.apply(spec)
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 1, models[1]), key=name)
+        await until(lambda: runtime_version(api, name, 1), 30, "v1 loaded")
+
+        # A stream of requests with the champion moved to v2 in the middle of it.
+        sent: list[str] = []
+
+        async def stream(n: int) -> None:
+            for i in range(n):
+                r = _request(name, names, 3.0)
+                sent.append(r.request_id)
+                await k.send(catalog.PREDICTIONS_ENRICHED, r, key=f"e{i % 3}")
+                if i == n // 2:
+                    await k.send(catalog.REGISTRY_EVENTS, _move(name, 2, models[2], 1), key=name)
+
+        await stream(300)
+        answers = await k.collect(
+            catalog.PREDICTIONS_RESPONSES.name,
+            lambda r: r.request_id in set(sent),
+            300,
+            timeout_s=60,
+            decode=catalog.PREDICTIONS_RESPONSES,
+        )
+        assert sorted(a.request_id for a in answers) == sorted(sent)  # each once
+        assert all(a.status == "ok" for a in answers)
+        versions = [a.model_version for a in answers]
+        assert set(versions) == {1, 2}
+        for a in answers:  # v1 says fraud for x0 = 3, the flipped v2 says legit
+            assert a.label == ("fraud" if a.model_version == 1 else "legit")
+            assert a.values[0] == 3.0 and a.latency_ms >= 0
+        await until(lambda: runtime_version(api, name, 2), 30, "v2 loaded")
+
+        # An artifact that does not match its sha256 is refused; v2 keeps serving.
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 3, models[3], 2), key=name)
+        # registry.events has one partition: once a later move is served, v3 was handled.
+        marker = unique_project("srv")
+        await k.send(catalog.REGISTRY_EVENTS, _move(marker.name, 1, models[1]), key=marker.name)
+        await until(lambda: runtime_version(api, marker.name, 1), 30, "the marker loaded")
+        probe = _request(name, names, 3.0)
+        await k.send(catalog.PREDICTIONS_ENRICHED, probe, key="e")
+        got = await k.collect(
+            catalog.PREDICTIONS_RESPONSES.name,
+            lambda r: r.request_id == probe.request_id,
+            1,
+            decode=catalog.PREDICTIONS_RESPONSES,
+        )
+        assert got[0].model_version == 2
+        assert (await api.get("/models")).json()[name]["version"] == 2
+
+        # Inputs that do not fit the signature: an error answer and a dead letter.
+        bad = _request(name, names[::-1], 1.0)
+        await k.send(catalog.PREDICTIONS_ENRICHED, bad, key="e")
+        got = await k.collect(
+            catalog.PREDICTIONS_RESPONSES.name,
+            lambda r: r.request_id == bad.request_id,
+            1,
+            decode=catalog.PREDICTIONS_RESPONSES,
+        )
+        assert got[0].status == "error" and "do not match" in got[0].error
+        dead = await k.collect(
+            catalog.PREDICTIONS_ENRICHED.dlq, lambda r: bad.request_id.encode() in r.value, 1
+        )
+        assert headers_of(dead[0])["dlq_stage"] == "infer"
+
+        # The HTTP edge answers with the same model.
+        n = len(names)
+        body = {
+            "id": "q1",
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, n],
+                    "datatype": "FP32",
+                    "data": [[3.0] + [0.0] * (n - 1), [-3.0] + [0.0] * (n - 1)],
+                }
+            ],
+        }
+        r = await api.post(f"/v2/models/{name}/infer", json=body)
+        assert r.status_code == 200
+        out = {o["name"]: o for o in r.json()["outputs"]}
+        assert out["label"]["data"] == ["legit", "fraud"] and r.json()["model_version"] == "2"
+        assert out["probabilities"]["shape"] == [2, 2]
+        assert (await api.post(f"/v2/models/{name}/versions/1/infer", json=body)).status_code == 404
+        assert (await api.post(f"/v2/models/{name}/versions/2/infer", json=body)).status_code == 200
+        bad_shape = body | {"inputs": [body["inputs"][0] | {"shape": [1, n]}]}
+        r = await api.post(f"/v2/models/{name}/infer", json=bad_shape)
+        assert r.status_code == 400 and "values for shape" in r.text
+        assert (await api.get("/v2/models/nope")).status_code == 404
+        meta = (await api.get(f"/v2/models/{name}")).json()
+        assert meta["inputs"][0]["shape"] == [-1, n] and meta["versions"] == ["2"]
+        assert (await api.get("/v2/health/ready")).json() == {"ready": True}
+
+
+async def runtime_version(api, name, version) -> bool:
+    return (await api.get("/models")).json().get(name, {}).get("version") == version

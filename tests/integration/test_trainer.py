@@ -1,0 +1,171 @@
+"""The trainer on the real broker and Postgres, with the registry faked at its adapter."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conveyor_contracts import catalog
+from conveyor_contracts.events import (
+    DriftDetected,
+    FeatureRowComputed,
+    FeedbackRecorded,
+    StartTraining,
+    new_id,
+)
+from conveyor_examples.fraud.traffic import FraudTraffic
+from conveyor_feature.domain.features import featurize
+from conveyor_trainer.adapters.registry import Registry
+from conveyor_trainer.bootstrap import TrainerSettings, bootstrap
+from conveyor_trainer.domain.training import onnx_probabilities
+from tests.support import Kafka, running, unique_project, until
+
+pytestmark = pytest.mark.integration
+
+
+class FakeRegistry(Registry):
+    def __init__(self) -> None:
+        self.versions: dict[int, dict[str, Any]] = {}
+        self.champion_version: int | None = None
+        self.moves: list[tuple[int, str]] = []
+
+    async def register(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
+        version = len(self.versions) + 1
+        self.versions[version] = body
+        return {"version": version, "status": body["status"]}
+
+    async def champion(self, project: str) -> tuple[int, bytes] | None:
+        if self.champion_version is None:
+            return None
+        body = self.versions[self.champion_version]
+        return self.champion_version, base64.b64decode(body["onnx_base64"])
+
+    async def promote(self, project: str, version: int, reason: str) -> None:
+        self.champion_version = version
+        self.moves.append((version, reason))
+
+
+async def test_train_register_promote_then_retrain_once_per_episode(kafka, database_url):
+    spec = unique_project("trn")
+    spec = spec.model_copy(
+        update={
+            "policies": spec.policies.model_copy(
+                update={
+                    "retrain": spec.policies.retrain.model_copy(
+                        update={"min_new_rows": 300, "cooldown_s": 0}
+                    )
+                }
+            )
+        }
+    )
+    name = spec.name
+    registry = FakeRegistry()
+    runtime = bootstrap(
+        TrainerSettings(
+            kafka_bootstrap_servers=kafka.bootstrap_servers,
+            database_url=database_url,
+            trainer_poll_s=0.2,
+        ),
+        registry=registry,
+    )
+    traffic = FraudTraffic(seed=3)
+    t0 = datetime(2026, 2, 1, tzinfo=UTC)
+    names = spec.feature_names()
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        await k.apply(spec)
+        await until(lambda: runtime.projects.get(name), what="the project")
+        for i in range(800):
+            p = traffic.payment(t0 + timedelta(seconds=60 * i), drifted=False)
+            await k.send(
+                catalog.FEATURES_ROWS,
+                FeatureRowComputed(
+                    project=name,
+                    project_version=1,
+                    record_id=f"r{i}",
+                    entity_id="e",
+                    event_time=t0 + timedelta(seconds=60 * i),
+                    feature_names=names,
+                    values=featurize(spec, p.fields, t0, []),
+                    label=p.truth,
+                ),
+                key="e",
+            )
+        await until(lambda: _count(api, name, 800), 30, "examples")
+        await k.send(
+            catalog.TRAINER_REQUESTS, StartTraining(project=name, request_id="req-1"), key=name
+        )
+        await k.send(
+            catalog.TRAINER_REQUESTS, StartTraining(project=name, request_id="req-1"), key=name
+        )  # the same command again: one run
+        await until(lambda: registry.champion_version == 1, 60, "a first champion")
+        first = registry.versions[1]
+        assert first["status"] == "ready" and first["metrics"]["accuracy"] > 0.85
+        assert first["lineage"]["training_rows"] == 800
+        assert (
+            first["lineage"]["example_ids_digest"]
+            == hashlib.sha256(
+                "".join(f"{x}\n" for x in sorted(f"r{i}" for i in range(800))).encode()
+            ).hexdigest()
+        )
+        x = np.asarray(
+            [featurize(spec, traffic.payment(t0, drifted=False).fields, t0, [])], dtype=np.float32
+        )
+        assert onnx_probabilities(base64.b64decode(first["onnx_base64"]), x).shape == (1, 2)
+
+        # The world drifts: labeled feedback from the new concept, and one episode (sent twice).
+        onset = datetime.now(UTC) - timedelta(seconds=1)
+        episode = DriftDetected(
+            episode_id=new_id(),
+            project=name,
+            model_version=1,
+            kind="data",
+            opened_at=datetime.now(UTC),
+            onset_at=onset,
+            windows=2,
+        )
+        await k.send(catalog.MONITOR_DRIFT, episode, key=name)
+        await k.send(catalog.MONITOR_DRIFT, episode, key=name)
+        for i in range(400):
+            p = traffic.payment(onset, drifted=True)
+            await k.send(
+                catalog.FEEDBACK_RECORDED,
+                FeedbackRecorded(
+                    feedback_id=f"f{i}",
+                    request_id=f"q{i}",
+                    project=name,
+                    entity_id="e",
+                    model_version=1,
+                    feature_names=names,
+                    values=featurize(spec, p.fields, onset, []),
+                    predicted_label="legit",
+                    label=p.truth,
+                    correct=p.truth == "legit",
+                    predicted_at=onset + timedelta(milliseconds=i),
+                    labeled_at=datetime.now(UTC),
+                ),
+                key=f"q{i}",
+            )
+        await until(lambda: registry.champion_version == 2, 60, "the retrained champion")
+        second = registry.versions[2]
+        assert second["lineage"]["trigger"] == f"drift episode {episode.episode_id}"
+        assert second["lineage"]["training_rows"] == 400
+        assert second["lineage"]["parent_version"] == 1
+        assert "vs champion v1" in registry.moves[-1][1]
+
+        finished = await k.collect(
+            catalog.TRAINER_RUNS.name, lambda e: e.project == name, 2, decode=catalog.TRAINER_RUNS
+        )
+        assert [e.status for e in finished] == ["succeeded", "succeeded"]
+        assert finished[1].metrics["accuracy"] > finished[1].champion_metrics["accuracy"]
+        runs = (await api.get(f"/projects/{name}/runs")).json()
+        assert len(runs) == 2  # one per command id, one per episode
+        assert (await api.post("/projects/nope/runs", json={})).status_code == 404
+
+
+async def _count(api, name, n):
+    return (await api.get(f"/projects/{name}/examples")).json().get("count", 0) >= n

@@ -1,0 +1,120 @@
+"""Helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
+from conveyor_contracts.events import ProjectApplied
+from conveyor_examples import load_project
+from conveyor_runtime import Runtime
+
+
+def unique_project(prefix: str = "t", base: str = "fraud") -> ModelProject:
+    return load_project(base).model_copy(update={"name": f"{prefix}-{uuid.uuid4().hex[:8]}"})
+
+
+async def until(probe: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
+    """Poll `probe` (sync or async) until it returns something truthy, or fail at the deadline."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                value = probe()
+                if isinstance(value, Awaitable):
+                    value = await value
+                if value:
+                    return value
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what or probe}") from None
+
+
+@asynccontextmanager
+async def running(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """Start a service in-process and give an HTTP client for its API."""
+    await runtime.start()
+    try:
+        transport = httpx.ASGITransport(app=runtime.http)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+    finally:
+        await runtime.stop()
+
+
+class Kafka:
+    """Produce events and collect what appears on topics (group-less, from the beginning)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+
+    async def __aenter__(self) -> Kafka:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def send(self, topic: TopicSpec, event: Any, key: str, **headers: str) -> None:
+        env = envelope_for(topic, event, source="test").to_headers() | headers
+        await self.producer.send_and_wait(
+            topic.name,
+            event.model_dump_json().encode(),
+            key=key.encode(),
+            headers=[(k, v.encode()) for k, v in env.items()],
+        )
+
+    async def send_raw(self, topic: str, value: bytes, key: str) -> None:
+        await self.producer.send_and_wait(topic, value, key=key.encode())
+
+    async def apply(self, spec: ModelProject, version: int = 1) -> None:
+        """Announce a project as the registry would."""
+        await self.send(
+            catalog.REGISTRY_EVENTS,
+            ProjectApplied(project=spec.name, project_version=version, spec=spec),
+            key=spec.name,
+        )
+
+    async def collect(
+        self,
+        topic: str,
+        predicate: Callable[[Any], bool],
+        n: int,
+        timeout_s: float = 30.0,
+        decode: TopicSpec | None = None,
+    ) -> list[Any]:
+        """The first `n` records of `topic` matching `predicate` (decoded with `decode`)."""
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[Any] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                while len(found) < n:
+                    for records in (await consumer.getmany(timeout_ms=100)).values():
+                        for r in records:
+                            item = decode.adapter.validate_json(r.value) if decode else r
+                            if predicate(item):
+                                found.append(item)
+        except TimeoutError:
+            raise AssertionError(
+                f"{topic}: found {len(found)} of {n} within {timeout_s}s"
+            ) from None
+        finally:
+            await consumer.stop()
+        return found
+
+
+def headers_of(record: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}

@@ -1,0 +1,64 @@
+import math
+from datetime import UTC, datetime, timedelta
+
+from conveyor_examples import load_project
+from conveyor_feature.domain.features import PastRecord, featurize
+
+SPEC = load_project("fraud")
+T = datetime(2026, 1, 1, 12, tzinfo=UTC)
+FIELDS = {"customer": "c-1", "amount": math.e - 1, "merchant": "online", "hour": 3, "foreign": True}
+NAMES = SPEC.feature_names()
+
+
+def _f(values, name):
+    return values[NAMES.index(name)]
+
+
+def _past(minutes_ago, amount, rid=None):
+    return PastRecord(
+        rid or f"r{minutes_ago}", T - timedelta(minutes=minutes_ago), {"amount": amount}
+    )
+
+
+def test_plain_features():
+    v = featurize(SPEC, FIELDS, T, [])
+    assert len(v) == len(NAMES)
+    assert math.isclose(_f(v, "log_amount"), 1.0)
+    assert [_f(v, f"merchant={m}") for m in ("grocery", "online")] == [0.0, 1.0]
+    assert _f(v, "hour") == 3.0 and _f(v, "foreign") == 1.0
+
+
+def test_unseen_category_and_missing_values_take_defaults():
+    v = featurize(SPEC, {"merchant": "casino", "amount": None}, T, [])
+    assert sum(_f(v, f"merchant={m}") for m in SPEC.features[1].categories) == 0.0
+    assert _f(v, "log_amount") == 0.0
+    assert all(math.isfinite(x) for x in v)
+
+
+def test_negative_amounts_never_make_nan():
+    assert all(math.isfinite(x) for x in featurize(SPEC, FIELDS | {"amount": -5.0}, T, []))
+
+
+def test_aggregates_use_only_earlier_records_within_the_window():
+    history = [
+        _past(10, 10.0),
+        _past(30, 30.0),
+        _past(90, 1000.0),  # 90 min: outside 1 h
+        PastRecord("same-time", T, {"amount": 5000.0}),  # not strictly before
+        PastRecord("later", T + timedelta(minutes=1), {"amount": 7000.0}),
+    ]
+    v = featurize(SPEC, FIELDS, T, history)
+    assert _f(v, "amount_mean_1h") == 20.0
+    assert _f(v, "payments_1h") == 2.0
+    assert _f(v, "since_last_s") == 600.0
+
+
+def test_history_order_does_not_matter():
+    history = [_past(5, 1.0), _past(20, 2.0), _past(50, 3.0)]
+    assert featurize(SPEC, FIELDS, T, history) == featurize(SPEC, FIELDS, T, history[::-1])
+
+
+def test_no_history_gives_defaults():
+    v = featurize(SPEC, FIELDS, T, [])
+    assert _f(v, "payments_1h") == 0.0 and _f(v, "amount_mean_1h") == 0.0
+    assert _f(v, "since_last_s") == 86400.0

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from conveyor_examples import load_project
+from conveyor_serving.adapters.onnx import OnnxSession
+from conveyor_serving.domain.predictor import InvalidInput, LoadedModel, NoModel, Predictor
+from conveyor_serving.entrypoints.api import InferenceRequest, decode
+from tests.models import make_model
+
+SPEC = load_project("fraud")
+NAMES = SPEC.feature_names()
+
+
+def _loaded(version=1, flip=False):
+    m = make_model(SPEC, flip=flip)
+    return LoadedModel("fraud", version, m.sha256, NAMES, ["legit", "fraud"], OnnxSession(m.onnx))
+
+
+def test_predicts_class_names_and_probabilities():
+    model = _loaded()
+    x = np.zeros((2, len(NAMES)), np.float32)
+    x[0, 0], x[1, 0] = 3.0, -3.0
+    labels, probs = model.predict(x)
+    assert labels == ["fraud", "legit"]
+    assert probs[0]["fraud"] > 0.9 and abs(sum(probs[1].values()) - 1) < 1e-5
+
+
+def test_inputs_are_checked_against_the_signature():
+    model = _loaded()
+    assert model.check(NAMES, [0.0] * len(NAMES)) is None
+    assert "do not match" in model.check(NAMES[::-1], [0.0] * len(NAMES))
+    assert "finite" in model.check(NAMES, [float("nan")] + [0.0] * (len(NAMES) - 1))
+    with pytest.raises(InvalidInput):
+        model.predict(np.zeros((1, 3), np.float32))
+
+
+def test_swap_replaces_the_model_and_versions_are_checked():
+    predictor = Predictor()
+    with pytest.raises(NoModel):
+        predictor.model("fraud")
+    predictor.swap(_loaded(1))
+    old = predictor.model("fraud")
+    assert predictor.swap(_loaded(2, flip=True)) is old
+    assert predictor.model("fraud").version == 2
+    with pytest.raises(NoModel, match="version 1 is not loaded"):
+        predictor.model("fraud", 1)
+
+
+def test_oip_decoding():
+    model = _loaded()
+    n = len(NAMES)
+    ok = InferenceRequest(
+        inputs=[
+            {"name": "input", "shape": [2, n], "datatype": "FP32", "data": [[0.0] * n, [1.0] * n]}
+        ]
+    )
+    assert decode(ok, model).shape == (2, n)
+    for bad, why in [
+        ({"name": "x", "shape": [1, n], "datatype": "FP32", "data": [0.0] * n}, "named 'input'"),
+        ({"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [0.0] * 3}, "shape"),
+        ({"name": "input", "shape": [1, n], "datatype": "BYTES", "data": ["a"] * n}, "datatype"),
+        ({"name": "input", "shape": [2, n], "datatype": "FP32", "data": [0.0] * n}, "values"),
+    ]:
+        with pytest.raises(InvalidInput, match=why):
+            decode(InferenceRequest(inputs=[bad]), model)

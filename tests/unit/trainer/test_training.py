@@ -1,0 +1,96 @@
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import onnx
+import pytest
+
+from conveyor_contracts.project import ALLOWED_ESTIMATORS, PromotionPolicy, RetrainPolicy
+from conveyor_examples import load_project
+from conveyor_trainer.domain import training
+from conveyor_trainer.domain.policy import episode_ready, promotion
+
+SPEC = load_project("fraud")
+
+
+def _data(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    k = len(SPEC.feature_names())
+    x = rng.normal(size=(n, k)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 3] > 0).astype(np.int64)
+    return training.Dataset(x, y)
+
+
+@pytest.mark.parametrize("class_path", ALLOWED_ESTIMATORS)
+def test_every_allowed_estimator_exports_with_matching_probabilities(class_path):
+    params = {"n_estimators": 20} if "Forest" in class_path or "Boosting" in class_path else {}
+    spec = SPEC.model_copy(
+        update={
+            "estimator": SPEC.estimator.model_copy(
+                update={"class_path": class_path, "params": params}
+            )
+        }
+    )
+    candidate = training.train(spec, _data(), 0.25)
+    assert candidate.failure is None and candidate.onnx_max_diff <= training.ONNX_TOLERANCE
+    assert candidate.metrics["accuracy"] > 0.8
+    model = onnx.load_from_string(candidate.onnx)
+    assert [o.name for o in model.graph.output] == ["label", "probabilities"]
+    assert candidate.signature["classes"] == ["legit", "fraud"]
+    assert len(candidate.profile["sample"]) == 600
+
+
+def test_the_split_is_by_time_and_the_holdout_is_newest():
+    data = training.Dataset(np.arange(10, dtype=np.float32).reshape(10, 1), np.arange(10))
+    fit, holdout = data.split(0.3)
+    assert fit.y.tolist() == list(range(7)) and holdout.y.tolist() == [7, 8, 9]
+
+
+def test_a_perturbed_onnx_model_fails_the_gate():
+    candidate = training.train(SPEC, _data(), 0.25)
+    model = onnx.load_from_string(candidate.onnx)
+    classifier = next(n for n in model.graph.node if n.op_type == "LinearClassifier")
+    coefficients = next(a for a in classifier.attribute if a.name == "coefficients")
+    coefficients.floats[0] += 0.5  # nudge one coefficient of the exported model
+    tampered = model.SerializeToString()
+    x = candidate.holdout.x
+    diff = float(
+        np.abs(
+            training.onnx_probabilities(tampered, x)
+            - training.onnx_probabilities(candidate.onnx, x)
+        ).max()
+    )
+    assert training.parity_failure(diff) is not None
+    assert "differ from scikit-learn's" in training.parity_failure(diff)
+    assert training.parity_failure(1e-7) is None
+
+
+def test_too_few_rows_or_one_class_is_refused():
+    with pytest.raises(training.TrainingRefused):
+        training.dataset(SPEC, [([0.0] * 11, "legit")] * 10)
+    one_class = training.Dataset(np.zeros((100, 11), np.float32), np.zeros(100, np.int64))
+    with pytest.raises(training.TrainingRefused):
+        training.train(SPEC, one_class, 0.25)
+
+
+def test_promotion_gate():
+    auto = PromotionPolicy(mode="auto", metric="accuracy", min_metric=0.6)
+    assert promotion(auto, {"accuracy": 0.9}, None, None).promote
+    assert not promotion(auto, {"accuracy": 0.5}, None, None).promote
+    assert promotion(auto, {"accuracy": 0.9}, {"accuracy": 0.7}, 1).promote
+    worse = promotion(auto, {"accuracy": 0.7}, {"accuracy": 0.7}, 1)
+    assert not worse.promote and "not better" in worse.reason
+    margin = PromotionPolicy(min_improvement=0.05)
+    assert not promotion(margin, {"accuracy": 0.74}, {"accuracy": 0.7}, 1).promote
+    approval = PromotionPolicy(mode="approval")
+    held = promotion(approval, {"accuracy": 0.9}, {"accuracy": 0.7}, 1)
+    assert not held.promote and "requires approval" in held.reason
+
+
+def test_an_episode_waits_for_rows_and_cool_down():
+    policy = RetrainPolicy(min_new_rows=100, cooldown_s=30)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert not episode_ready(policy, 99, None, now, False).ready
+    assert episode_ready(policy, 100, None, now, False).ready
+    assert not episode_ready(policy, 500, now - timedelta(seconds=10), now, False).ready
+    assert episode_ready(policy, 500, now - timedelta(seconds=31), now, False).ready
+    assert not episode_ready(policy, 500, None, now, True).ready
