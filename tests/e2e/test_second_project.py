@@ -49,19 +49,35 @@ def _play(stack: Stack, bootstrap: str) -> None:
     http = httpx.Client(timeout=10)
     spec = load_project("wine")
     assert http.post(url["registry"] + "/projects", json=spec.model_dump(mode="json")).is_success
-    _until(lambda: all("wine" in http.get(u + "/healthz").json()["projects"]
-                       for n, u in url.items() if n != "registry"), 30, "every service")
+    _until(
+        lambda: all(
+            "wine" in http.get(u + "/healthz").json()["projects"]
+            for n, u in url.items()
+            if n != "registry"
+        ),
+        30,
+        "every service",
+    )
     rows = analyses(datetime(2026, 1, 1, tzinfo=UTC))
     records = [{"fields": fields | {"cultivar": truth}} for fields, truth in rows]
     r = http.post(url["ingest"] + "/projects/wine/records/batch", json={"records": records})
     assert r.status_code == 201 and len(r.json()["accepted"]) == 178, r.text
-    _until(lambda: http.get(url["trainer"] + "/projects/wine/examples").json().get("count")
-           == 178, 60, "178 training examples")
+    _until(
+        lambda: http.get(url["trainer"] + "/projects/wine/examples").json().get("count") == 178,
+        60,
+        "178 training examples",
+    )
 
     run_id = http.post(url["trainer"] + "/projects/wine/runs", json={"reason": "e2e"}).json()[
-        "run_id"]
-    run = _until(lambda: (r := http.get(url["trainer"] + f"/runs/{run_id}").json())["status"]
-                 != "running" and r, 60, "the run")
+        "run_id"
+    ]
+    run = _until(
+        lambda: (
+            (r := http.get(url["trainer"] + f"/runs/{run_id}").json())["status"] != "running" and r
+        ),
+        60,
+        "the run",
+    )
     assert run["status"] == "succeeded", run
     assert not run["promoted"] and "requires approval" in run["reason"]
     assert run["metrics"]["accuracy"] >= 0.8
@@ -71,8 +87,13 @@ def _play(stack: Stack, bootstrap: str) -> None:
     # A person approves by promoting; serving follows the alias.
     move = {"version": version, "actor": "alice", "reason": "reviewed the holdout metrics"}
     assert http.put(url["registry"] + "/projects/wine/aliases/champion", json=move).is_success
-    _until(lambda: http.get(url["serving"] + "/models").json().get("wine", {}).get("version")
-           == version, 30, "serving to load the approved version")
+    _until(
+        lambda: (
+            http.get(url["serving"] + "/models").json().get("wine", {}).get("version") == version
+        ),
+        30,
+        "serving to load the approved version",
+    )
 
     answers = asyncio.run(_predict(bootstrap, rows[:40]))
     assert all(a.status == "ok" and a.model_version == version for a in answers)
@@ -85,8 +106,9 @@ def _play(stack: Stack, bootstrap: str) -> None:
 async def _predict(bootstrap: str, rows) -> list[PredictionServed]:
     async with Producer(bootstrap) as producer:
         for fields, _ in rows:
-            request = PredictionRequested(project="wine", fields=fields,
-                                          request_id=fields["analysed_at"])
+            request = PredictionRequested(
+                project="wine", fields=fields, request_id=fields["analysed_at"]
+            )
             await producer.send(catalog.PREDICTIONS_REQUESTS, request, key=fields["cellar"])
         await producer.flush()
     wanted = {f["analysed_at"] for f, _ in rows}

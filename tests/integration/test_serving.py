@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
 
+from conveyor_cli.kafka_io import tail
 from conveyor_contracts import catalog
-from conveyor_contracts.events import AliasMoved, PredictionEnriched, new_id
+from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed, new_id
+from conveyor_runtime import NotInRegistry
 from conveyor_serving.adapters.registry import ModelSource
 from conveyor_serving.bootstrap import ServingSettings, bootstrap
 from tests.models import Model, make_model
@@ -23,6 +28,8 @@ class FakeSource(ModelSource):
         self.tampered: set[int] = set()
 
     async def version(self, project: str, version: int) -> dict[str, Any]:
+        if version not in self.models:
+            raise NotInRegistry(f"{project} v{version}")
         return {"signature": self.models[version].signature}
 
     async def artifact(self, project: str, version: int) -> tuple[bytes, str]:
@@ -84,40 +91,56 @@ async def test_answers_hot_swap_and_errors(kafka):
         await k.send(catalog.REGISTRY_EVENTS, _move(name, 1, models[1]), key=name)
         await until(lambda: runtime_version(api, name, 1), 30, "v1 loaded")
 
-        # A stream of requests with the champion moved to v2 in the middle of it.
+        # A sustained stream of requests, with the champion moved to v2 in the middle of it.
         sent: list[str] = []
+        answered: dict[str, list[PredictionServed]] = defaultdict(list)
+        stop = asyncio.Event()
 
-        async def stream(n: int) -> None:
-            for i in range(n):
+        async def stream() -> None:
+            i = 0
+            while not stop.is_set():
                 r = _request(name, names, 3.0)
                 sent.append(r.request_id)
                 await k.send(catalog.PREDICTIONS_ENRICHED, r, key=f"e{i % 3}")
-                if i == n // 2:
-                    await k.send(catalog.REGISTRY_EVENTS, _move(name, 2, models[2], 1), key=name)
+                i += 1
+                await asyncio.sleep(0.002)  # pacing the offered load, not waiting on an outcome
 
-        await stream(300)
-        answers = await k.collect(
-            catalog.PREDICTIONS_RESPONSES.name,
-            lambda r: r.request_id in set(sent),
-            300,
-            timeout_s=60,
-            decode=catalog.PREDICTIONS_RESPONSES,
-        )
-        assert sorted(a.request_id for a in answers) == sorted(sent)  # each once
+        async def collect() -> None:
+            async for a in tail(kafka.bootstrap_servers, catalog.PREDICTIONS_RESPONSES):
+                answered[a.request_id].append(a)
+
+        def by(version: int) -> int:
+            return sum(a[0].model_version == version for a in answered.values())
+
+        tasks = [asyncio.create_task(stream()), asyncio.create_task(collect())]
+        try:
+            await until(lambda: by(1) >= 50, 30, "v1 answering the stream")
+            await k.send(catalog.REGISTRY_EVENTS, _move(name, 2, models[2], 1), key=name)
+            await until(lambda: by(2) >= 50, 30, "v2 answering the stream")
+            stop.set()
+            await tasks[0]
+            await until(lambda: all(r in answered for r in sent), 30, "every request answered")
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(len(answered[r]) == 1 for r in sent)  # each exactly once
+        answers = [answered[r][0] for r in sent]
         assert all(a.status == "ok" for a in answers)
-        versions = [a.model_version for a in answers]
-        assert set(versions) == {1, 2}
+        assert {a.model_version for a in answers} == {1, 2}
         for a in answers:  # v1 says fraud for x0 = 3, the flipped v2 says legit
             assert a.label == ("fraud" if a.model_version == 1 else "legit")
             assert a.values[0] == 3.0 and a.latency_ms >= 0
         await until(lambda: runtime_version(api, name, 2), 30, "v2 loaded")
 
-        # An artifact that does not match its sha256 is refused; v2 keeps serving.
-        await k.send(catalog.REGISTRY_EVENTS, _move(name, 3, models[3], 2), key=name)
-        # registry.events has one partition: once a later move is served, v3 was handled.
-        marker = unique_project("srv")
-        await k.send(catalog.REGISTRY_EVENTS, _move(marker.name, 1, models[1]), key=marker.name)
-        await until(lambda: runtime_version(api, marker.name, 1), 30, "the marker loaded")
+        # An artifact that does not match its sha256 is refused, and a move to a version the
+        # registry does not have is skipped: v2 keeps serving and the changelog keeps flowing.
+        # registry.events has one partition: once a later move is served, the earlier was handled.
+        for version in (3, 9):
+            await k.send(catalog.REGISTRY_EVENTS, _move(name, version, models[3], 2), key=name)
+            marker = unique_project("srv").name
+            await k.send(catalog.REGISTRY_EVENTS, _move(marker, 1, models[1]), key=marker)
+            await until(partial(runtime_version, api, marker, 1), 30, "the marker loaded")
         probe = _request(name, names, 3.0)
         await k.send(catalog.PREDICTIONS_ENRICHED, probe, key="e")
         got = await k.collect(

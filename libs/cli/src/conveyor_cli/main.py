@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -343,4 +342,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from pydantic import BaseModel
@@ -46,7 +46,7 @@ async def enqueue(
 async def enqueue_many(
     con: asyncpg.Connection,
     topic: TopicSpec,
-    items: list[tuple[str | None, BaseModel]],
+    items: Sequence[tuple[str | None, BaseModel]],
     *,
     source: str,
 ) -> None:

@@ -1,7 +1,27 @@
 """What every Conveyor service process shares."""
 
 from .projects import KnownProject, ProjectCache, UnknownProject
+from .registry import (
+    ArtifactMismatch,
+    NotInRegistry,
+    RegistryClient,
+    RegistryError,
+    RegistryUnavailable,
+    verify_artifact,
+)
 from .runtime import Runtime
 from .settings import ServiceSettings
 
-__all__ = ["KnownProject", "ProjectCache", "Runtime", "ServiceSettings", "UnknownProject"]
+__all__ = [
+    "ArtifactMismatch",
+    "KnownProject",
+    "NotInRegistry",
+    "ProjectCache",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnavailable",
+    "Runtime",
+    "ServiceSettings",
+    "UnknownProject",
+    "verify_artifact",
+]

@@ -7,7 +7,7 @@ from typing import Any
 
 from conveyor_bus import Delivery
 from conveyor_contracts.events import AliasMoved, FeedbackRecorded, PredictionServed
-from conveyor_runtime import ProjectCache
+from conveyor_runtime import NotInRegistry, ProjectCache
 
 from .adapters.registry import Profiles
 from .adapters.repository import Repository
@@ -29,7 +29,13 @@ class Monitor:
             if isinstance(d.event, AliasMoved) and d.event.alias == "champion":
                 latest[d.event.project] = d.event
         for move in latest.values():
-            profile = await self.profiles.profile(move.project, move.to_version)
+            try:
+                profile = await self.profiles.profile(move.project, move.to_version)
+            except NotInRegistry as exc:
+                # Permanent: the changelog must keep flowing (transient errors propagate and
+                # the batch is redelivered).
+                log.error("no reference profile for %s v%d: %s", move.project, move.to_version, exc)
+                continue
             if await self.repo.set_reference(move.project, move.to_version, profile):
                 log.info(
                     "%s: judging v%d against its training profile", move.project, move.to_version

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -14,6 +13,7 @@ import numpy as np
 from conveyor_bus import Bus, Delivery, Rejection
 from conveyor_contracts import catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
+from conveyor_runtime import ArtifactMismatch, NotInRegistry, verify_artifact
 
 from .adapters.onnx import OnnxSession
 from .adapters.registry import ModelSource
@@ -21,10 +21,6 @@ from .domain.predictor import LoadedModel, NoModel, Predictor
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
-
-
-class ArtifactRefused(Exception):
-    pass
 
 
 class Serving:
@@ -46,19 +42,15 @@ class Serving:
                 continue
             try:
                 await self.load(move.project, move.to_version, move.sha256)
-            except ArtifactRefused as exc:
-                log.error("refused v%d of %s: %s", move.to_version, move.project, exc)
+            except (ArtifactMismatch, NotInRegistry) as exc:
+                # Permanent for this version: keep serving the current model, never block the
+                # changelog on it. (RegistryUnavailable propagates: the batch is redelivered.)
+                log.error("not loading v%d of %s: %s", move.to_version, move.project, exc)
 
     async def load(self, project: str, version: int, expected_sha256: str) -> LoadedModel:
         info = await self.source.version(project, version)
         data, claimed = await self.source.artifact(project, version)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected_sha256 or actual != claimed:
-            raise ArtifactRefused(
-                f"artifact sha256 {actual[:12]}… does not match "
-                f"{expected_sha256[:12]}… announced (registry says "
-                f"{claimed[:12]}…); keeping the current model"
-            )
+        actual = verify_artifact(data, f"{project} v{version}", expected_sha256, claimed)
         session = await OnnxSession.load(data)
         signature = info["signature"]
         model = LoadedModel(

@@ -189,7 +189,7 @@ class Runs:
             run_id=run_id,
             project=known.spec.name,
             trigger=trigger,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             reason=reason,
             model_version=version,
             promoted=promoted,

@@ -31,19 +31,20 @@ def router(ingest: Ingest) -> APIRouter:
     api = APIRouter(tags=["ingest"])
 
     async def _ingest(project: str, records: list[RecordIn], source: str) -> Stored:
-        accepted, errors = [], []
+        accepted = []
+        errors: list[tuple[int, list[str]]] = []  # (index in the request, problems)
         for index, record in enumerate(records):
             try:
                 accepted.append(ingest.check(project, record.fields, record.record_id, source))
             except UnknownProject as exc:
                 raise HTTPException(404, detail=str(exc)) from exc
             except ContractViolation as exc:
-                errors.append({"index": index, "problems": exc.problems})
+                errors.append((index, exc.problems))
         if errors:
             await ingest.log.reject(
                 [
-                    (project, source, "; ".join(e["problems"]), records[e["index"]].fields)
-                    for e in errors
+                    (project, source, "; ".join(problems), records[index].fields)
+                    for index, problems in errors
                 ]
             )
             message = (
@@ -52,7 +53,8 @@ def router(ingest: Ingest) -> APIRouter:
                 else f"{len(errors)} of {len(records)} records do not meet the data contract; "
                 "none of the batch was accepted"
             )
-            raise HTTPException(422, detail={"message": message, "errors": errors})
+            detail = [{"index": index, "problems": problems} for index, problems in errors]
+            raise HTTPException(422, detail={"message": message, "errors": detail})
         outcome = await ingest.store(project, accepted, [source] * len(accepted))
         return Stored(accepted=outcome.accepted, duplicates=outcome.duplicates)
 

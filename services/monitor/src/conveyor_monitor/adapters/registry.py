@@ -5,19 +5,18 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-import httpx
+from conveyor_runtime import RegistryClient
 
 
 class Profiles(abc.ABC):
     @abc.abstractmethod
-    async def profile(self, project: str, version: int) -> dict[str, Any]: ...
+    async def profile(self, project: str, version: int) -> dict[str, Any]:
+        """Raises `conveyor_runtime.NotInRegistry` when the registry has no such version."""
 
 
 class HttpProfiles(Profiles):
     def __init__(self, base_url: str) -> None:
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=30.0)
+        self.registry = RegistryClient(base_url)
 
     async def profile(self, project: str, version: int) -> dict[str, Any]:
-        r = await self.client.get(f"/projects/{project}/versions/{version}")
-        r.raise_for_status()
-        return dict(r.json()["profile"])
+        return dict((await self.registry.version(project, version))["profile"])

@@ -5,28 +5,27 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-import httpx
+from conveyor_runtime import RegistryClient
 
 
 class ModelSource(abc.ABC):
+    """Raises `conveyor_runtime.RegistryError`s: `NotInRegistry` is permanent for that version,
+    `RegistryUnavailable` is worth a retry."""
+
     @abc.abstractmethod
     async def version(self, project: str, version: int) -> dict[str, Any]: ...
 
     @abc.abstractmethod
     async def artifact(self, project: str, version: int) -> tuple[bytes, str]:
-        """The bytes and the sha256 the registry claims for them."""
+        """The version's ONNX bytes and the sha256 the registry claims for them."""
 
 
 class HttpModelSource(ModelSource):
     def __init__(self, base_url: str) -> None:
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=30.0)
+        self.registry = RegistryClient(base_url)
 
     async def version(self, project: str, version: int) -> dict[str, Any]:
-        r = await self.client.get(f"/projects/{project}/versions/{version}")
-        r.raise_for_status()
-        return dict(r.json())
+        return await self.registry.version(project, version)
 
     async def artifact(self, project: str, version: int) -> tuple[bytes, str]:
-        r = await self.client.get(f"/projects/{project}/versions/{version}/artifact")
-        r.raise_for_status()
-        return r.content, r.headers.get("X-Artifact-SHA256", "")
+        return await self.registry.artifact(project, version)

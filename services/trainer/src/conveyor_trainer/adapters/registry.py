@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import abc
 import base64
-import hashlib
 from typing import Any
 
-import httpx
-
-
-class RegistryUnavailable(RuntimeError):
-    pass
+from conveyor_runtime import NotInRegistry, RegistryClient, verify_artifact
 
 
 class Registry(abc.ABC):
@@ -28,34 +23,27 @@ class Registry(abc.ABC):
 
 class HttpRegistry(Registry):
     def __init__(self, base_url: str) -> None:
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=30.0)
+        self.registry = RegistryClient(base_url)
 
     async def register(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
-        r = await self.client.post(f"/projects/{project}/versions", json=body)
-        r.raise_for_status()
-        return dict(r.json())
+        return await self.registry.register(project, body)
 
     async def champion(self, project: str) -> tuple[int, bytes] | None:
-        r = await self.client.get(f"/projects/{project}/aliases")
-        r.raise_for_status()
-        version = r.json().get("champion")
+        try:
+            version = (await self.registry.aliases(project)).get("champion")
+        except NotInRegistry:
+            return None
         if version is None:
             return None
-        art = await self.client.get(f"/projects/{project}/versions/{version}/artifact")
-        art.raise_for_status()
-        if hashlib.sha256(art.content).hexdigest() != art.headers.get("X-Artifact-SHA256"):
-            raise RegistryUnavailable(f"champion v{version} artifact does not match its sha256")
-        return int(version), art.content
+        data, claimed = await self.registry.artifact(project, version)
+        verify_artifact(data, f"{project} champion v{version}", claimed)
+        return version, data
 
     async def promote(self, project: str, version: int, reason: str) -> None:
-        r = await self.client.put(
-            f"/projects/{project}/aliases/champion",
-            json={"version": version, "actor": "trainer", "reason": reason},
-        )
-        r.raise_for_status()
+        await self.registry.move_alias(project, "champion", version, actor="trainer", reason=reason)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.registry.close()
 
 
 def encode(onnx: bytes) -> str:
