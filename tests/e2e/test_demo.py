@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from conveyor_cli import infra
+from tests.e2e.processes import processes_with_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -47,17 +48,4 @@ async def test_the_loop_closes_after_drift(kafka: infra.Broker, postgres: infra.
     assert figures["accuracy_after"] > figures["accuracy_during"] + 0.1
     assert figures["error_answers"] == 0
     # Every process the demo started is gone: none still carries its CONVEYOR_HOME.
-    assert _processes_with_env(str(tmp_path)) == []
-
-
-def _processes_with_env(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    assert processes_with_env(str(tmp_path)) == []

@@ -1,23 +1,32 @@
-"""A second, different project through the same seven service processes: nothing in the services
-is specific to the demo. Three classes, a random forest without scaling, and promotion by
-approval: the trainer registers but must not promote; a person does, and serving follows."""
+"""A second, different project through the same seven service processes, driven the way a user
+drives it: `conveyor up` in one terminal, `conveyor …` commands in another, Ctrl-C at the end.
+
+Nothing in the services is specific to the demo: three classes, a random forest without scaling,
+and promotion by approval. The trainer registers but must not promote; a person does, serving
+follows, a rollback is recorded; and stopping `conveyor up` leaves no process behind.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
 from conveyor_cli import infra
 from conveyor_cli.kafka_io import Producer, tail
-from conveyor_cli.stack import Stack
 from conveyor_contracts import catalog
 from conveyor_contracts.events import PredictionRequested, PredictionServed
-from conveyor_examples import load_project
 from conveyor_examples.wine.traffic import analyses
+from tests.e2e.processes import processes_with_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -32,23 +41,72 @@ def _until(probe, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def test_wine_with_approval(kafka, postgres, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
-    monkeypatch.setenv("DATABASE_URL", asyncio.run(infra.create_database(postgres.url, "wine")))
-    stack = Stack(state_dir=tmp_path / "conveyor")
-    stack.up()
+class Cli:
+    """`conveyor` as a user runs it, against the stack `conveyor up` recorded in CONVEYOR_HOME."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor_cli.main", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def json(self, *args: str) -> object:
+        done = self(*args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
+    home = tmp_path / "conveyor"
+    env = os.environ | {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DATABASE_URL": asyncio.run(infra.create_database(postgres.url, "wine")),
+        "CONVEYOR_HOME": str(home),
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "conveyor_cli.main", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
-        _play(stack, kafka.bootstrap_servers)
+        _until(lambda: (home / "stack.json").exists() or up.poll() is not None, 120, "the stack")
+        assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        urls = _until(lambda: _healthy(home), 60, "every service healthy")
+        _play(Cli(env), urls, kafka.bootstrap_servers)
     finally:
-        stack.down()
-    assert all(not s.alive() for s in stack.services.values())
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = up.communicate(timeout=60)
+    print(output)
+    assert up.returncode == 0, output
+    # It printed where each API and the broker listen, and stopped everything it started.
+    assert kafka.bootstrap_servers in output
+    assert all(f"{url}/docs" in output for url in urls.values())
+    assert "stopped" in output
+    assert processes_with_env(str(home)) == []
+    assert not (home / "stack.json").exists()
 
 
-def _play(stack: Stack, bootstrap: str) -> None:
-    url = stack.urls
+def _healthy(home: Path) -> dict[str, str] | None:
+    urls = json.loads((home / "stack.json").read_text())["services"]
+    try:
+        ok = all(httpx.get(u + "/healthz").json()["status"] == "ok" for u in urls.values())
+    except httpx.HTTPError:
+        return None
+    return urls if ok else None
+
+
+def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
     http = httpx.Client(timeout=10)
-    spec = load_project("wine")
-    assert http.post(url["registry"] + "/projects", json=spec.model_dump(mode="json")).is_success
+    assert cli.json("apply", "wine")["project_version"] == 1
     _until(
         lambda: all(
             "wine" in http.get(u + "/healthz").json()["projects"]
@@ -56,7 +114,7 @@ def _play(stack: Stack, bootstrap: str) -> None:
             if n != "registry"
         ),
         30,
-        "every service",
+        "every service to know the project",
     )
     rows = analyses(datetime(2026, 1, 1, tzinfo=UTC))
     records = [{"fields": fields | {"cultivar": truth}} for fields, truth in rows]
@@ -68,9 +126,7 @@ def _play(stack: Stack, bootstrap: str) -> None:
         "178 training examples",
     )
 
-    run_id = http.post(url["trainer"] + "/projects/wine/runs", json={"reason": "e2e"}).json()[
-        "run_id"
-    ]
+    run_id = cli.json("train", "wine", "--reason", "e2e")["run_id"]
     run = _until(
         lambda: (
             (r := http.get(url["trainer"] + f"/runs/{run_id}").json())["status"] != "running" and r
@@ -83,10 +139,14 @@ def _play(stack: Stack, bootstrap: str) -> None:
     assert run["metrics"]["accuracy"] >= 0.8
     version = run["model_version"]
     assert http.get(url["registry"] + "/projects/wine/aliases").json() == {}
+    listing = cli("versions", "wine")
+    assert listing.returncode == 0 and "ready" in listing.stderr
 
     # A person approves by promoting; serving follows the alias.
-    move = {"version": version, "actor": "alice", "reason": "reviewed the holdout metrics"}
-    assert http.put(url["registry"] + "/projects/wine/aliases/champion", json=move).is_success
+    moved = cli.json(
+        "promote", "wine", str(version), "--actor", "alice", "--reason", "reviewed the holdout"
+    )
+    assert moved["to_version"] == version
     _until(
         lambda: (
             http.get(url["serving"] + "/models").json().get("wine", {}).get("version") == version
@@ -101,6 +161,38 @@ def _play(stack: Stack, bootstrap: str) -> None:
     truth = {f["analysed_at"]: t for f, t in rows[:40]}
     correct = sum(a.label == truth[a.request_id] for a in answers)
     assert correct >= 32, f"{correct} of 40"  # rows it saw in training, among others
+
+    # Nothing to roll back to yet: a clear refusal, not a crash.
+    refused = cli("rollback", "wine")
+    assert refused.returncode == 1 and "409" in refused.stderr, refused.stderr
+
+    # A second candidate, approved by another person, then rolled back: every move is recorded
+    # with who and why, and serving follows the alias back.
+    second = cli.json("train", "wine", "--reason", "e2e again")["run_id"]
+    run = _until(
+        lambda: (
+            (r := http.get(url["trainer"] + f"/runs/{second}").json())["status"] != "running" and r
+        ),
+        60,
+        "the second run",
+    )
+    newer = run["model_version"]
+    assert run["status"] == "succeeded" and newer == version + 1, run
+    cli.json("promote", "wine", str(newer), "--actor", "carol", "--reason", "second look")
+    rolled = cli.json("rollback", "wine", "--actor", "bob", "--reason", "paging at night")
+    assert (rolled["from_version"], rolled["to_version"]) == (newer, version)
+    history = cli.json("history", "wine")
+    assert [(h["actor"], h["from_version"], h["to_version"]) for h in history] == [
+        ("alice", None, version),
+        ("carol", version, newer),
+        ("bob", newer, version),
+    ]
+    assert history[0]["reason"] == "reviewed the holdout"
+    _until(
+        lambda: http.get(url["serving"] + "/models").json()["wine"]["version"] == version,
+        30,
+        "serving to follow the rollback",
+    )
 
 
 async def _predict(bootstrap: str, rows) -> list[PredictionServed]:

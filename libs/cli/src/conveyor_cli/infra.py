@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -107,7 +108,11 @@ def start_tansu(log_path: Path | None = None) -> Broker:
 
 
 def start_pgserver() -> Postgres:
-    import pgserver
+    with warnings.catch_warnings():
+        # pgserver keeps its lock file in the user's runtime dir; platformdirs warns (once, at
+        # import) when XDG_RUNTIME_DIR is unset, as it is in CI, and falls back to /tmp.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import pgserver
 
     data_dir = tempfile.mkdtemp(prefix="conveyor-pg-")
     server = pgserver.get_server(data_dir, cleanup_mode="stop")
