@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from conveyor_bus import end_offsets
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
 from conveyor_contracts.events import ProjectApplied
 from conveyor_examples import load_project
@@ -114,6 +115,26 @@ class Kafka:
         finally:
             await consumer.stop()
         return found
+
+    async def snapshot(self, topic: str) -> list[Any]:
+        """Every record of `topic` from the beginning up to its end now."""
+        ends = await end_offsets(self.bootstrap, topic)
+        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
+        out: list[Any] = []
+        if not tps:
+            return out
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            async with asyncio.timeout(30):
+                while any(await consumer.position(tp) < ends[tp.partition] for tp in tps):
+                    for records in (await consumer.getmany(timeout_ms=100)).values():
+                        out.extend(r for r in records if r.offset < ends[r.partition])
+        finally:
+            await consumer.stop()
+        return out
 
 
 def headers_of(record: Any) -> dict[str, str]:

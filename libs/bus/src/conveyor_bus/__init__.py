@@ -3,7 +3,7 @@
 from .bus import Bus, Delivery, Rejection
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
-from .topics import ensure_topics, topic_names
+from .topics import end_offsets, ensure_topics, topic_names
 
 __all__ = [
     "Bus",
@@ -13,6 +13,7 @@ __all__ = [
     "PublishError",
     "Rejection",
     "TopicSetupError",
+    "end_offsets",
     "ensure_topics",
     "topic_names",
 ]

@@ -76,6 +76,7 @@ class Rejection:
 
 
 BatchHandler = Callable[[list[Delivery[Any]]], Awaitable[Iterable[Rejection] | None]]
+Positions = Callable[[list[tuple[int, int]]], None]
 
 
 def _error_text(exc: Exception) -> str:
@@ -112,6 +113,12 @@ class Bus:
             logger=logging.getLogger(f"conveyor.{service}.kafka"),
         )
         self.dead_letters = 0
+        self._gate: asyncio.Event | None = None
+
+    def hold_until(self, gate: asyncio.Event) -> None:
+        """Group consumers handle nothing until `gate` is set (broadcast consumers run at once):
+        a service first catches up with its changelog, then takes work."""
+        self._gate = gate
 
     async def start(self) -> None:
         await self.broker.start()
@@ -192,11 +199,14 @@ class Bus:
         group: str | None = None,
         broadcast: bool = False,
         max_records: int | None = None,
+        consumed: Positions | None = None,
     ) -> None:
         """Register a batch consumer of `topic`.
 
         `broadcast=True` reads the whole topic in every replica (no group, nothing committed): for
         changelogs such as `registry.events` that every replica must see from the start.
+        `consumed` is told the (partition, offset) of every record of a batch once it is handled,
+        dead letters included.
         """
         # One group per service and topic: each subscription rebalances on its own, and a
         # replica's consumers of different topics never share a group's assignment.
@@ -215,6 +225,8 @@ class Bus:
         backoff = _Backoff()
 
         async def on_batch(message: KafkaMessage) -> None:
+            if not broadcast and self._gate is not None:
+                await self._gate.wait()
             records = message.raw_message
             records = records if isinstance(records, tuple) else (records,)
             good: list[Delivery[Any]] = []
@@ -246,6 +258,8 @@ class Bus:
             backoff.reset()
             if not broadcast:
                 await message.ack()
+            if consumed is not None:
+                consumed([(r.partition, r.offset) for r in records])
 
         subscriber(on_batch)
 

@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from conveyor_bus import Bus, Delivery, ensure_topics
+from conveyor_bus import Bus, Delivery, end_offsets, ensure_topics
 from conveyor_contracts import catalog
 from conveyor_contracts.events import ProjectApplied
 from conveyor_db import Database, OutboxRelay
@@ -52,6 +52,12 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.projects = ProjectCache()
         self.started = False
+        # Work waits until the service has read registry.events up to where it ended at start-up:
+        # a restarted service must know every project (and serving its champions) before it
+        # judges a record or answers a request, else it would dead-letter valid work.
+        self.caught_up = asyncio.Event()
+        self._changelog_end: dict[int, int] = {}
+        self.bus.hold_until(self.caught_up)
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self._registry_listeners: list[RegistryListener] = []
@@ -62,7 +68,12 @@ class Runtime:
             lifespan=self._lifespan,
         )
         self.http.add_api_route("/healthz", self.health, methods=["GET"], tags=["health"])
-        self.bus.consume(catalog.REGISTRY_EVENTS, self._on_registry_events, broadcast=True)
+        self.bus.consume(
+            catalog.REGISTRY_EVENTS,
+            self._on_registry_events,
+            broadcast=True,
+            consumed=self._on_changelog_positions,
+        )
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -104,6 +115,14 @@ class Runtime:
         for listener in self._registry_listeners:
             await listener(batch)
 
+    def _on_changelog_positions(self, positions: list[tuple[int, int]]) -> None:
+        for partition, offset in positions:
+            if offset + 1 >= self._changelog_end.get(partition, 0):
+                self._changelog_end.pop(partition, None)
+        if not self._changelog_end and not self.caught_up.is_set():
+            log.info("caught up with %s", catalog.REGISTRY_EVENTS.name)
+            self.caught_up.set()
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -114,6 +133,11 @@ class Runtime:
             if self.db.outbox:
                 self.relay = OutboxRelay(self.db.pool, self._publish_raw)
         await ensure_topics(self.settings.kafka_bootstrap_servers)
+        ends = await end_offsets(
+            self.settings.kafka_bootstrap_servers, catalog.REGISTRY_EVENTS.name
+        )
+        self._changelog_end = {p: end for p, end in ends.items() if end > 0}
+        self._on_changelog_positions([])
         await self.bus.start()
         if self.relay is not None:
             self.relay.start()
@@ -155,7 +179,7 @@ class Runtime:
     async def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "service": self.name,
-            "status": "ok" if self.started else "starting",
+            "status": "ok" if self.started and self.caught_up.is_set() else "starting",
             "projects": self.projects.versions(),
             "dead_letters": self.bus.dead_letters,
         }

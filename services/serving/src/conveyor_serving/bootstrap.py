@@ -22,5 +22,7 @@ def bootstrap(
     serving = Serving(predictor, source or HttpModelSource(settings.registry_url), runtime.bus)
     runtime.on_registry_events(serving.on_registry_events)
     runtime.bus.consume(catalog.PREDICTIONS_ENRICHED, serving.on_enriched)
-    runtime.http.include_router(router(predictor, lambda: runtime.started))
+    runtime.http.include_router(
+        router(predictor, lambda: runtime.started and runtime.caught_up.is_set())
+    )
     return runtime
