@@ -40,7 +40,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[infra.Broker]:
     broker = infra.broker_from_env_or_start(allow_containers=True)
-    yield broker
+    with pytest.MonkeyPatch.context() as env:
+        # In-process services read the broker's client settings from the environment too (the
+        # address itself the tests pass explicitly).
+        for name, value in broker.client_env().items():
+            if name != "KAFKA_BOOTSTRAP_SERVERS":
+                env.setenv(name, value)
+        yield broker
     broker.stop()
 
 

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 async def test_the_loop_closes_after_drift(kafka: infra.Broker, postgres: infra.Postgres, tmp_path):
     database_url = await infra.create_database(postgres.url, "conveyor_e2e")
     env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        **kafka.client_env(),
         "DATABASE_URL": database_url,
         "CONVEYOR_HOME": str(tmp_path / "conveyor"),
     }

@@ -1,6 +1,6 @@
 """Conveyor's Kafka bus: one broker per service, batch consumers with dead letters, topics."""
 
-from .bus import Bus, Delivery, Rejection
+from .bus import Bus, Delivery, Outgoing, Rejection
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
 from .topics import end_offsets, ensure_topics, topic_names
@@ -10,6 +10,7 @@ __all__ = [
     "BusError",
     "Delivery",
     "KafkaSettings",
+    "Outgoing",
     "PublishError",
     "Rejection",
     "TopicSetupError",

@@ -18,17 +18,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
-from conveyor_contracts import TopicSpec, decode_headers, envelope_for
+from conveyor_contracts import TRACE_HEADERS, TopicSpec, decode_headers, shared_headers
+from conveyor_contracts.events import new_id, utcnow
 
 from .errors import PublishError
 from .settings import KafkaSettings
@@ -64,6 +68,18 @@ class Delivery(Generic[T]):
     def event_id(self) -> str:
         """The CloudEvents id (falls back to the record's coordinates for foreign producers)."""
         return self.headers.get("ce_id") or f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One event to produce. `cause` is the headers of the message it answers, whose trace it
+    continues; `event_id` a deterministic id (a redelivered input then yields the same id)."""
+
+    key: str | None
+    event: BaseModel
+    event_id: str | None = None
+    extra: dict[str, str] | None = None
+    cause: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +130,7 @@ class Bus:
         )
         self.dead_letters = 0
         self._gate: asyncio.Event | None = None
+        self._producer: AIOKafkaProducer | None = None
 
     def hold_until(self, gate: asyncio.Event) -> None:
         """Group consumers handle nothing until `gate` is set (broadcast consumers run at once):
@@ -121,12 +138,24 @@ class Bus:
         self._gate = gate
 
     async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            client_id=f"conveyor-{self.service}",
+            acks="all",
+            linger_ms=self.settings.kafka_linger_ms,
+        )
+        await self._producer.start()
         await self.broker.start()
 
     async def stop(self) -> None:
         await self.broker.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     # --- publishing -----------------------------------------------------------------------------
+    # Produced straight through aiokafka: the framework's per-message publish path (middlewares,
+    # a span per message) cost more than everything else serving does per prediction.
 
     async def publish(
         self,
@@ -138,26 +167,53 @@ class Bus:
         headers: dict[str, str] | None = None,
     ) -> None:
         """Produce one event and wait for the broker's acknowledgement."""
-        envelope = envelope_for(
-            topic, event, source=f"conveyor/{self.service}", event_id=event_id, extra=headers
-        )
-        await self.publish_raw(
-            topic.name, event.model_dump_json().encode(), key=key, headers=envelope.to_headers()
-        )
+        await self.publish_many(topic, [Outgoing(key, event, event_id, headers)])
 
-    async def publish_many(
-        self, topic: TopicSpec, items: Sequence[tuple[str | None, BaseModel]]
-    ) -> None:
-        """Produce several events concurrently (the producer batches them) and wait for all."""
-        await asyncio.gather(*(self.publish(topic, event, key=key) for key, event in items))
+    async def publish_many(self, topic: TopicSpec, items: Sequence[Outgoing]) -> None:
+        """Produce events (the producer batches them) and wait until every one is acknowledged."""
+        if not items:
+            return
+        shared = shared_headers(
+            type(items[0].event).type_name,  # type: ignore[attr-defined]
+            f"conveyor/{self.service}",
+            utcnow(),
+            topic.dataschema,
+        )
+        current: dict[str, str] = {}
+        propagate.inject(current)  # the active span's context, when there is one
+        messages = []
+        for item in items:
+            headers = shared | {"ce_id": item.event_id or new_id()} | (item.extra or {})
+            if item.cause is not None:
+                headers.update((h, item.cause[h]) for h in TRACE_HEADERS if h in item.cause)
+            else:
+                headers.update(current)
+            messages.append((item.key, item.event.model_dump_json().encode(), headers))
+        await self.send(topic.name, messages)
 
     async def publish_raw(
         self, topic: str, value: bytes, *, key: str | bytes | None, headers: dict[str, str]
     ) -> None:
-        raw_key = key.encode() if isinstance(key, str) else key
+        await self.send(topic, [(key, value, headers)])
+
+    async def send(
+        self, topic: str, messages: Sequence[tuple[str | bytes | None, bytes, dict[str, str]]]
+    ) -> None:
+        """Produce (key, value, headers) messages and wait for every acknowledgement."""
+        if self._producer is None:
+            raise PublishError(f"publish to {topic} before the bus started")
         try:
-            await self.broker.publish(value, topic=topic, key=raw_key, headers=headers)
-        except Exception as exc:  # the client raises several unrelated types
+            futures = [
+                await self._producer.send(
+                    topic,
+                    value,
+                    key=key.encode() if isinstance(key, str) else key,
+                    headers=[(k, v.encode()) for k, v in headers.items()],
+                )
+                for key, value, headers in messages
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
             raise PublishError(f"publish to {topic} failed: {exc!r}") from exc
 
     async def dead_letter(
@@ -217,6 +273,7 @@ class Bus:
             batch=True,
             max_records=max_records or self.settings.kafka_max_batch,
             batch_timeout_ms=self.settings.kafka_batch_timeout_ms,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL if broadcast else AckPolicy.NACK_ON_ERROR,
             title=f"{self.service}:{topic.name}",

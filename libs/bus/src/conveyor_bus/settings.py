@@ -12,3 +12,12 @@ class KafkaSettings(BaseSettings):
     )
     kafka_max_batch: int = Field(256, ge=1, description="Most records handled in one batch.")
     kafka_batch_timeout_ms: int = Field(50, ge=1, description="Longest wait to fill a batch.")
+    kafka_fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        description="Longest a fetch waits for data. Kafka answers as soon as data arrives; "
+        "a broker that answers only when the wait ends (Tansu) needs a short one.",
+    )
+    kafka_linger_ms: int = Field(
+        0, ge=0, description="How long the producer waits to fill a batch before sending it."
+    )

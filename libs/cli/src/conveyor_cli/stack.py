@@ -98,14 +98,17 @@ class Stack:
             ports = {name: infra.free_port() for name in SERVICES}
             base = {k: v for k, v in os.environ.items() if not k.startswith("HTTP_")}
             for name in SERVICES:
-                env = base | {
-                    "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
-                    "DATABASE_URL": self.database_url,
-                    "REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
-                    "HTTP_HOST": "127.0.0.1",
-                    "HTTP_PORT": str(ports[name]),
-                    "OTEL_SERVICE_NAME": f"conveyor-{name}",
-                }
+                env = (
+                    base
+                    | self.broker.client_env()
+                    | {
+                        "DATABASE_URL": self.database_url,
+                        "REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
+                        "HTTP_HOST": "127.0.0.1",
+                        "HTTP_PORT": str(ports[name]),
+                        "OTEL_SERVICE_NAME": f"conveyor-{name}",
+                    }
+                )
                 self.services[name] = ServiceProcess(name, ports[name], logs / f"{name}.log", env)
             for service in self.services.values():
                 service.start()

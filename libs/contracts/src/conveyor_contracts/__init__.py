@@ -2,13 +2,14 @@
 
 from . import events
 from .catalog import CATALOG, DLQ_SUFFIX, SERVICES, TopicSpec, by_name
-from .envelope import Envelope, decode_headers, envelope_for
+from .envelope import TRACE_HEADERS, Envelope, decode_headers, envelope_for, shared_headers
 from .project import ModelProject
 
 __all__ = [
     "CATALOG",
     "DLQ_SUFFIX",
     "SERVICES",
+    "TRACE_HEADERS",
     "Envelope",
     "ModelProject",
     "TopicSpec",
@@ -16,4 +17,5 @@ __all__ = [
     "decode_headers",
     "envelope_for",
     "events",
+    "shared_headers",
 ]

@@ -12,6 +12,7 @@ from .catalog import TopicSpec
 from .events import new_id, utcnow
 
 SPECVERSION = "1.0"
+TRACE_HEADERS = ("traceparent", "tracestate")  # W3C Trace Context
 CONTENT_TYPE = "application/json"
 
 
@@ -25,18 +26,27 @@ class Envelope:
     extra: Mapping[str, str]
 
     def to_headers(self) -> dict[str, str]:
-        headers = {
-            "ce_id": self.id,
-            "ce_type": self.type,
-            "ce_source": self.source,
-            "ce_time": self.time.isoformat(),
-            "ce_specversion": SPECVERSION,
-            "content-type": CONTENT_TYPE,
-        }
-        if self.dataschema:
-            headers["ce_dataschema"] = self.dataschema
+        headers = {"ce_id": self.id} | shared_headers(
+            self.type, self.source, self.time, self.dataschema
+        )
         headers.update(self.extra)
         return headers
+
+
+def shared_headers(
+    type_: str, source: str, time: datetime, dataschema: str | None
+) -> dict[str, str]:
+    """Every header but `ce_id`: the same for all events of one type produced in one batch."""
+    headers = {
+        "ce_type": type_,
+        "ce_source": source,
+        "ce_time": time.isoformat(),
+        "ce_specversion": SPECVERSION,
+        "content-type": CONTENT_TYPE,
+    }
+    if dataschema:
+        headers["ce_dataschema"] = dataschema
+    return headers
 
 
 def envelope_for(

@@ -6,7 +6,7 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from conveyor_bus import Bus, Delivery, Rejection
+from conveyor_bus import Bus, Delivery, Outgoing, Rejection
 from conveyor_contracts import catalog
 from conveyor_contracts.events import PredictionEnriched, PredictionRequested, RecordAccepted
 from conveyor_runtime import ProjectCache
@@ -65,7 +65,7 @@ class Features:
         by_project: dict[str, list[Delivery[PredictionRequested]]] = defaultdict(list)
         for d in batch:
             by_project[d.event.project].append(d)
-        out: list[tuple[str | None, PredictionEnriched]] = []
+        out: list[Outgoing] = []
         for project, deliveries in by_project.items():
             known = self.projects.get(project)
             if known is None:
@@ -99,7 +99,7 @@ class Features:
             for d, entity, at in ready:
                 values = featurize(spec, d.event.fields, at, histories.get(entity, []))
                 out.append(
-                    (
+                    Outgoing(
                         entity,
                         PredictionEnriched(
                             request_id=d.event.request_id,
@@ -111,6 +111,7 @@ class Features:
                             feature_names=names,
                             values=values,
                         ),
+                        cause=d.headers,
                     )
                 )
         await self.bus.publish_many(catalog.PREDICTIONS_ENRICHED, out)
