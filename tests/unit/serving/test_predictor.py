@@ -63,3 +63,24 @@ def test_oip_decoding():
     ]:
         with pytest.raises(InvalidInput, match=why):
             decode(InferenceRequest(inputs=[bad]), model)
+
+
+def test_a_batch_is_scored_once_and_each_misfit_says_why():
+    model = _loaded()
+    good = [0.0] * len(NAMES)
+    results = model.score(
+        [
+            (NAMES, good),
+            (NAMES[::-1], good),
+            (NAMES, [float("inf"), *good[1:]]),
+            (NAMES, [1e39, *good[1:]]),  # beyond float32
+            (NAMES, good[1:]),
+            (NAMES, good),
+        ]
+    )
+    assert isinstance(results[0], tuple) and results[0] == results[5]
+    label, probabilities = results[0]
+    assert label in model.classes and abs(sum(probabilities.values()) - 1) < 1e-5
+    assert "do not match" in results[1]
+    assert results[2] == results[3] == "values must be finite numbers"
+    assert "values for" in results[4]

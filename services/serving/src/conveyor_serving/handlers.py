@@ -8,9 +8,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
-from conveyor_bus import Bus, Delivery, Rejection
+from conveyor_bus import Bus, Delivery, Outgoing, Rejection
 from conveyor_contracts import catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
 from conveyor_runtime import ArtifactMismatch, NotInRegistry, verify_artifact
@@ -72,54 +70,53 @@ class Serving:
         by_project: dict[str, list[Delivery[PredictionEnriched]]] = defaultdict(list)
         for d in batch:
             by_project[d.event.project].append(d)
-        answers: list[tuple[str | None, PredictionServed]] = []
+        answers: list[Outgoing] = []
         rejections: list[Rejection] = []
         for project, deliveries in by_project.items():
             try:
                 model = self.predictor.model(project)  # one reference for the whole batch
             except NoModel as exc:
-                answers.extend(
-                    (d.event.request_id, _error(d.event, str(exc), received)) for d in deliveries
-                )
+                answers.extend(_answer(d, _error(d.event, str(exc), received)) for d in deliveries)
                 continue
-            ok: list[Delivery[PredictionEnriched]] = []
-            for d in deliveries:
-                problem = model.check(d.event.feature_names, d.event.values)
-                if problem is None:
-                    ok.append(d)
-                else:
-                    answers.append((d.event.request_id, _error(d.event, problem, received)))
-                    rejections.append(Rejection(d, problem, "infer"))
-            if not ok:
-                continue
-            labels, probs = model.predict(
-                np.asarray([d.event.values for d in ok], dtype=np.float32)
-            )
+            scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
             served_at = datetime.now(UTC)
             latency = (time.perf_counter() - received) * 1000
-            for d, label, p in zip(ok, labels, probs, strict=True):
+            for d, result in zip(deliveries, scored, strict=True):
                 e = d.event
-                answers.append(
-                    (
-                        e.request_id,
-                        PredictionServed(
-                            request_id=e.request_id,
-                            project=project,
-                            entity_id=e.entity_id,
-                            status="ok",
-                            model_version=model.version,
-                            label=label,
-                            probabilities=p,
-                            feature_names=e.feature_names,
-                            values=e.values,
-                            requested_at=e.requested_at,
-                            served_at=served_at,
-                            latency_ms=latency,
-                        ),
-                    )
+                if isinstance(result, str):
+                    answers.append(_answer(d, _error(e, result, received)))
+                    rejections.append(Rejection(d, result, "infer"))
+                    continue
+                label, probabilities = result
+                # Built from validated inputs and the model's own outputs: no re-validation.
+                answer = PredictionServed.model_construct(
+                    request_id=e.request_id,
+                    project=project,
+                    entity_id=e.entity_id,
+                    status="ok",
+                    model_version=model.version,
+                    label=label,
+                    probabilities=probabilities,
+                    feature_names=e.feature_names,
+                    values=e.values,
+                    requested_at=e.requested_at,
+                    served_at=served_at,
+                    latency_ms=latency,
                 )
+                answers.append(_answer(d, answer))
         await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, answers)
         return rejections
+
+
+def _answer(request: Delivery[PredictionEnriched], answer: PredictionServed) -> Outgoing:
+    """The answer keyed by request id, in the request's trace, with an id derived from the
+    request's: a redelivered request yields an answer consumers can recognise as the same."""
+    return Outgoing(
+        request.event.request_id,
+        answer,
+        event_id=f"{request.event_id}/served",
+        cause=request.headers,
+    )
 
 
 def _error(e: PredictionEnriched, reason: str, received: float) -> PredictionServed:

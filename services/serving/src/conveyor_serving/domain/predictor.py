@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -42,16 +42,48 @@ class LoadedModel:
 
     def check(self, feature_names: Sequence[str], values: Sequence[float]) -> str | None:
         """Why these inputs cannot be scored by this model, or None."""
-        if list(feature_names) != self.feature_names:
+        return self._misfit(feature_names, len(values)) or (
+            None
+            if all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+            else "values must be finite numbers"
+        )
+
+    def _misfit(self, feature_names: Sequence[str], n_values: int) -> str | None:
+        if feature_names != self.feature_names and list(feature_names) != self.feature_names:
             return (
                 f"feature names {list(feature_names)[:4]}… do not match model v{self.version}"
                 f"'s signature {self.feature_names[:4]}…"
             )
-        if len(values) != len(self.feature_names):
-            return f"{len(values)} values for {len(self.feature_names)} features"
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-            return "values must be finite numbers"
+        if n_values != len(self.feature_names):
+            return f"{n_values} values for {len(self.feature_names)} features"
         return None
+
+    def score(
+        self, inputs: Sequence[tuple[Sequence[str], Sequence[float]]]
+    ) -> list[tuple[str, dict[str, float]] | str]:
+        """Each input's (label, probabilities), or the reason it cannot be scored; one
+        onnxruntime call for all that can."""
+        out: list[tuple[str, dict[str, float]] | str] = [
+            self._misfit(names, len(values)) or "" for names, values in inputs
+        ]
+        fit = [i for i, reason in enumerate(out) if not reason]
+        if not fit:
+            return out
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused below
+            x = np.asarray([inputs[i][1] for i in fit], dtype=np.float32)
+        finite = cast(np.ndarray, np.isfinite(x).all(axis=1))
+        if not finite.all():
+            flags = [bool(f) for f in finite]
+            for i, ok in zip(fit, flags, strict=True):
+                if not ok:
+                    out[i] = "values must be finite numbers"
+            fit = [i for i, ok in zip(fit, flags, strict=True) if ok]
+            x = x[finite]
+        if fit:
+            labels, probabilities = self.predict(x)
+            for i, label, p in zip(fit, labels, probabilities, strict=True):
+                out[i] = (label, p)
+        return out
 
     def predict(self, rows: np.ndarray) -> tuple[list[str], list[dict[str, float]]]:
         if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
@@ -60,9 +92,7 @@ class LoadedModel:
             )
         labels, probabilities = self.session.predict(rows.astype(np.float32, copy=False))
         names = [self.classes[int(i)] for i in labels]
-        probs = [
-            {c: float(p) for c, p in zip(self.classes, row, strict=True)} for row in probabilities
-        ]
+        probs = [dict(zip(self.classes, row, strict=True)) for row in probabilities.tolist()]
         return names, probs
 
 
