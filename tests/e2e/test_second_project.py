@@ -19,7 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
 
 from conveyor_cli import infra
 from conveyor_cli.kafka_io import Producer, tail
@@ -65,7 +68,7 @@ class Cli:
 def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
     home = tmp_path / "conveyor"
     env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        **kafka.client_env(),
         "DATABASE_URL": asyncio.run(infra.create_database(postgres.url, "wine")),
         "CONVEYOR_HOME": str(home),
     }
@@ -162,6 +165,8 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
     correct = sum(a.label == truth[a.request_id] for a in answers)
     assert correct >= 32, f"{correct} of 40"  # rows it saw in training, among others
 
+    _open_inference_protocol(url["serving"], version, answers)
+
     # Nothing to roll back to yet: a clear refusal, not a crash.
     refused = cli("rollback", "wine")
     assert refused.returncode == 1 and "409" in refused.stderr, refused.stderr
@@ -193,6 +198,44 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
         30,
         "serving to follow the rollback",
     )
+
+
+def _open_inference_protocol(base: str, version: int, answers: list[PredictionServed]) -> None:
+    """The HTTP edge, through a v2 client library written elsewhere (Triton's), answers the
+    vectors the Kafka edge scored exactly as the Kafka edge did."""
+    client = InferenceServerClient(url=base.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("wine") and client.is_model_ready("wine", str(version))
+    assert not client.is_model_ready("nope")
+    meta = client.get_model_metadata("wine")
+    n = len(answers[0].values)
+    assert meta["versions"] == [str(version)] and meta["inputs"][0]["shape"] == [-1, n]
+    x = np.asarray([a.values for a in answers], dtype=np.float32)
+    tensor = InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=False)
+    packed = InferInput("input", list(x.shape), "FP32")
+    packed.set_data_from_numpy(x)  # the binary tensor data extension
+    outputs = [
+        InferRequestedOutput("label", binary_data=False),
+        InferRequestedOutput("probabilities", binary_data=False),
+    ]
+    for pinned, sent in ((None, tensor), (str(version), tensor), (None, packed)):
+        kwargs = {"model_version": pinned} if pinned else {}
+        result = client.infer("wine", [sent], outputs=outputs, **kwargs)
+        labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
+        assert labels == [a.label for a in answers]
+        probabilities = result.as_numpy("probabilities")
+        assert probabilities.shape == (len(answers), 3)
+        expected = np.asarray(
+            [[a.probabilities[c] for c in ("class_0", "class_1", "class_2")] for a in answers]
+        )
+        assert np.abs(probabilities - expected).max() < 1e-6
+    with pytest.raises(InferenceServerException, match="version 99 is not loaded"):
+        client.infer("wine", [tensor], model_version="99")
+    wrong = InferInput("input", [1, n - 1], "FP32")
+    wrong.set_data_from_numpy(x[:1, 1:], binary_data=False)
+    with pytest.raises(InferenceServerException, match="shape"):
+        client.infer("wine", [wrong])
 
 
 async def _predict(bootstrap: str, rows) -> list[PredictionServed]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..domain.predictor import InvalidInput, LoadedModel, NoModel, Predictor
@@ -17,7 +20,7 @@ class RequestInput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] = Field(default_factory=list)
     parameters: dict[str, Any] | None = None
 
 
@@ -54,8 +57,11 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def decode(request: InferenceRequest, model: LoadedModel) -> np.ndarray:
-    """The request's `input` tensor as a float32 matrix, or InvalidInput saying why not."""
+def decode(request: InferenceRequest, model: LoadedModel, binary: bytes = b"") -> np.ndarray:
+    """The request's `input` tensor as a float32 matrix, or InvalidInput saying why not.
+
+    The tensor's values are in its JSON `data`, or, with the binary data extension, in the
+    `binary_data_size` bytes that follow the JSON header."""
     tensors = {i.name: i for i in request.inputs}
     if INPUT not in tensors or len(tensors) != 1:
         raise InvalidInput(f"expected exactly one input named {INPUT!r}, got {sorted(tensors)}")
@@ -65,7 +71,14 @@ def decode(request: InferenceRequest, model: LoadedModel) -> np.ndarray:
     n = len(model.feature_names)
     if len(tensor.shape) != 2 or tensor.shape[1] != n or tensor.shape[0] < 1:
         raise InvalidInput(f"input shape {tensor.shape} is not [rows, {n}]")
-    flat = _flatten(tensor.data)
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        dtype = np.float32 if tensor.datatype == "FP32" else np.float64
+        if not isinstance(size, int) or size != len(binary) or size % dtype().itemsize:
+            raise InvalidInput(f"binary_data_size {size} does not match {len(binary)} bytes")
+        flat: Any = np.frombuffer(binary, dtype=dtype)
+    else:
+        flat = _flatten(tensor.data)
     if len(flat) != tensor.shape[0] * n:
         raise InvalidInput(f"{len(flat)} values for shape {tensor.shape}")
     try:
@@ -96,16 +109,56 @@ def metadata(model: LoadedModel) -> dict[str, Any]:
     }
 
 
-def router(predictor: Predictor, is_ready: Any) -> APIRouter:
+class Refused(Exception):
+    """An Open Inference Protocol error: answered as `{"error": reason}` with its status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _errors_as_oip(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(endpoint)
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await endpoint(*args, **kwargs)
+        except Refused as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    return wrapped
+
+
+HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary data extension
+
+
+async def read_request(request: Request) -> tuple[InferenceRequest, bytes]:
+    """The JSON inference request and any binary tensor data after it. Clients do not all send
+    `content-type: application/json`, so the body is read as the protocol defines it."""
+    body = await request.body()
+    length = request.headers.get(HEADER_LENGTH)
+    try:
+        split = int(length) if length is not None else len(body)
+        return InferenceRequest.model_validate_json(body[:split]), body[split:]
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise Refused(400, f"invalid inference request: {exc}") from exc
+
+
+def router(predictor: Predictor, is_ready: Callable[[], bool]) -> APIRouter:
     api = APIRouter(tags=["inference (Open Inference Protocol v2)"])
+    body_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+        }
+    }
 
     def _model(name: str, version: str | None = None) -> LoadedModel:
         try:
             return predictor.model(name, int(version) if version is not None else None)
         except ValueError as exc:
-            raise HTTPException(400, detail=f"version {version!r} is not a number") from exc
+            raise Refused(400, f"version {version!r} is not a number") from exc
         except NoModel as exc:
-            raise HTTPException(404, detail=str(exc)) from exc
+            raise Refused(404, str(exc)) from exc
 
     @api.get("/v2/health/live")
     async def live() -> dict[str, bool]:
@@ -119,40 +172,47 @@ def router(predictor: Predictor, is_ready: Any) -> APIRouter:
 
     @api.get("/v2")
     async def server() -> dict[str, Any]:
-        return {"name": "conveyor-serving", "version": "0.1.0", "extensions": []}
+        return {
+            "name": "conveyor-serving",
+            "version": "0.1.0",
+            "extensions": ["binary_tensor_data"],
+        }
 
     @api.get("/v2/models/{name}")
+    @_errors_as_oip
     async def model_metadata(name: str) -> dict[str, Any]:
         return metadata(_model(name))
 
     @api.get("/v2/models/{name}/versions/{version}")
+    @_errors_as_oip
     async def version_metadata(name: str, version: str) -> dict[str, Any]:
         return metadata(_model(name, version))
 
     @api.get("/v2/models/{name}/ready")
+    @_errors_as_oip
     async def model_ready(name: str) -> dict[str, Any]:
         model = _model(name)
         return {"name": name, "ready": True, "version": str(model.version)}
 
     @api.get("/v2/models/{name}/versions/{version}/ready")
+    @_errors_as_oip
     async def version_ready(name: str, version: str) -> dict[str, Any]:
         _model(name, version)
         return {"name": name, "ready": True}
 
-    async def _infer(
-        name: str, version: str | None, request: InferenceRequest
-    ) -> InferenceResponse:
+    async def _infer(name: str, version: str | None, request: Request) -> InferenceResponse:
         model = _model(name, version)
+        body, binary = await read_request(request)
         try:
-            x = decode(request, model)
+            x = decode(body, model, binary)
             labels, probs = model.predict(x)
         except InvalidInput as exc:
-            raise HTTPException(400, detail=str(exc)) from exc
+            raise Refused(400, str(exc)) from exc
         k = len(model.classes)
         return InferenceResponse(
             model_name=name,
             model_version=str(model.version),
-            id=request.id,
+            id=body.id,
             outputs=[
                 ResponseOutput(name="label", shape=[len(labels)], datatype="BYTES", data=labels),
                 ResponseOutput(
@@ -164,14 +224,20 @@ def router(predictor: Predictor, is_ready: Any) -> APIRouter:
             ],
         )
 
-    @api.post("/v2/models/{name}/infer", response_model=InferenceResponse)
-    async def infer(name: str, request: InferenceRequest) -> InferenceResponse:
+    @api.post(
+        "/v2/models/{name}/infer", response_model=InferenceResponse, openapi_extra=body_schema
+    )
+    @_errors_as_oip
+    async def infer(name: str, request: Request) -> InferenceResponse:
         return await _infer(name, None, request)
 
-    @api.post("/v2/models/{name}/versions/{version}/infer", response_model=InferenceResponse)
-    async def infer_version(
-        name: str, version: str, request: InferenceRequest
-    ) -> InferenceResponse:
+    @api.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        response_model=InferenceResponse,
+        openapi_extra=body_schema,
+    )
+    @_errors_as_oip
+    async def infer_version(name: str, version: str, request: Request) -> InferenceResponse:
         return await _infer(name, version, request)
 
     @api.get("/models", tags=["serving"])
