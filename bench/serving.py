@@ -1,0 +1,330 @@
+"""Serving's figures, each beside the ceiling measured in the same run on the same broker.
+
+1. Relay ceiling: a plain aiokafka consumer → producer that forwards N enriched requests unchanged
+   (batches of the same size, acks=all, commit after the acks).
+2. Our Kafka throughput: the serving process drains the same N requests (decode, validate against
+   the ONNX signature, one onnxruntime call per batch, version-stamped answers, commit after acks).
+3. End-to-end latency at a fixed offered load (2,000 requests/s for 30 s), and zero-loss
+   accounting.
+4. Open Inference Protocol v2 over HTTP at a fixed concurrency.
+
+    uv run python bench/serving.py [--n 60000] [--rate 2000] [--duration 30]
+
+The last line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from common import (
+    MAX_BATCH,
+    Bench,
+    bench_stack,
+    cpu_seconds,
+    create_topic,
+    fetch_wait_ms,
+    percentile,
+    produce,
+    receive,
+    say,
+)
+
+from conveyor_cli import infra
+from conveyor_contracts import catalog, envelope_for
+from conveyor_contracts.events import PredictionEnriched
+from conveyor_examples import load_project
+from conveyor_examples.fraud.traffic import FraudTraffic
+from conveyor_feature.domain.features import featurize
+from conveyor_trainer.domain import training
+
+HERE = Path(__file__).resolve().parent
+Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+def train_model(project: str) -> tuple[dict, list[list[float]]]:
+    """A real fraud model (the trainer's own code) and feature vectors of fresh payments."""
+    spec = load_project("fraud").model_copy(update={"name": project})
+    traffic = FraudTraffic(seed=1)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    payments = [traffic.payment(t0 + timedelta(minutes=i), drifted=False) for i in range(3000)]
+    rows = [(featurize(spec, p.fields, t0, []), p.truth) for p in payments]
+    candidate = training.train(spec, training.dataset(spec, rows), 0.25)
+    version = {
+        "run_id": f"bench-{uuid.uuid4().hex[:8]}",
+        "project_version": 1,
+        "status": "ready",
+        "onnx_base64": base64.b64encode(candidate.onnx).decode(),
+        "metrics": candidate.metrics,
+        "signature": candidate.signature,
+        "profile": candidate.profile,
+    }
+    vectors = [
+        featurize(spec, traffic.payment(t0, drifted=False).fields, t0, []) for _ in range(500)
+    ]
+    return version, vectors
+
+
+def requests(project: str, vectors: list[list[float]], n: int, prefix: str) -> list[Message]:
+    spec = load_project("fraud")
+    names = spec.feature_names()
+    now = datetime.now(UTC)
+    out: list[Message] = []
+    for i in range(n):
+        event = PredictionEnriched(
+            request_id=f"{prefix}-{i}",
+            project=project,
+            project_version=1,
+            entity_id=f"c-{i % 400}",
+            requested_at=now,
+            enriched_at=now,
+            feature_names=names,
+            values=vectors[i % len(vectors)],
+        )
+        headers = envelope_for(catalog.PREDICTIONS_ENRICHED, event, source="bench").to_headers()
+        out.append(
+            (
+                event.entity_id.encode(),
+                event.model_dump_json().encode(),
+                [(k, v.encode()) for k, v in headers.items()],
+            )
+        )
+    return out
+
+
+def _answer(project: str, prefix: str):
+    marker = f'"request_id":"{prefix}-'.encode()
+
+    def accept(record) -> bool:
+        return marker in record.value
+
+    return accept
+
+
+async def ceiling(bench: Bench, messages: list[Message]) -> float:
+    bootstrap = bench.broker.bootstrap_servers
+    source, sink = (
+        f"bench.relay.in.{uuid.uuid4().hex[:6]}",
+        f"bench.relay.out.{uuid.uuid4().hex[:6]}",
+    )
+    await create_topic(bootstrap, source, catalog.PREDICTIONS_ENRICHED.partitions)
+    await create_topic(bootstrap, sink, catalog.PREDICTIONS_RESPONSES.partitions)
+    await produce(bootstrap, source, messages)
+    # The relay runs in its own process, as serving does.
+    wait = fetch_wait_ms(bench.broker)
+    code = (
+        f"import asyncio, sys; sys.path.insert(0, {str(HERE)!r}); from common import relay; "
+        f"asyncio.run(relay({bootstrap!r}, {source!r}, {sink!r}, 'bench-relay', {wait}))"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    try:
+        cpu0 = cpu_seconds(proc.pid)
+        first, last, count = await receive(
+            bootstrap, sink, len(messages), lambda r: True, timeout_s=300, fetch_wait=wait
+        )
+        say(f"  relay used {(cpu_seconds(proc.pid) - cpu0) / count * 1e6:.0f} CPU-µs a message")
+    finally:
+        proc.terminate()
+        await proc.wait()
+    if count < len(messages):
+        raise SystemExit(f"relay forwarded {count} of {len(messages)}")
+    return count / (last - first)
+
+
+async def kafka_throughput(bench: Bench, project: str, messages: list[Message]) -> float:
+    bootstrap = bench.broker.bootstrap_servers
+    await produce(bootstrap, catalog.PREDICTIONS_ENRICHED.name, messages)
+    # Serving starts with the backlog waiting: it catches up with the registry, loads the
+    # champion, then drains.
+    serving = bench.start_service("serving", REGISTRY_URL=bench_registry_url(bench))
+    assert serving.proc is not None
+    cpu0 = cpu_seconds(serving.proc.pid)
+    errors = 0
+
+    def accept(record) -> bool:
+        nonlocal errors
+        if b'"request_id":"tp-' not in record.value:
+            return False
+        answer = json.loads(record.value)
+        if answer["status"] != "ok" or answer["model_version"] != 1:
+            errors += 1
+        return True
+
+    first, last, count = await receive(
+        bootstrap,
+        catalog.PREDICTIONS_RESPONSES.name,
+        len(messages),
+        accept,
+        timeout_s=300,
+        fetch_wait=fetch_wait_ms(bench.broker),
+    )
+    if count < len(messages) or errors:
+        raise SystemExit(f"serving answered {count} of {len(messages)}, {errors} not ok with v1")
+    say(
+        f"  serving used {(cpu_seconds(serving.proc.pid) - cpu0) / count * 1e6:.0f} CPU-µs a prediction"
+    )
+    return count / (last - first)
+
+
+async def latency(bench: Bench, project: str, vectors, rate: float, duration: float) -> dict:
+    bootstrap = bench.broker.bootstrap_servers
+    n = int(rate * duration)
+    messages = requests(project, vectors, n, "lat")
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+
+    def on_record(record, now: float) -> None:
+        request_id = json.loads(record.value)["request_id"]
+        latencies.append((now - sent_at[request_id]) * 1000)
+
+    ready = asyncio.Event()
+    receiver = asyncio.create_task(
+        receive(
+            bootstrap,
+            catalog.PREDICTIONS_RESPONSES.name,
+            n,
+            _answer(project, "lat"),
+            timeout_s=duration + 60,
+            on_record=on_record,
+            ready=ready,
+            fetch_wait=fetch_wait_ms(bench.broker),
+        )
+    )
+    await ready.wait()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    tick = 0.005
+    per_tick = rate * tick
+    start = time.perf_counter()
+    futures = []
+    i = 0
+    try:
+        while i < n:
+            due = min(n, int((time.perf_counter() - start) / tick * per_tick) + 1)
+            while i < due:
+                key, value, headers = messages[i]
+                sent_at[f"lat-{i}"] = time.perf_counter()
+                futures.append(
+                    await producer.send(
+                        catalog.PREDICTIONS_ENRICHED.name, value, key=key, headers=headers
+                    )
+                )
+                i += 1
+            await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
+        await asyncio.gather(*futures)
+        offered = n / (time.perf_counter() - start)
+    finally:
+        await producer.stop()
+    _, _, answered = await receiver
+    return {
+        "offered_per_s": round(offered),
+        "sent": n,
+        "answered": answered,
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+    }
+
+
+async def http(url: str, project: str, vectors, concurrency: int, duration: float) -> dict:
+    latencies: list[float] = []
+    failures = 0
+    n = len(vectors[0])
+
+    async def worker(client: httpx.AsyncClient, w: int) -> None:
+        nonlocal failures
+        i = w
+        end = time.perf_counter() + duration
+        while time.perf_counter() < end:
+            body = {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, n],
+                        "datatype": "FP32",
+                        "data": vectors[i % len(vectors)],
+                    }
+                ]
+            }
+            t = time.perf_counter()
+            r = await client.post(f"/v2/models/{project}/infer", json=body)
+            latencies.append((time.perf_counter() - t) * 1000)
+            failures += r.status_code != 200
+            i += concurrency
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client, w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"{failures} HTTP inferences failed")
+    return {
+        "http_rps": round(len(latencies) / elapsed),
+        "http_p99_ms": round(percentile(latencies, 99), 2),
+        "http_concurrency": concurrency,
+    }
+
+
+def bench_registry_url(bench: Bench) -> str:
+    return next(p.url for p in bench.processes if p.name == "registry")
+
+
+async def main(args: argparse.Namespace) -> dict:
+    with bench_stack() as bench:
+        database = await infra.create_database(bench.postgres.url, "conveyor_bench")
+        registry = bench.start_service("registry", DATABASE_URL=database)
+        project = f"bench-{uuid.uuid4().hex[:6]}"
+        version, vectors = train_model(project)
+        spec = load_project("fraud").model_copy(update={"name": project})
+        async with httpx.AsyncClient(base_url=registry.url, timeout=30) as client:
+            (await client.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
+            (await client.post(f"/projects/{project}/versions", json=version)).raise_for_status()
+            move = {"version": 1, "actor": "bench", "reason": "bench"}
+            (
+                await client.put(f"/projects/{project}/aliases/champion", json=move)
+            ).raise_for_status()
+
+        messages = requests(project, vectors, args.n, "tp")
+        say(f"relay ceiling over {args.n} messages (batches of {MAX_BATCH}) …")
+        relay_per_s = await ceiling(bench, messages)
+        say(f"  {relay_per_s:,.0f} msg/s")
+        say(f"serving over the same {args.n} requests …")
+        ours = await kafka_throughput(bench, project, messages)
+        say(f"  {ours:,.0f} predictions/s ({ours / relay_per_s:.2f} of the ceiling)")
+        say(f"latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
+        lat = await latency(bench, project, vectors, args.rate, args.duration)
+        say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+        say(f"  sent {lat['sent']}, answered {lat['answered']}")
+        serving_url = next(p.url for p in bench.processes if p.name == "serving")
+        say(f"HTTP (Open Inference Protocol v2), concurrency {args.concurrency} …")
+        web = await http(serving_url, project, vectors, args.concurrency, args.http_duration)
+        say(f"  {web['http_rps']:,} requests/s, p99 {web['http_p99_ms']} ms")
+    return {
+        "kafka_predictions_per_s": round(ours),
+        "relay_ceiling_per_s": round(relay_per_s),
+        "ratio": round(ours / relay_per_s, 3),
+        **lat,
+        **web,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=60_000, help="requests for the throughput runs")
+    parser.add_argument("--rate", type=float, default=2000.0, help="offered load, requests/s")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds at that load")
+    parser.add_argument("--concurrency", type=int, default=8, help="HTTP clients in flight")
+    parser.add_argument("--http-duration", type=float, default=10.0, help="seconds of HTTP load")
+    print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)
