@@ -170,9 +170,8 @@ async def kafka_throughput(bench: Bench, project: str, messages: list[Message]) 
     )
     if count < len(messages) or errors:
         raise SystemExit(f"serving answered {count} of {len(messages)}, {errors} not ok with v1")
-    say(
-        f"  serving used {(cpu_seconds(serving.proc.pid) - cpu0) / count * 1e6:.0f} CPU-µs a prediction"
-    )
+    used = cpu_seconds(serving.proc.pid) - cpu0
+    say(f"  serving used {used / count * 1e6:.0f} CPU-µs a prediction")
     return count / (last - first)
 
 

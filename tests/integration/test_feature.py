@@ -78,15 +78,26 @@ async def test_rows_and_enrichment(kafka, database_url):
                 "foreign": True,
             },
         )
-        await k.send(catalog.PREDICTIONS_REQUESTS, request, key="c-7")
+        trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        await k.send(
+            catalog.PREDICTIONS_REQUESTS,
+            request,
+            key="c-7",
+            traceparent=trace,
+            ce_deadline="2030-01-01T00:00:00+00:00",
+            ce_replyto="my-replies",
+        )
         bad = PredictionRequested(project=name, fields={"amount": 1.0})
         await k.send(catalog.PREDICTIONS_REQUESTS, bad, key="x")
-        enriched = await k.collect(
-            catalog.PREDICTIONS_ENRICHED.name,
-            lambda e: e.request_id == request.request_id,
-            1,
-            decode=catalog.PREDICTIONS_ENRICHED,
+        raw = await k.collect(
+            catalog.PREDICTIONS_ENRICHED.name, lambda r: request.request_id.encode() in r.value, 1
         )
+        # The request's trace, deadline and reply-to travel on to serving.
+        forwarded = headers_of(raw[0])
+        assert forwarded["traceparent"] == trace
+        assert forwarded["ce_deadline"] == "2030-01-01T00:00:00+00:00"
+        assert forwarded["ce_replyto"] == "my-replies"
+        enriched = [catalog.PREDICTIONS_ENRICHED.adapter.validate_json(raw[0].value)]
         history = [
             PastRecord(r.record_id, r.event_time, {"amount": r.fields["amount"]}) for r in records
         ]

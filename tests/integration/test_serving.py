@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -17,7 +17,7 @@ from conveyor_runtime import NotInRegistry
 from conveyor_serving.adapters.registry import ModelSource
 from conveyor_serving.bootstrap import ServingSettings, bootstrap
 from tests.models import Model, make_model
-from tests.support import Kafka, headers_of, running, unique_project, until
+from tests.support import Kafka, create_topic, headers_of, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +167,41 @@ async def test_answers_hot_swap_and_errors(kafka):
             catalog.PREDICTIONS_ENRICHED.dlq, lambda r: bad.request_id.encode() in r.value, 1
         )
         assert headers_of(dead[0])["dlq_stage"] == "infer"
+
+        # A deadline already past gets "deadline exceeded" instead of a late answer; one still
+        # ahead is answered. A reply-to topic gets a copy; one that cannot exist is a dead letter
+        # with the reason (Tansu creates a missing topic with a valid name when asked for it),
+        # and predictions.responses has every answer regardless.
+        replies = f"replies-{new_id()[:8]}"
+        await create_topic(kafka.bootstrap_servers, replies)
+        past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        ahead = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
+        late, timely = _request(name, names, 3.0), _request(name, names, 3.0)
+        mine, lost = _request(name, names, 3.0), _request(name, names, 3.0)
+        await k.send(catalog.PREDICTIONS_ENRICHED, late, key="e", ce_deadline=past)
+        await k.send(catalog.PREDICTIONS_ENRICHED, timely, key="e", ce_deadline=ahead)
+        await k.send(catalog.PREDICTIONS_ENRICHED, mine, key="e", ce_replyto=replies)
+        await k.send(catalog.PREDICTIONS_ENRICHED, lost, key="e", ce_replyto="not a topic")
+        ids = {r.request_id for r in (late, timely, mine, lost)}
+        got = {
+            a.request_id: a
+            for a in await k.collect(
+                catalog.PREDICTIONS_RESPONSES.name,
+                lambda r: r.request_id in ids,
+                4,
+                decode=catalog.PREDICTIONS_RESPONSES,
+            )
+        }
+        assert got[late.request_id].status == "error"
+        assert "deadline exceeded" in got[late.request_id].error
+        assert all(got[r.request_id].status == "ok" for r in (timely, mine, lost))
+        copy = await k.collect(replies, lambda r: True, 1, decode=catalog.PREDICTIONS_RESPONSES)
+        assert copy[0].request_id == mine.request_id and copy[0].model_version == 2
+        dead = await k.collect(
+            catalog.PREDICTIONS_ENRICHED.dlq, lambda r: lost.request_id.encode() in r.value, 1
+        )
+        assert headers_of(dead[0])["dlq_stage"] == "reply"
+        assert "not a topic" in headers_of(dead[0])["dlq_error"]
 
         # The HTTP edge answers with the same model.
         n = len(names)

@@ -31,7 +31,7 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
-from conveyor_contracts import TRACE_HEADERS, TopicSpec, decode_headers, shared_headers
+from conveyor_contracts import FORWARDED_HEADERS, TopicSpec, decode_headers, shared_headers
 from conveyor_contracts.events import new_id, utcnow
 
 from .errors import PublishError
@@ -72,8 +72,9 @@ class Delivery(Generic[T]):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One event to produce. `cause` is the headers of the message it answers, whose trace it
-    continues; `event_id` a deterministic id (a redelivered input then yields the same id)."""
+    """One event to produce. `cause` is the headers of the message it answers: its trace context,
+    deadline and reply-to travel on. `event_id` is a deterministic id (a redelivered input then
+    yields the same id)."""
 
     key: str | None
     event: BaseModel
@@ -169,8 +170,11 @@ class Bus:
         """Produce one event and wait for the broker's acknowledgement."""
         await self.publish_many(topic, [Outgoing(key, event, event_id, headers)])
 
-    async def publish_many(self, topic: TopicSpec, items: Sequence[Outgoing]) -> None:
-        """Produce events (the producer batches them) and wait until every one is acknowledged."""
+    async def publish_many(
+        self, topic: TopicSpec, items: Sequence[Outgoing], *, to: str | None = None
+    ) -> None:
+        """Produce events (the producer batches them) and wait until every one is acknowledged.
+        `to` sends them, as `topic`'s events, to another topic (an application's reply-to)."""
         if not items:
             return
         shared = shared_headers(
@@ -185,11 +189,21 @@ class Bus:
         for item in items:
             headers = shared | {"ce_id": item.event_id or new_id()} | (item.extra or {})
             if item.cause is not None:
-                headers.update((h, item.cause[h]) for h in TRACE_HEADERS if h in item.cause)
+                headers.update((h, item.cause[h]) for h in FORWARDED_HEADERS if h in item.cause)
             else:
                 headers.update(current)
             messages.append((item.key, item.event.model_dump_json().encode(), headers))
-        await self.send(topic.name, messages)
+        await self.send(to or topic.name, messages)
+
+    async def topic_exists(self, topic: str, timeout_s: float = 2.0) -> bool:
+        """Whether the broker has `topic` (a produce to a missing one would stall until the
+        client's request time-out)."""
+        if self._producer is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._producer.partitions_for(topic), timeout_s))
+        except (TimeoutError, KafkaError):
+            return False
 
     async def publish_raw(
         self, topic: str, value: bytes, *, key: str | bytes | None, headers: dict[str, str]

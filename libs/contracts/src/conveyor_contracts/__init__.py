@@ -2,12 +2,24 @@
 
 from . import events
 from .catalog import CATALOG, DLQ_SUFFIX, SERVICES, TopicSpec, by_name
-from .envelope import TRACE_HEADERS, Envelope, decode_headers, envelope_for, shared_headers
+from .envelope import (
+    DEADLINE,
+    FORWARDED_HEADERS,
+    REPLY_TO,
+    TRACE_HEADERS,
+    Envelope,
+    decode_headers,
+    envelope_for,
+    shared_headers,
+)
 from .project import ModelProject
 
 __all__ = [
     "CATALOG",
+    "DEADLINE",
     "DLQ_SUFFIX",
+    "FORWARDED_HEADERS",
+    "REPLY_TO",
     "SERVICES",
     "TRACE_HEADERS",
     "Envelope",

@@ -13,6 +13,11 @@ from .events import new_id, utcnow
 
 SPECVERSION = "1.0"
 TRACE_HEADERS = ("traceparent", "tracestate")  # W3C Trace Context
+# CloudEvents extension attributes an application may set on a prediction request; they travel
+# with it through enrichment to serving.
+DEADLINE = "ce_deadline"  # RFC 3339 time after which an answer is no use: "deadline exceeded"
+REPLY_TO = "ce_replyto"  # a topic that also gets the answer (predictions.responses always does)
+FORWARDED_HEADERS = (*TRACE_HEADERS, DEADLINE, REPLY_TO)
 CONTENT_TYPE = "application/json"
 
 
