@@ -91,7 +91,9 @@ async def test_answers_hot_swap_and_errors(kafka):
         await k.send(catalog.REGISTRY_EVENTS, _move(name, 1, models[1]), key=name)
         await until(lambda: runtime_version(api, name, 1), 30, "v1 loaded")
 
-        # A sustained stream of requests, with the champion moved to v2 in the middle of it.
+        # A sustained stream of requests, with the champion swapped ten times in the middle of it
+        # (v1 → v2 → v1 …): every request is answered exactly once, by a valid version, and
+        # none fails.
         sent: list[str] = []
         answered: dict[str, list[PredictionServed]] = defaultdict(list)
         stop = asyncio.Event()
@@ -116,8 +118,12 @@ async def test_answers_hot_swap_and_errors(kafka):
         tasks = [asyncio.create_task(stream()), asyncio.create_task(collect())]
         try:
             await until(lambda: by(1) >= 50, 30, "v1 answering the stream")
-            await k.send(catalog.REGISTRY_EVENTS, _move(name, 2, models[2], 1), key=name)
-            await until(lambda: by(2) >= 50, 30, "v2 answering the stream")
+            for swap in range(10):
+                to, frm = (2, 1) if swap % 2 == 0 else (1, 2)
+                enough = by(to) + 30
+                await k.send(catalog.REGISTRY_EVENTS, _move(name, to, models[to], frm), key=name)
+                # The probe is awaited within this iteration: late binding cannot bite.
+                await until(lambda: by(to) >= enough, 30, f"v{to} answering after swap {swap}")  # noqa: B023
             stop.set()
             await tasks[0]
             await until(lambda: all(r in answered for r in sent), 30, "every request answered")
@@ -132,6 +138,7 @@ async def test_answers_hot_swap_and_errors(kafka):
         for a in answers:  # v1 says fraud for x0 = 3, the flipped v2 says legit
             assert a.label == ("fraud" if a.model_version == 1 else "legit")
             assert a.values[0] == 3.0 and a.latency_ms >= 0
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 2, models[2], 1), key=name)
         await until(lambda: runtime_version(api, name, 2), 30, "v2 loaded")
 
         # An artifact that does not match its sha256 is refused, and a move to a version the

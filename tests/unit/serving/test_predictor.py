@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -84,3 +87,16 @@ def test_a_batch_is_scored_once_and_each_misfit_says_why():
     assert "do not match" in results[1]
     assert results[2] == results[3] == "values must be finite numbers"
     assert "values for" in results[4]
+
+
+def test_a_swapped_out_model_is_released():
+    predictor = Predictor()
+    old = _loaded(1)
+    predictor.swap(old)
+    session = weakref.ref(old.session)
+    in_flight = predictor.model("fraud")  # a batch that took v1 before the swap
+    predictor.swap(_loaded(2, flip=True))
+    assert in_flight.version == 1 and predictor.model("fraud").version == 2
+    del old, in_flight
+    gc.collect()
+    assert session() is None  # nothing holds the old onnxruntime session any more
