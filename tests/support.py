@@ -130,7 +130,7 @@ class Kafka:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             async with asyncio.timeout(30):
-                while any(await consumer.position(tp) < ends[tp.partition] for tp in tps):
+                while [tp for tp in tps if await consumer.position(tp) < ends[tp.partition]]:
                     for records in (await consumer.getmany(timeout_ms=100)).values():
                         out.extend(r for r in records if r.offset < ends[r.partition])
         finally:

@@ -16,6 +16,7 @@ from conveyor_contracts.events import AliasMoved, PredictionEnriched, Prediction
 from conveyor_runtime import NotInRegistry
 from conveyor_serving.adapters.registry import ModelSource
 from conveyor_serving.bootstrap import ServingSettings, bootstrap
+from conveyor_serving.domain.predictor import in_canary
 from tests.models import Model, make_model
 from tests.support import Kafka, create_topic, headers_of, running, unique_project, until
 
@@ -38,10 +39,10 @@ class FakeSource(ModelSource):
         return data, m.sha256
 
 
-def _move(project, to, model, frm=None):
+def _move(project, to, model, frm=None, alias="champion"):
     return AliasMoved(
         project=project,
-        alias="champion",
+        alias=alias,
         from_version=frm,
         to_version=to,
         sha256=model.sha256,
@@ -50,7 +51,7 @@ def _move(project, to, model, frm=None):
     )
 
 
-def _request(project, names, x0: float) -> PredictionEnriched:
+def _request(project, names, x0: float, entity: str = "e") -> PredictionEnriched:
     values = [0.0] * len(names)
     values[0] = x0
     now = datetime.now(UTC)
@@ -58,7 +59,7 @@ def _request(project, names, x0: float) -> PredictionEnriched:
         request_id=new_id(),
         project=project,
         project_version=1,
-        entity_id="e",
+        entity_id=entity,
         requested_at=now,
         enriched_at=now,
         feature_names=names,
@@ -241,3 +242,84 @@ async def test_answers_hot_swap_and_errors(kafka):
 
 async def runtime_version(api, name, version) -> bool:
     return (await api.get("/models")).json().get(name, {}).get("version") == version
+
+
+def _with_challenger(spec, mode: str, share: float = 0.1):
+    serving = spec.policies.serving.model_copy(update={"challenger": mode, "canary_share": share})
+    return spec.model_copy(
+        update={"policies": spec.policies.model_copy(update={"serving": serving})}
+    )
+
+
+async def test_a_challenger_in_shadow_then_in_canary(kafka):
+    spec = unique_project("chl")
+    name, names = spec.name, spec.feature_names()
+    models = {1: make_model(spec), 2: make_model(spec, flip=True)}  # v1: fraud, v2: legit
+    runtime = bootstrap(
+        ServingSettings(kafka_bootstrap_servers=kafka.bootstrap_servers), source=FakeSource(models)
+    )
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        await k.apply(_with_challenger(spec, "shadow"))
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 1, models[1]), key=name)
+        await k.send(
+            catalog.REGISTRY_EVENTS, _move(name, 2, models[2], alias="challenger"), key=name
+        )
+        await until(lambda: _loaded(api, name, {"version": 1, "challenger": 2}), 30, "both loaded")
+
+        # Shadow: applications get the champion's answers; the challenger's go to their topic.
+        requests = [_request(name, names, 3.0, f"e{i}") for i in range(40)]
+        for r in requests:
+            await k.send(catalog.PREDICTIONS_ENRICHED, r, key=r.entity_id)
+        ids = {r.request_id for r in requests}
+        answers = await _answers(k, catalog.PREDICTIONS_RESPONSES.name, ids)
+        shadows = await _answers(k, catalog.PREDICTIONS_SHADOW.name, ids)
+        assert {(a.model_version, a.label) for a in answers.values()} == {(1, "fraud")}
+        assert {(a.model_version, a.label) for a in shadows.values()} == {(2, "legit")}
+
+        # Canary: half the entities, always the same ones, get the challenger's answers, and
+        # nothing goes to the shadow topic.
+        await k.apply(_with_challenger(spec, "canary", 0.5), version=2)
+        await until(lambda: runtime.projects.get(name).version == 2, 30, "the canary policy")
+        entities = [f"e{i}" for i in range(100)] * 2  # every entity twice
+        requests = [_request(name, names, 3.0, e) for e in entities]
+        for r in requests:
+            await k.send(catalog.PREDICTIONS_ENRICHED, r, key=r.entity_id)
+        answers = await _answers(
+            k, catalog.PREDICTIONS_RESPONSES.name, {r.request_id for r in requests}
+        )
+        version_of: dict[str, set[int]] = defaultdict(set)
+        for r in requests:
+            a = answers[r.request_id]
+            assert a.status == "ok" and a.label == ("fraud" if a.model_version == 1 else "legit")
+            version_of[r.entity_id].add(a.model_version)
+        assert all(len(v) == 1 for v in version_of.values())  # sticky per entity
+        canary = {e for e, v in version_of.items() if v == {2}}
+        assert canary == {e for e in version_of if in_canary(e, 0.5)}
+        assert 30 <= len(canary) <= 70
+        assert not await _answers(
+            k, catalog.PREDICTIONS_SHADOW.name, {r.request_id for r in requests}, expect=False
+        )
+
+
+async def _loaded(api, name, expected) -> bool:
+    current = (await api.get("/models")).json().get(name, {})
+    return (
+        current.get("version") == expected["version"]
+        and current.get("challenger", {}).get("version") == expected["challenger"]
+    )
+
+
+async def _answers(
+    k, topic: str, ids: set[str], expect: bool = True
+) -> dict[str, PredictionServed]:
+    """The answers to `ids` on `topic`: all of them, or (expect=False) whatever is there now."""
+    if not expect:
+        present = [
+            catalog.PREDICTIONS_RESPONSES.adapter.validate_json(r.value)
+            for r in await k.snapshot(topic)
+        ]
+        return {a.request_id: a for a in present if a.request_id in ids}
+    found = await k.collect(
+        topic, lambda a: a.request_id in ids, len(ids), decode=catalog.PREDICTIONS_RESPONSES
+    )
+    return {a.request_id: a for a in found}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -135,3 +135,27 @@ def test_check_refuses_a_new_minor_version_that_cannot_read_the_old(tmp_path):
 def test_the_readme_shows_the_generated_topic_table():
     readme = (ROOT.parent / "README.md").read_text()
     assert render()["topics.md"].replace("](", "](schemas/").strip() in readme
+
+
+def test_union_variants_are_matched_by_whatever_field_tags_them():
+    class Numeric(BaseModel):
+        kind: Literal["numeric"] = "numeric"
+        field: str
+
+    class Categorical(BaseModel):
+        kind: Literal["categorical"] = "categorical"
+        field: str
+        categories: list[str]
+
+    class Spec(BaseModel):
+        features: list[Annotated[Numeric | Categorical, Field(discriminator="kind")]]
+
+    class SpecWithPolicy(Spec):
+        policy: str = "off"
+
+    class OnlyNumeric(BaseModel):
+        features: list[Numeric]
+
+    assert backward_problems(_schema(Spec), _schema(SpecWithPolicy)) == []
+    removed = backward_problems(_schema(Spec), _schema(OnlyNumeric))
+    assert any("kind=categorical" in p and "removed" in p for p in removed), removed

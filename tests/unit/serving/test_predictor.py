@@ -6,7 +6,13 @@ import pytest
 
 from conveyor_examples import load_project
 from conveyor_serving.adapters.onnx import OnnxSession
-from conveyor_serving.domain.predictor import InvalidInput, LoadedModel, NoModel, Predictor
+from conveyor_serving.domain.predictor import (
+    InvalidInput,
+    LoadedModel,
+    NoModel,
+    Predictor,
+    in_canary,
+)
 from conveyor_serving.entrypoints.api import InferenceRequest, decode
 from tests.models import make_model
 
@@ -100,3 +106,12 @@ def test_a_swapped_out_model_is_released():
     del old, in_flight
     gc.collect()
     assert session() is None  # nothing holds the old onnxruntime session any more
+
+
+def test_the_canary_is_sticky_monotone_and_near_its_share():
+    keys = [f"c-{i}" for i in range(10_000)]
+    tenth = {k for k in keys if in_canary(k, 0.1)}
+    assert 900 <= len(tenth) <= 1100
+    assert tenth == {k for k in keys if in_canary(k, 0.1)}  # the same keys every time
+    assert tenth <= {k for k in keys if in_canary(k, 0.3)}  # growing the share keeps them
+    assert not any(in_canary(k, 0.0) for k in keys) and all(in_canary(k, 1.0) for k in keys)

@@ -129,6 +129,18 @@ PREDICTIONS_RESPONSES = _t(
     consumers=("apps", "feedback", "monitor"),
     description="Answers, with the model version and the exact feature vector scored.",
 )
+PREDICTIONS_SHADOW = _t(
+    subject="predictions.shadow",
+    major=1,
+    minor=0,
+    schema=ev.PredictionServed,
+    key="request id",
+    partitions=3,
+    producers=("serving",),
+    consumers=("apps",),
+    description="What a challenger in shadow mode would have answered; never sent to "
+    "applications as an answer.",
+)
 FEEDBACK_SUBMITTED = _t(
     subject="feedback.submitted",
     major=1,
@@ -154,7 +166,7 @@ FEEDBACK_RECORDED = _t(
 REGISTRY_EVENTS = _t(
     subject="registry.events",
     major=1,
-    minor=0,
+    minor=1,
     schema=ev.RegistryEvent,
     key="project",
     partitions=1,
@@ -206,6 +218,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     PREDICTIONS_REQUESTS,
     PREDICTIONS_ENRICHED,
     PREDICTIONS_RESPONSES,
+    PREDICTIONS_SHADOW,
     FEEDBACK_SUBMITTED,
     FEEDBACK_RECORDED,
     REGISTRY_EVENTS,

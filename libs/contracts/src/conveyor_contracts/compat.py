@@ -53,9 +53,12 @@ def _allowed(schema: Schema) -> set[Any] | None:
 
 
 def _key(schema: Schema) -> str | None:
-    """A discriminator value, for matching union variants."""
-    const = schema.get("properties", {}).get("type", {}).get("const")
-    return None if const is None else f"type={const}"
+    """A discriminator value (any property fixed to one constant, such as `type` or `kind`),
+    for matching union variants."""
+    for name, prop in sorted(schema.get("properties", {}).items()):
+        if "const" in prop:
+            return f"{name}={prop['const']}"
+    return None
 
 
 def _accepts(

@@ -172,10 +172,23 @@ class PromotionPolicy(_Spec):
     min_improvement: float = Field(0.0, description="Candidate minus champion, on one holdout.")
 
 
+class ServingPolicy(_Spec):
+    """What serving does with the version the `challenger` alias points at."""
+
+    challenger: Literal["off", "shadow", "canary"] = Field(
+        "off",
+        description="`shadow`: the challenger also scores every request, its answers go to "
+        "predictions.shadow, never to applications; `canary`: it answers a sticky share of "
+        "the entities (by a hash of the entity id); `off`: the champion answers everything.",
+    )
+    canary_share: float = Field(0.1, ge=0, le=1, description="Share of entities in the canary.")
+
+
 class Policies(_Spec):
     drift: DriftPolicy = DriftPolicy()
     retrain: RetrainPolicy = RetrainPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
+    serving: ServingPolicy = ServingPolicy()
 
 
 class ModelProject(_Spec):

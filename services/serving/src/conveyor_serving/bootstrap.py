@@ -19,7 +19,9 @@ def bootstrap(
     settings = settings or ServingSettings()
     runtime = Runtime("serving", settings, uses_database=False)
     predictor = Predictor()
-    serving = Serving(predictor, source or HttpModelSource(settings.registry_url), runtime.bus)
+    serving = Serving(
+        predictor, source or HttpModelSource(settings.registry_url), runtime.bus, runtime.projects
+    )
     runtime.on_registry_events(serving.on_registry_events)
     runtime.bus.consume(catalog.PREDICTIONS_ENRICHED, serving.on_enriched)
     runtime.http.include_router(

@@ -12,20 +12,23 @@ from typing import Any
 from conveyor_bus import Bus, Delivery, Outgoing, Rejection
 from conveyor_contracts import DEADLINE, REPLY_TO, catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
-from conveyor_runtime import ArtifactMismatch, NotInRegistry, verify_artifact
+from conveyor_contracts.project import ServingPolicy
+from conveyor_runtime import ArtifactMismatch, NotInRegistry, ProjectCache, verify_artifact
 
 from .adapters.onnx import OnnxSession
 from .adapters.registry import ModelSource
-from .domain.predictor import LoadedModel, NoModel, Predictor
+from .domain.predictor import CHALLENGER, CHAMPION, LoadedModel, NoModel, Predictor, in_canary
 
 log = logging.getLogger(__name__)
-CHAMPION = "champion"
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
 
 class Serving:
-    def __init__(self, predictor: Predictor, source: ModelSource, bus: Bus) -> None:
+    def __init__(
+        self, predictor: Predictor, source: ModelSource, bus: Bus, projects: ProjectCache
+    ) -> None:
         self.predictor = predictor
+        self.projects = projects
         self.source = source
         self.bus = bus
         self._reply_topics: set[str] = set()  # reply-to topics seen to exist
@@ -33,22 +36,25 @@ class Serving:
     # --- hot-swap -------------------------------------------------------------------------------
 
     async def on_registry_events(self, batch: list[Delivery[Any]]) -> None:
-        latest: dict[str, AliasMoved] = {}
+        latest: dict[tuple[str, str], AliasMoved] = {}
         for d in batch:
-            if isinstance(d.event, AliasMoved) and d.event.alias == CHAMPION:
-                latest[d.event.project] = d.event  # replaying history: only the last one counts
-        for move in latest.values():
-            current = self.predictor.loaded().get(move.project)
-            if current and current["version"] == move.to_version:
+            if isinstance(d.event, AliasMoved) and d.event.alias in (CHAMPION, CHALLENGER):
+                # Replaying history: only the last move of each alias counts.
+                latest[(d.event.project, d.event.alias)] = d.event
+        for (project, alias), move in latest.items():
+            if self.predictor.current(project, alias) == move.to_version:
                 continue
             try:
-                await self.load(move.project, move.to_version, move.sha256)
+                await self.load(project, move.to_version, move.sha256, alias)
             except (ArtifactMismatch, NotInRegistry) as exc:
                 # Permanent for this version: keep serving the current model, never block the
                 # changelog on it. (RegistryUnavailable propagates: the batch is redelivered.)
-                log.error("not loading v%d of %s: %s", move.to_version, move.project, exc)
+                log.error("not loading v%d of %s: %s", move.to_version, project, exc)
 
-    async def load(self, project: str, version: int, expected_sha256: str) -> LoadedModel:
+    async def load(
+        self, project: str, version: int, expected_sha256: str, alias: str = CHAMPION
+    ) -> LoadedModel:
+        """Fetch, verify, load and warm up off the event loop, then swap in one assignment."""
         info = await self.source.version(project, version)
         data, claimed = await self.source.artifact(project, version)
         actual = verify_artifact(data, f"{project} v{version}", expected_sha256, claimed)
@@ -62,8 +68,8 @@ class Serving:
             list(signature["classes"]),
             session,
         )
-        old = self.predictor.swap(model)
-        log.info("serving %s v%d (was %s)", project, version, old.version if old else None)
+        old = self.predictor.swap(model, alias)
+        log.info("%s %s: v%d (was %s)", project, alias, version, old.version if old else None)
         return model
 
     # --- predictions ----------------------------------------------------------------------------
@@ -79,42 +85,80 @@ class Serving:
             else:
                 by_project[d.event.project].append(d)
         rejections: list[Rejection] = []
+        shadow: list[tuple[Delivery[PredictionEnriched], PredictionServed]] = []
         for project, deliveries in by_project.items():
             try:
                 model = self.predictor.model(project)  # one reference for the whole batch
             except NoModel as exc:
                 answers.extend((d, _error(d.event, str(exc), received)) for d in deliveries)
                 continue
-            scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
-            served_at = datetime.now(UTC)
-            latency = (time.perf_counter() - received) * 1000
-            for d, result in zip(deliveries, scored, strict=True):
-                e = d.event
-                if isinstance(result, str):
-                    answers.append((d, _error(e, result, received)))
-                    rejections.append(Rejection(d, result, "infer"))
-                    continue
-                label, probabilities = result
-                # Built from validated inputs and the model's own outputs: no re-validation.
-                answer = PredictionServed.model_construct(
-                    request_id=e.request_id,
-                    project=project,
-                    entity_id=e.entity_id,
-                    status="ok",
-                    model_version=model.version,
-                    label=label,
-                    probabilities=probabilities,
-                    feature_names=e.feature_names,
-                    values=e.values,
-                    requested_at=e.requested_at,
-                    served_at=served_at,
-                    latency_ms=latency,
+            policy = self._policy(project)
+            challenger = self.predictor.challenger(project) if policy.challenger != "off" else None
+            if challenger is not None and policy.challenger == "canary":
+                sides = [in_canary(d.event.entity_id, policy.canary_share) for d in deliveries]
+                canary = [d for d, inside in zip(deliveries, sides, strict=True) if inside]
+                deliveries = [d for d, inside in zip(deliveries, sides, strict=True) if not inside]
+                answers.extend(self._score(challenger, canary, received, rejections))
+            answers.extend(self._score(model, deliveries, received, rejections))
+            if challenger is not None and policy.challenger == "shadow":
+                # What the challenger would have said; its misfits are not the request's fault.
+                shadow.extend(
+                    (d, a)
+                    for d, a in self._score(challenger, deliveries, received, [])
+                    if a.status == "ok"
                 )
-                answers.append((d, answer))
         outgoing = [_outgoing(d, answer) for d, answer in answers]
         await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, outgoing)
+        if shadow:
+            await self.bus.publish_many(
+                catalog.PREDICTIONS_SHADOW, [_outgoing(d, a, "shadow") for d, a in shadow]
+            )
         rejections.extend(await self._reply([d for d, _ in answers], outgoing))
         return rejections
+
+    def _score(
+        self,
+        model: LoadedModel,
+        deliveries: list[Delivery[PredictionEnriched]],
+        received: float,
+        rejections: list[Rejection],
+    ) -> list[tuple[Delivery[PredictionEnriched], PredictionServed]]:
+        """One onnxruntime call for the deliveries; an error answer (and a rejection) for each
+        that does not fit the model's signature."""
+        if not deliveries:
+            return []
+        scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
+        served_at = datetime.now(UTC)
+        latency = (time.perf_counter() - received) * 1000
+        out: list[tuple[Delivery[PredictionEnriched], PredictionServed]] = []
+        for d, result in zip(deliveries, scored, strict=True):
+            e = d.event
+            if isinstance(result, str):
+                out.append((d, _error(e, result, received)))
+                rejections.append(Rejection(d, result, "infer"))
+                continue
+            label, probabilities = result
+            # Built from validated inputs and the model's own outputs: no re-validation.
+            answer = PredictionServed.model_construct(
+                request_id=e.request_id,
+                project=model.project,
+                entity_id=e.entity_id,
+                status="ok",
+                model_version=model.version,
+                label=label,
+                probabilities=probabilities,
+                feature_names=e.feature_names,
+                values=e.values,
+                requested_at=e.requested_at,
+                served_at=served_at,
+                latency_ms=latency,
+            )
+            out.append((d, answer))
+        return out
+
+    def _policy(self, project: str) -> ServingPolicy:
+        known = self.projects.get(project)
+        return known.spec.policies.serving if known is not None else ServingPolicy()
 
     async def _reply(
         self, requests: list[Delivery[PredictionEnriched]], outgoing: list[Outgoing]
@@ -153,13 +197,15 @@ def _past_deadline(headers: dict[str, str], now: datetime) -> str | None:
     return f"deadline exceeded ({raw})" if now > deadline else None
 
 
-def _outgoing(request: Delivery[PredictionEnriched], answer: PredictionServed) -> Outgoing:
+def _outgoing(
+    request: Delivery[PredictionEnriched], answer: PredictionServed, kind: str = "served"
+) -> Outgoing:
     """The answer keyed by request id, in the request's trace, with an id derived from the
     request's: a redelivered request yields an answer consumers can recognise as the same."""
     return Outgoing(
         request.event.request_id,
         answer,
-        event_id=f"{request.event_id}/served",
+        event_id=f"{request.event_id}/{kind}",
         cause=request.headers,
     )
 

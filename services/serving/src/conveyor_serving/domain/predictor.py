@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,30 +97,56 @@ class LoadedModel:
         return names, probs
 
 
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def in_canary(key: str, share: float) -> bool:
+    """Whether `key` falls in a canary of `share`: sticky (the same key, the same side, in
+    every replica and after restarts) and monotone (a larger share keeps every key it had)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < share * 2**64
+
+
 class Predictor:
-    """The champion model per project. Swapping replaces one reference; a batch that already
-    took the old model finishes on it."""
+    """The champion (and a challenger, when one is loaded) per project. Swapping replaces one
+    reference; a batch that already took the old model finishes on it."""
 
     def __init__(self) -> None:
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[tuple[str, str], LoadedModel] = {}
 
     def model(self, project: str, version: int | None = None) -> LoadedModel:
-        model = self._models.get(project)
-        if model is None:
+        """The champion, or the loaded model (champion or challenger) of `version`."""
+        champion = self._models.get((project, CHAMPION))
+        if champion is None:
             raise NoModel(f"no model is loaded for project {project!r}")
-        if version is not None and version != model.version:
-            raise NoModel(
-                f"project {project!r} serves version {model.version}; "
-                f"version {version} is not loaded"
-            )
-        return model
+        if version is None or version == champion.version:
+            return champion
+        challenger = self._models.get((project, CHALLENGER))
+        if challenger is not None and challenger.version == version:
+            return challenger
+        raise NoModel(
+            f"project {project!r} serves version {champion.version}; "
+            f"version {version} is not loaded"
+        )
 
-    def swap(self, model: LoadedModel) -> LoadedModel | None:
-        old = self._models.get(model.project)
-        self._models[model.project] = model
+    def challenger(self, project: str) -> LoadedModel | None:
+        return self._models.get((project, CHALLENGER))
+
+    def swap(self, model: LoadedModel, alias: str = CHAMPION) -> LoadedModel | None:
+        old = self._models.get((model.project, alias))
+        self._models[(model.project, alias)] = model
         return old
 
+    def current(self, project: str, alias: str) -> int | None:
+        model = self._models.get((project, alias))
+        return None if model is None else model.version
+
     def loaded(self) -> dict[str, dict[str, Any]]:
-        return {
-            p: {"version": m.version, "sha256": m.sha256} for p, m in sorted(self._models.items())
-        }
+        out: dict[str, dict[str, Any]] = {}
+        for (project, alias), m in sorted(self._models.items()):
+            if alias == CHAMPION:
+                out.setdefault(project, {}).update(version=m.version, sha256=m.sha256)
+            else:
+                out.setdefault(project, {})[alias] = {"version": m.version, "sha256": m.sha256}
+        return out
