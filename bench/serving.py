@@ -111,7 +111,9 @@ def _answer(project: str, prefix: str):
     return accept
 
 
-async def ceiling(bench: Bench, messages: list[Message]) -> float:
+async def ceiling(bench: Bench, messages: list[Message], load: list[Message], rate: float) -> dict:
+    """The relay, as its own process like serving: how fast it drains `messages`, and its
+    end-to-end latency when offered `load` at `rate`."""
     bootstrap = bench.broker.bootstrap_servers
     source, sink = (
         f"bench.relay.in.{uuid.uuid4().hex[:6]}",
@@ -120,7 +122,6 @@ async def ceiling(bench: Bench, messages: list[Message]) -> float:
     await create_topic(bootstrap, source, catalog.PREDICTIONS_ENRICHED.partitions)
     await create_topic(bootstrap, sink, catalog.PREDICTIONS_RESPONSES.partitions)
     await produce(bootstrap, source, messages)
-    # The relay runs in its own process, as serving does.
     wait = fetch_wait_ms(bench.broker)
     code = (
         f"import asyncio, sys; sys.path.insert(0, {str(HERE)!r}); from common import relay; "
@@ -133,12 +134,76 @@ async def ceiling(bench: Bench, messages: list[Message]) -> float:
             bootstrap, sink, len(messages), lambda r: True, timeout_s=300, fetch_wait=wait
         )
         say(f"  relay used {(cpu_seconds(proc.pid) - cpu0) / count * 1e6:.0f} CPU-µs a message")
+        if count < len(messages):
+            raise SystemExit(f"relay forwarded {count} of {len(messages)}")
+        say(f"  {count / (last - first):,.0f} msg/s")
+        say(f"  relay latency at {rate:.0f} messages/s …")
+        at_load = await offer(bench, source, sink, load, rate, b'"request_id":"lat-')
     finally:
         proc.terminate()
         await proc.wait()
-    if count < len(messages):
-        raise SystemExit(f"relay forwarded {count} of {len(messages)}")
-    return count / (last - first)
+    say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms")
+    return {"per_s": count / (last - first), **at_load}
+
+
+async def offer(
+    bench: Bench, source: str, sink: str, load: list[Message], rate: float, marker: bytes
+) -> dict:
+    """Send `load` to `source` at `rate` and time each answer's arrival on `sink` (matched by
+    request id); sent and answered are counted."""
+    bootstrap = bench.broker.bootstrap_servers
+    sent_at: dict[bytes, float] = {}
+    latencies: list[float] = []
+
+    def request_id(value: bytes) -> bytes:
+        at = value.index(marker) + len(marker) - 4  # the id starts at "lat-"
+        return value[at : value.index(b'"', at)]
+
+    def on_record(record, now: float) -> None:
+        latencies.append((now - sent_at[request_id(record.value)]) * 1000)
+
+    ready = asyncio.Event()
+    n = len(load)
+    receiver = asyncio.create_task(
+        receive(
+            bootstrap,
+            sink,
+            n,
+            lambda r: marker in r.value,
+            timeout_s=n / rate + 60,
+            on_record=on_record,
+            ready=ready,
+            fetch_wait=fetch_wait_ms(bench.broker),
+        )
+    )
+    await ready.wait()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    tick = 0.005
+    start = time.perf_counter()
+    futures = []
+    i = 0
+    try:
+        while i < n:
+            due = min(n, int((time.perf_counter() - start) * rate) + 1)
+            while i < due:
+                key, value, headers = load[i]
+                sent_at[request_id(value)] = time.perf_counter()
+                futures.append(await producer.send(source, value, key=key, headers=headers))
+                i += 1
+            await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
+        await asyncio.gather(*futures)
+        offered = n / (time.perf_counter() - start)
+    finally:
+        await producer.stop()
+    _, _, answered = await receiver
+    return {
+        "offered_per_s": round(offered),
+        "sent": n,
+        "answered": answered,
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+    }
 
 
 async def kafka_throughput(bench: Bench, project: str, messages: list[Message]) -> float:
@@ -173,65 +238,6 @@ async def kafka_throughput(bench: Bench, project: str, messages: list[Message]) 
     used = cpu_seconds(serving.proc.pid) - cpu0
     say(f"  serving used {used / count * 1e6:.0f} CPU-µs a prediction")
     return count / (last - first)
-
-
-async def latency(bench: Bench, project: str, vectors, rate: float, duration: float) -> dict:
-    bootstrap = bench.broker.bootstrap_servers
-    n = int(rate * duration)
-    messages = requests(project, vectors, n, "lat")
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
-
-    def on_record(record, now: float) -> None:
-        request_id = json.loads(record.value)["request_id"]
-        latencies.append((now - sent_at[request_id]) * 1000)
-
-    ready = asyncio.Event()
-    receiver = asyncio.create_task(
-        receive(
-            bootstrap,
-            catalog.PREDICTIONS_RESPONSES.name,
-            n,
-            _answer(project, "lat"),
-            timeout_s=duration + 60,
-            on_record=on_record,
-            ready=ready,
-            fetch_wait=fetch_wait_ms(bench.broker),
-        )
-    )
-    await ready.wait()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    await producer.start()
-    tick = 0.005
-    per_tick = rate * tick
-    start = time.perf_counter()
-    futures = []
-    i = 0
-    try:
-        while i < n:
-            due = min(n, int((time.perf_counter() - start) / tick * per_tick) + 1)
-            while i < due:
-                key, value, headers = messages[i]
-                sent_at[f"lat-{i}"] = time.perf_counter()
-                futures.append(
-                    await producer.send(
-                        catalog.PREDICTIONS_ENRICHED.name, value, key=key, headers=headers
-                    )
-                )
-                i += 1
-            await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
-        await asyncio.gather(*futures)
-        offered = n / (time.perf_counter() - start)
-    finally:
-        await producer.stop()
-    _, _, answered = await receiver
-    return {
-        "offered_per_s": round(offered),
-        "sent": n,
-        "answered": answered,
-        "p50_ms": round(percentile(latencies, 50), 2),
-        "p99_ms": round(percentile(latencies, 99), 2),
-    }
 
 
 async def http(url: str, project: str, vectors, concurrency: int, duration: float) -> dict:
@@ -294,15 +300,22 @@ async def main(args: argparse.Namespace) -> dict:
             ).raise_for_status()
 
         messages = requests(project, vectors, args.n, "tp")
+        load = requests(project, vectors, int(args.rate * args.duration), "lat")
         say(f"relay ceiling over {args.n} messages (batches of {MAX_BATCH}) …")
-        relay_per_s = await ceiling(bench, messages)
-        say(f"  {relay_per_s:,.0f} msg/s")
+        relay = await ceiling(bench, messages, load, args.rate)
         say(f"serving over the same {args.n} requests …")
         ours = await kafka_throughput(bench, project, messages)
-        say(f"  {ours:,.0f} predictions/s ({ours / relay_per_s:.2f} of the ceiling)")
-        say(f"latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
-        lat = await latency(bench, project, vectors, args.rate, args.duration)
-        say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+        say(f"  {ours:,.0f} predictions/s ({ours / relay['per_s']:.2f} of the ceiling)")
+        say(f"serving latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
+        lat = await offer(
+            bench,
+            catalog.PREDICTIONS_ENRICHED.name,
+            catalog.PREDICTIONS_RESPONSES.name,
+            load,
+            args.rate,
+            b'"request_id":"lat-',
+        )
+        say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms (the relay's: {relay['p99_ms']} ms)")
         say(f"  sent {lat['sent']}, answered {lat['answered']}")
         serving_url = next(p.url for p in bench.processes if p.name == "serving")
         say(f"HTTP (Open Inference Protocol v2), concurrency {args.concurrency} …")
@@ -310,9 +323,11 @@ async def main(args: argparse.Namespace) -> dict:
         say(f"  {web['http_rps']:,} requests/s, p99 {web['http_p99_ms']} ms")
     return {
         "kafka_predictions_per_s": round(ours),
-        "relay_ceiling_per_s": round(relay_per_s),
-        "ratio": round(ours / relay_per_s, 3),
+        "relay_ceiling_per_s": round(relay["per_s"]),
+        "ratio": round(ours / relay["per_s"], 3),
         **lat,
+        "relay_p50_ms": relay["p50_ms"],
+        "relay_p99_ms": relay["p99_ms"],
         **web,
     }
 
