@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess, tail
@@ -91,15 +90,6 @@ def cpu_seconds(pid: int) -> float:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 async def produce(

@@ -32,7 +32,6 @@ from common import (
     Bench,
     bench_stack,
     cpu_seconds,
-    create_topic,
     fetch_wait_ms,
     percentile,
     produce,
@@ -40,6 +39,7 @@ from common import (
     say,
 )
 
+from conveyor_bus import create_topic
 from conveyor_cli import infra
 from conveyor_contracts import catalog, envelope_for
 from conveyor_contracts.events import PredictionEnriched

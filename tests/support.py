@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from conveyor_bus import end_offsets
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
@@ -136,15 +135,6 @@ class Kafka:
         finally:
             await consumer.stop()
         return out
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 def headers_of(record: Any) -> dict[str, str]:

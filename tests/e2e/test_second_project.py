@@ -129,14 +129,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
         "178 training examples",
     )
 
-    run_id = cli.json("train", "wine", "--reason", "e2e")["run_id"]
-    run = _until(
-        lambda: (
-            (r := http.get(url["trainer"] + f"/runs/{run_id}").json())["status"] != "running" and r
-        ),
-        60,
-        "the run",
-    )
+    run = _train(cli, http, url["trainer"], "e2e")
     assert run["status"] == "succeeded", run
     assert not run["promoted"] and "requires approval" in run["reason"]
     assert run["metrics"]["accuracy"] >= 0.8
@@ -173,14 +166,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
 
     # A second candidate, approved by another person, then rolled back: every move is recorded
     # with who and why, and serving follows the alias back.
-    second = cli.json("train", "wine", "--reason", "e2e again")["run_id"]
-    run = _until(
-        lambda: (
-            (r := http.get(url["trainer"] + f"/runs/{second}").json())["status"] != "running" and r
-        ),
-        60,
-        "the second run",
-    )
+    run = _train(cli, http, url["trainer"], "e2e again")
     newer = run["model_version"]
     assert run["status"] == "succeeded" and newer == version + 1, run
     cli.json("promote", "wine", str(newer), "--actor", "carol", "--reason", "second look")
@@ -198,6 +184,17 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
         30,
         "serving to follow the rollback",
     )
+
+
+def _train(cli: Cli, http: httpx.Client, trainer: str, reason: str) -> dict:
+    """Start a run with `conveyor train` and wait until it finished."""
+    run_id = cli.json("train", "wine", "--reason", reason)["run_id"]
+
+    def finished() -> dict | None:
+        run = http.get(f"{trainer}/runs/{run_id}").json()
+        return run if run["status"] != "running" else None
+
+    return _until(finished, 60, f"run {run_id}")
 
 
 def _open_inference_protocol(base: str, version: int, answers: list[PredictionServed]) -> None:

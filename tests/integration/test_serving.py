@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from conveyor_bus import create_topic
 from conveyor_cli.kafka_io import tail
 from conveyor_contracts import catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed, new_id
@@ -18,7 +19,7 @@ from conveyor_serving.adapters.registry import ModelSource
 from conveyor_serving.bootstrap import ServingSettings, bootstrap
 from conveyor_serving.domain.predictor import in_canary
 from tests.models import Model, make_model
-from tests.support import Kafka, create_topic, headers_of, running, unique_project, until
+from tests.support import Kafka, headers_of, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 from .bus import Bus, Delivery, Outgoing, Rejection
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
-from .topics import end_offsets, ensure_topics, topic_names
+from .topics import create_topic, end_offsets, ensure_topics, topic_names
 
 __all__ = [
     "Bus",
@@ -14,6 +14,7 @@ __all__ = [
     "PublishError",
     "Rejection",
     "TopicSetupError",
+    "create_topic",
     "end_offsets",
     "ensure_topics",
     "topic_names",

@@ -61,6 +61,16 @@ async def ensure_topics(
     raise TopicSetupError(f"could not create topics on {bootstrap_servers}: {last!r}") from last
 
 
+async def create_topic(bootstrap_servers: str, name: str, partitions: int = 1) -> None:
+    """Create one topic outside the catalog (an application's reply topic, a benchmark's)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="conveyor-admin")
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
 async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
     """The offset the next record of each partition of `topic` will get (its high-water mark)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
