@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
@@ -159,6 +160,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
     assert correct >= 32, f"{correct} of 40"  # rows it saw in training, among others
 
     _open_inference_protocol(url["serving"], version, answers)
+    _metrics_per_version(http, url["serving"], version, len(answers))
 
     # Nothing to roll back to yet: a clear refusal, not a crash.
     refused = cli("rollback", "wine")
@@ -184,6 +186,31 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
         30,
         "serving to follow the rollback",
     )
+
+
+def _metrics_per_version(http: httpx.Client, base: str, version: int, answered: int) -> None:
+    """Serving's Prometheus endpoint counts answers per project, version, role and status, and
+    says which version each alias serves; the bus counts what it consumed."""
+    text = http.get(base + "/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        found = [
+            v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)
+        ]
+        assert found, f"no {name} {labels} in:\n{text[:3000]}"
+        return sum(found)
+
+    ok = {"project": "wine", "version": str(version), "role": "champion", "status": "ok"}
+    assert value("conveyor_predictions_total", **ok) >= answered
+    assert value("conveyor_model_version", project="wine", alias="champion") == version
+    assert value("conveyor_messages_consumed_total", topic="predictions.enriched.v1") >= answered
+    assert value("conveyor_batch_size_count", topic="predictions.enriched.v1") >= 1
+    assert value("conveyor_consumer_lag", topic="predictions.enriched.v1") >= 0
 
 
 def _train(cli: Cli, http: httpx.Client, trainer: str, reason: str) -> dict:

@@ -18,17 +18,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from opentelemetry import propagate
+from opentelemetry import metrics, propagate
 from pydantic import BaseModel, ValidationError
 
 from conveyor_contracts import FORWARDED_HEADERS, TopicSpec, decode_headers, shared_headers
@@ -38,6 +39,53 @@ from .errors import PublishError
 from .settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+# Recorded through the OpenTelemetry API: a no-op until the process installs a meter provider.
+_meter = metrics.get_meter("conveyor.bus")
+CONSUMED = _meter.create_counter(
+    "conveyor.messages.consumed", unit="{message}", description="Records read, by topic."
+)
+PRODUCED = _meter.create_counter(
+    "conveyor.messages.produced", unit="{message}", description="Records acknowledged, by topic."
+)
+DEAD_LETTERS = _meter.create_counter(
+    "conveyor.dead_letters",
+    unit="{message}",
+    description="Records sent to <topic>.dlq, by source topic and stage.",
+)
+BATCH_SIZE = _meter.create_histogram(
+    "conveyor.batch.size",
+    unit="{message}",
+    description="Records per handled batch.",
+    explicit_bucket_boundaries_advisory=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+)
+BATCH_TIME = _meter.create_histogram(
+    "conveyor.batch.duration",
+    unit="s",
+    description="Time to decode, handle and commit one batch.",
+    explicit_bucket_boundaries_advisory=[
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+    ],
+)
+LAG = _meter.create_gauge(
+    "conveyor.consumer.lag",
+    unit="{message}",
+    description="Records a consumer has yet to read, by topic and partition, after each batch.",
+)
+IN_FLIGHT = _meter.create_up_down_counter(
+    "conveyor.in_flight", unit="{message}", description="Records being handled now."
+)
 
 T = TypeVar("T")
 
@@ -229,6 +277,7 @@ class Bus:
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise PublishError(f"publish to {topic} failed: {exc!r}") from exc
+        PRODUCED.add(len(messages), {"topic": topic})
 
     async def dead_letter(
         self, delivery: Delivery[Any] | _Undecoded, error: str, stage: str, group: str | None
@@ -249,6 +298,7 @@ class Bus:
             delivery.topic + ".dlq", delivery.value, key=delivery.key, headers=headers
         )
         self.dead_letters += 1
+        DEAD_LETTERS.add(1, {"topic": delivery.topic, "stage": stage})
         log.warning(
             "dead letter",
             extra={
@@ -294,12 +344,27 @@ class Bus:
             decoder=_skip_decoding,
         )
         backoff = _Backoff()
+        attrs = {"topic": topic.name}
 
         async def on_batch(message: KafkaMessage) -> None:
             if not broadcast and self._gate is not None:
                 await self._gate.wait()
             records = message.raw_message
             records = records if isinstance(records, tuple) else (records,)
+            started = time.perf_counter()
+            IN_FLIGHT.add(len(records), attrs)
+            try:
+                await handle(message, records)
+            finally:
+                IN_FLIGHT.add(-len(records), attrs)
+            CONSUMED.add(len(records), attrs)
+            BATCH_SIZE.record(len(records), attrs)
+            BATCH_TIME.record(time.perf_counter() - started, attrs)
+            _record_lag(message, records)
+            if consumed is not None:
+                consumed([(r.partition, r.offset) for r in records])
+
+        async def handle(message: KafkaMessage, records: tuple[Any, ...]) -> None:
             good: list[Delivery[Any]] = []
             for record in records:
                 raw = _Undecoded.of(record)
@@ -329,10 +394,22 @@ class Bus:
             backoff.reset()
             if not broadcast:
                 await message.ack()
-            if consumed is not None:
-                consumed([(r.partition, r.offset) for r in records])
 
         subscriber(on_batch)
+
+
+def _record_lag(message: KafkaMessage, records: tuple[Any, ...]) -> None:
+    """Lag per partition from the high-water marks the client saw in its last fetch."""
+    consumer = getattr(message, "consumer", None)
+    if consumer is None or not records:
+        return
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    for (topic, partition), offset in last.items():
+        highwater = consumer.highwater(TopicPartition(topic, partition))
+        if highwater is not None:
+            LAG.set(highwater - offset - 1, {"topic": topic, "partition": str(partition)})
 
 
 async def _skip_decoding(_message: Any) -> None:

@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from conveyor_bus import Bus, Delivery, end_offsets, ensure_topics
 from conveyor_contracts import catalog
 from conveyor_contracts.events import ProjectApplied
 from conveyor_db import Database, OutboxRelay
-from conveyor_telemetry import configure_logging, configure_tracing
+from conveyor_telemetry import (
+    configure_logging,
+    configure_metrics,
+    configure_tracing,
+    prometheus_scrape,
+)
 
 from .projects import ProjectCache
 from .settings import ServiceSettings
@@ -68,6 +73,9 @@ class Runtime:
             lifespan=self._lifespan,
         )
         self.http.add_api_route("/healthz", self.health, methods=["GET"], tags=["health"])
+        self.http.add_api_route(
+            "/metrics", self.metrics, methods=["GET"], tags=["health"], include_in_schema=False
+        )
         self.bus.consume(
             catalog.REGISTRY_EVENTS,
             self._on_registry_events,
@@ -187,11 +195,17 @@ class Runtime:
             body["outbox_published"] = self.relay.published
         return body
 
+    async def metrics(self) -> Response:
+        """For Prometheus to scrape (recorded through OpenTelemetry's API)."""
+        body, content_type = prometheus_scrape()
+        return Response(body, media_type=content_type)
+
     # --- running --------------------------------------------------------------------------------
 
     def serve(self) -> None:
         configure_logging(self.name)
         configure_tracing(self.name)
+        configure_metrics(self.name)
         config = uvicorn.Config(
             self.http,
             host=self.settings.http_host,

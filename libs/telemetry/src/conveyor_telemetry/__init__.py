@@ -1,8 +1,10 @@
-"""Logs and traces for Conveyor services.
+"""Logs, traces and metrics for Conveyor services.
 
 Tracing is configured only through the standard `OTEL_*` variables: with no exporter endpoint and no
-`OTEL_TRACES_EXPORTER`, nothing is exported. Logs are one JSON object per line and carry the
-active trace and span ids.
+`OTEL_TRACES_EXPORTER`, nothing is exported. Metrics are recorded through the OpenTelemetry API;
+a service process always offers them for Prometheus to scrape (`/metrics`), and also pushes them
+over OTLP when an endpoint is configured. Logs are one JSON object per line and carry the active
+trace and span ids.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-__all__ = ["JsonFormatter", "configure_logging", "configure_tracing"]
+__all__ = [
+    "JsonFormatter",
+    "configure_logging",
+    "configure_metrics",
+    "configure_tracing",
+    "prometheus_scrape",
+]
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _SECRET_HINTS = ("password", "secret", "token", "authorization")
@@ -85,3 +93,29 @@ def configure_tracing(service: str) -> bool:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return True
+
+
+def configure_metrics(service: str) -> None:
+    """Install an SDK meter provider: a Prometheus reader always (served by `prometheus_app`),
+    and an OTLP exporter too when `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT` is set."""
+    from opentelemetry import metrics
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
+    os.environ.setdefault("OTEL_SERVICE_NAME", f"conveyor-{service}")
+    readers: list[MetricReader] = [PrometheusMetricReader()]
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    metrics.set_meter_provider(MeterProvider(resource=Resource.create(), metric_readers=readers))
+
+
+def prometheus_scrape() -> tuple[bytes, str]:
+    """This process's metrics in Prometheus' text format, and its content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(), CONTENT_TYPE_LATEST

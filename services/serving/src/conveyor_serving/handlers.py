@@ -6,8 +6,12 @@ import logging
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from conveyor_bus import Bus, Delivery, Outgoing, Rejection
 from conveyor_contracts import DEADLINE, REPLY_TO, catalog
@@ -20,6 +24,29 @@ from .adapters.registry import ModelSource
 from .domain.predictor import CHALLENGER, CHAMPION, LoadedModel, NoModel, Predictor, in_canary
 
 log = logging.getLogger(__name__)
+
+_meter = metrics.get_meter("conveyor.serving")
+PREDICTIONS = _meter.create_counter(
+    "conveyor.predictions",
+    unit="{prediction}",
+    description="Answers by project, model version, role (champion, canary, shadow) and status.",
+)
+SERVING_TIME = _meter.create_histogram(
+    "conveyor.serving.duration",
+    unit="s",
+    description="Serving's own time from a batch's receipt to its answers, by project and version.",
+    explicit_bucket_boundaries_advisory=[
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+    ],
+)
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
 
@@ -32,6 +59,18 @@ class Serving:
         self.source = source
         self.bus = bus
         self._reply_topics: set[str] = set()  # reply-to topics seen to exist
+        _meter.create_observable_gauge(
+            "conveyor.model.version",
+            callbacks=[self._served_versions],
+            description="The version each alias of each project is served with.",
+        )
+
+    def _served_versions(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for project, served in self.predictor.loaded().items():
+            yield Observation(served["version"], {"project": project, "alias": CHAMPION})
+            if CHALLENGER in served:
+                version = served[CHALLENGER]["version"]
+                yield Observation(version, {"project": project, "alias": CHALLENGER})
 
     # --- hot-swap -------------------------------------------------------------------------------
 
@@ -109,10 +148,12 @@ class Serving:
                 )
         outgoing = [_outgoing(d, answer) for d, answer in answers]
         await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, outgoing)
+        _count(answers, self.predictor)
         if shadow:
             await self.bus.publish_many(
                 catalog.PREDICTIONS_SHADOW, [_outgoing(d, a, "shadow") for d, a in shadow]
             )
+            _count(shadow, self.predictor, "shadow")
         rejections.extend(await self._reply([d for d, _ in answers], outgoing))
         return rejections
 
@@ -181,6 +222,24 @@ class Serving:
                 catalog.PREDICTIONS_RESPONSES, [o for _, o in pairs], to=topic
             )
         return refused
+
+
+def _count(
+    answers: list[tuple[Delivery[PredictionEnriched], PredictionServed]],
+    predictor: Predictor,
+    role: str | None = None,
+) -> None:
+    """Answers per project, version, role and status; serving time per project and version."""
+    tally: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for _, a in answers:
+        version = "" if a.model_version is None else str(a.model_version)
+        champion = predictor.current(a.project, CHAMPION)
+        played = role or ("champion" if a.model_version in (None, champion) else "canary")
+        tally[(a.project, version, played, a.status)].append(a.latency_ms)
+    for (project, version, role, status), latencies in tally.items():
+        attrs = {"project": project, "version": version, "role": role, "status": status}
+        PREDICTIONS.add(len(latencies), attrs)
+        SERVING_TIME.record(max(latencies) / 1000, {"project": project, "version": version})
 
 
 def _past_deadline(headers: dict[str, str], now: datetime) -> str | None:
