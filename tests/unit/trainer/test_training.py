@@ -7,7 +7,7 @@ import pytest
 from conveyor_contracts.project import ALLOWED_ESTIMATORS, PromotionPolicy, RetrainPolicy
 from conveyor_examples import load_project
 from conveyor_trainer.domain import training
-from conveyor_trainer.domain.policy import episode_ready, promotion
+from conveyor_trainer.domain.policy import Paired, episode_ready, promotion
 
 SPEC = load_project("fraud")
 
@@ -84,6 +84,28 @@ def test_promotion_gate():
     approval = PromotionPolicy(mode="approval")
     held = promotion(approval, {"accuracy": 0.9}, {"accuracy": 0.7}, 1)
     assert not held.promote and "requires approval" in held.reason
+
+
+def test_a_candidate_must_be_significantly_better_row_for_row():
+    policy = PromotionPolicy(max_p_value=0.05)
+    # 100 holdout rows: the candidate alone right on 10, the champion alone right on 6.
+    candidate = [True] * 10 + [False] * 6 + [True] * 70 + [False] * 14
+    champion = [False] * 10 + [True] * 6 + [True] * 70 + [False] * 14
+    close = promotion(policy, {"accuracy": 0.8}, {"accuracy": 0.76}, 1, Paired(candidate, champion))
+    assert not close.promote and "not significantly better" in close.reason
+    assert "p=0.23 (10 rows only it got right, 6 only the champion)" in close.reason
+    # A holdout where the champion is never right alone: eight wins are significant.
+    candidate = [True] * 8 + [True] * 74 + [False] * 18
+    champion = [False] * 8 + [True] * 74 + [False] * 18
+    clear = promotion(
+        policy, {"accuracy": 0.82}, {"accuracy": 0.74}, 1, Paired(candidate, champion)
+    )
+    assert clear.promote and "McNemar p=0.0039" in clear.reason  # 0.5 ** 8
+    # The test can be turned off.
+    off = PromotionPolicy(max_p_value=1)
+    loose = promotion(off, {"accuracy": 0.82}, {"accuracy": 0.74}, 1, Paired(candidate, champion))
+    assert loose.promote and "McNemar" not in loose.reason
+    assert Paired([True, False], [True, False]).mcnemar() == (0, 0, 1.0)
 
 
 def test_an_episode_waits_for_rows_and_cool_down():

@@ -170,6 +170,14 @@ class PromotionPolicy(_Spec):
     metric: Literal["accuracy", "roc_auc", "f1"] = "accuracy"
     min_metric: float = Field(0.0, ge=0, le=1, description="Absolute floor for promotion.")
     min_improvement: float = Field(0.0, description="Candidate minus champion, on one holdout.")
+    max_p_value: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="A candidate must also be right significantly more often than the champion "
+        "on the same holdout rows: exact one-sided McNemar test on the rows where they disagree "
+        "(1 turns the test off).",
+    )
 
 
 class ServingPolicy(_Spec):

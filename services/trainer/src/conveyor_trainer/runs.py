@@ -14,7 +14,7 @@ from conveyor_runtime import KnownProject
 from .adapters.registry import Registry, encode
 from .adapters.repository import Repository, digest
 from .domain import training
-from .domain.policy import promotion
+from .domain.policy import Paired, promotion
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,20 @@ class Runs:
             )
             champion = await self.registry.champion(spec.name)
             champion_metrics: dict[str, float] = {}
+            paired: Paired | None = None
             if champion is not None and candidate.holdout is not None:
-                probs = await asyncio.to_thread(
-                    training.onnx_probabilities, champion[1], candidate.holdout.x
+                holdout = candidate.holdout
+                theirs, ours = await asyncio.to_thread(
+                    lambda: (
+                        training.onnx_probabilities(champion[1], holdout.x),
+                        training.onnx_probabilities(candidate.onnx, holdout.x),
+                    )
                 )
-                champion_metrics = training.evaluate(probs, candidate.holdout.y)
+                champion_metrics = training.evaluate(theirs, holdout.y)
+                paired = Paired(
+                    (ours.argmax(axis=1) == holdout.y).tolist(),
+                    (theirs.argmax(axis=1) == holdout.y).tolist(),
+                )
                 logs.append(f"champion v{champion[0]} on the same holdout: {champion_metrics}")
             lineage = {
                 "training_rows": len(rows),
@@ -141,6 +150,7 @@ class Runs:
                 candidate.metrics,
                 champion_metrics if champion else None,
                 champion[0] if champion else None,
+                paired,
             )
             if decision.promote:
                 await self.registry.promote(

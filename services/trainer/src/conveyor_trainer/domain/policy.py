@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+from scipy.stats import binomtest
 
 from conveyor_contracts.project import PromotionPolicy, RetrainPolicy
 
@@ -14,14 +17,37 @@ class Decision:
     reason: str
 
 
+@dataclass(frozen=True)
+class Paired:
+    """Which holdout rows each model got right, row for row."""
+
+    candidate_right: Sequence[bool]
+    champion_right: Sequence[bool]
+
+    def mcnemar(self) -> tuple[int, int, float]:
+        """Rows only the candidate got right, rows only the champion got right, and the exact
+        one-sided p-value that the candidate is not more often right (binomial on the rows
+        where they disagree)."""
+        only_candidate = sum(
+            a and not b for a, b in zip(self.candidate_right, self.champion_right, strict=True)
+        )
+        only_champion = sum(
+            b and not a for a, b in zip(self.candidate_right, self.champion_right, strict=True)
+        )
+        n = only_candidate + only_champion
+        p = binomtest(only_candidate, n, 0.5, alternative="greater").pvalue if n else 1.0
+        return only_candidate, only_champion, float(p)
+
+
 def promotion(
     policy: PromotionPolicy,
     candidate: dict[str, float],
     champion: dict[str, float] | None,
     champion_version: int | None,
+    paired: Paired | None = None,
 ) -> Decision:
     """Judge a candidate against the policy and, when there is one, the champion — both measured
-    on the same holdout."""
+    on the same holdout, row for row when `paired` is given."""
     metric = policy.metric
     score = candidate.get(metric)
     if score is None:
@@ -38,6 +64,17 @@ def promotion(
                 f"{theirs:.4f} on the same holdout: not better",
             )
         verdict = f"{metric} {score:.4f} vs champion v{champion_version} {theirs:.4f}"
+        if paired is not None and policy.max_p_value < 1:
+            wins, losses, p = paired.mcnemar()
+            evidence = (
+                f"McNemar p={p:.2g} ({wins} rows only it got right, {losses} only the champion)"
+            )
+            if p > policy.max_p_value:
+                return Decision(
+                    False,
+                    f"{verdict}, but not significantly better: {evidence} > {policy.max_p_value}",
+                )
+            verdict = f"{verdict}; {evidence}"
     else:
         verdict = f"{metric} {score:.4f}, no champion yet"
     if policy.mode == "approval":
