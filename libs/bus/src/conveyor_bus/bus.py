@@ -28,13 +28,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry import metrics, propagate
 from pydantic import BaseModel, ValidationError
 
 from conveyor_contracts import FORWARDED_HEADERS, TopicSpec, decode_headers, shared_headers
 from conveyor_contracts.events import new_id, utcnow
 
+from . import tracing
 from .errors import PublishError
 from .settings import KafkaSettings
 
@@ -111,6 +111,13 @@ class Delivery(Generic[T]):
     partition: int
     offset: int
     value: bytes = field(repr=False)
+    trace: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def onward(self) -> dict[str, str]:
+        """The headers an answer to this record carries on: its own, with this hop's trace
+        context (when spans are recorded) in place of the one it came with."""
+        return self.headers | self.trace if self.trace else self.headers
 
     @property
     def event_id(self) -> str:
@@ -172,14 +179,14 @@ class Bus:
             acks="all",
             # Trace context rides in the headers (W3C traceparent); spans are exported only when
             # the OTEL_* variables configure a tracer provider, else the API's no-op is used.
-            middlewares=tuple(middlewares)
-            if middlewares is not None
-            else (KafkaTelemetryMiddleware(),),
+            # Spans are the bus's own (tracing.py): a span per record, in the record's trace.
+            middlewares=tuple(middlewares or ()),
             logger=logging.getLogger(f"conveyor.{service}.kafka"),
         )
         self.dead_letters = 0
         self._gate: asyncio.Event | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._tracing = False
 
     def hold_until(self, gate: asyncio.Event) -> None:
         """Group consumers handle nothing until `gate` is set (broadcast consumers run at once):
@@ -187,6 +194,7 @@ class Bus:
         self._gate = gate
 
     async def start(self) -> None:
+        self._tracing = tracing.enabled()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             client_id=f"conveyor-{self.service}",
@@ -352,9 +360,14 @@ class Bus:
             records = message.raw_message
             records = records if isinstance(records, tuple) else (records,)
             started = time.perf_counter()
+            raws = [_Undecoded.of(record) for record in records]
             IN_FLIGHT.add(len(records), attrs)
             try:
-                await handle(message, records)
+                if self._tracing:
+                    with tracing.batch_spans(self.service, topic.name, raws):
+                        await handle(message, raws)
+                else:
+                    await handle(message, raws)
             finally:
                 IN_FLIGHT.add(-len(records), attrs)
             CONSUMED.add(len(records), attrs)
@@ -364,10 +377,9 @@ class Bus:
             if consumed is not None:
                 consumed([(r.partition, r.offset) for r in records])
 
-        async def handle(message: KafkaMessage, records: tuple[Any, ...]) -> None:
+        async def handle(message: KafkaMessage, raws: list[_Undecoded]) -> None:
             good: list[Delivery[Any]] = []
-            for record in records:
-                raw = _Undecoded.of(record)
+            for raw in raws:
                 try:
                     event = topic.adapter.validate_json(raw.value)
                 except (ValidationError, ValueError) as exc:
@@ -375,7 +387,14 @@ class Bus:
                     continue
                 good.append(
                     Delivery(
-                        event, raw.headers, raw.key, raw.topic, raw.partition, raw.offset, raw.value
+                        event,
+                        raw.headers,
+                        raw.key,
+                        raw.topic,
+                        raw.partition,
+                        raw.offset,
+                        raw.value,
+                        raw.trace,
                     )
                 )
             try:
@@ -426,6 +445,7 @@ class _Undecoded:
     topic: str
     partition: int
     offset: int
+    trace: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, record: Any) -> _Undecoded:

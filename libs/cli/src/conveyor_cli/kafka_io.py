@@ -25,9 +25,16 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self._producer.stop()
 
-    async def send(self, topic: TopicSpec, event: BaseModel, key: str) -> asyncio.Future[Any]:
-        """Queue one event; returns the delivery future (await it, or `flush()`)."""
-        headers = envelope_for(topic, event, source="conveyor/cli").to_headers()
+    async def send(
+        self,
+        topic: TopicSpec,
+        event: BaseModel,
+        key: str,
+        headers: dict[str, str] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue one event (with extra headers, such as a `traceparent`); returns the delivery
+        future (await it, or `flush()`)."""
+        headers = envelope_for(topic, event, source="conveyor/cli", extra=headers).to_headers()
         return await self._producer.send(
             topic.name,
             event.model_dump_json().encode(),

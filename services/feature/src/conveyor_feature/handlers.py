@@ -111,7 +111,7 @@ class Features:
                             feature_names=names,
                             values=values,
                         ),
-                        cause=d.headers,
+                        cause=d.onward,
                     )
                 )
         await self.bus.publish_many(catalog.PREDICTIONS_ENRICHED, out)

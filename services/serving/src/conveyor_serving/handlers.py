@@ -265,7 +265,7 @@ def _outgoing(
         request.event.request_id,
         answer,
         event_id=f"{request.event_id}/{kind}",
-        cause=request.headers,
+        cause=request.onward,
     )
 
 

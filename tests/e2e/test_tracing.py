@@ -1,0 +1,169 @@
+"""One prediction is one trace across the services, exported through the standard OTEL_* variables
+to a real OTLP/HTTP endpoint (this test's, decoding the protobuf it receives).
+
+The request carries a W3C traceparent; feature enriches it, serving answers it, and the monitor
+and feedback both read the answer: their spans share the request's trace id and hang from one
+another as one tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from conveyor_cli import infra
+from conveyor_cli.kafka_io import Producer
+from conveyor_cli.stack import Stack
+from conveyor_contracts import catalog
+from conveyor_contracts.events import PredictionRequested
+from conveyor_examples import load_project
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+ROOT_SPAN = "00f067aa0ba902b7"
+
+
+class Receiver(ThreadingHTTPServer):
+    """An OTLP/HTTP trace endpoint: POST /v1/traces with an ExportTraceServiceRequest."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest.FromString(body)
+        with self.server.lock:
+            for resource_spans in request.resource_spans:
+                attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope in resource_spans.scope_spans:
+                    for span in scope.spans:
+                        self.server.spans.append(
+                            {
+                                "service": attrs.get("service.name", ""),
+                                "name": span.name,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent": span.parent_span_id.hex(),
+                            }
+                        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, monkeypatch):
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    for name, value in {
+        **kafka.client_env(),
+        "DATABASE_URL": asyncio.run(infra.create_database(postgres.url, "traces")),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }.items():
+        monkeypatch.setenv(name, value)
+    stack = Stack(state_dir=tmp_path / "conveyor")
+    stack.up()
+    try:
+        spec = load_project("fraud").model_copy(update={"name": "traced"})
+        r = httpx.post(stack.urls["registry"] + "/projects", json=spec.model_dump(mode="json"))
+        assert r.status_code == 201, r.text
+        _until(
+            lambda: all(
+                "traced" in httpx.get(u + "/healthz").json()["projects"]
+                for n, u in stack.urls.items()
+                if n != "registry"
+            ),
+            30,
+            "every service to know the project",
+        )
+        asyncio.run(_send_traced_request(kafka.bootstrap_servers))
+        ours = _until(lambda: _spans_of_every_hop(receiver), 60, "the spans of every hop")
+    finally:
+        stack.down()
+        receiver.shutdown()
+
+    by_id = {s["span_id"]: s for s in ours}
+    services = {s["service"] for s in ours}
+    assert {"conveyor-feature", "conveyor-serving", "conveyor-monitor", "conveyor-feedback"} <= (
+        services
+    ), services
+    # One tree: every span's parent is another span of the trace, or the application's root.
+    assert all(s["parent"] in by_id or s["parent"] == ROOT_SPAN for s in ours), ours
+
+    def chain(span: dict[str, str]) -> list[str]:
+        out = []
+        while span["parent"] in by_id:
+            span = by_id[span["parent"]]
+            out.append(span["service"])
+        return out
+
+    monitor = next(s for s in ours if s["service"] == "conveyor-monitor")
+    assert chain(monitor) == ["conveyor-serving", "conveyor-feature"]
+    assert by_id[_last(monitor, by_id)]["parent"] == ROOT_SPAN
+
+
+def _last(span: dict[str, str], by_id: dict[str, dict[str, str]]) -> str:
+    while span["parent"] in by_id:
+        span = by_id[span["parent"]]
+    return span["span_id"]
+
+
+async def _send_traced_request(bootstrap: str) -> None:
+    request = PredictionRequested(
+        project="traced",
+        fields={
+            "customer": "c-1",
+            "ts": "2026-11-22T10:00:00+00:00",
+            "amount": 12.5,
+            "merchant": "fuel",
+            "hour": 9,
+            "foreign": False,
+        },
+    )
+    async with Producer(bootstrap) as producer:
+        await (
+            await producer.send(
+                catalog.PREDICTIONS_REQUESTS,
+                request,
+                key="c-1",
+                headers={"traceparent": f"00-{TRACE_ID}-{ROOT_SPAN}-01"},
+            )
+        )
+
+
+def _spans_of_every_hop(receiver: Receiver) -> list[dict[str, str]] | None:
+    with receiver.lock:
+        ours = [s for s in receiver.spans if s["trace_id"] == TRACE_ID]
+    per_service: dict[str, int] = defaultdict(int)
+    for s in ours:
+        per_service[s["service"]] += 1
+    wanted = ("conveyor-feature", "conveyor-serving", "conveyor-monitor", "conveyor-feedback")
+    return ours if all(per_service[w] for w in wanted) else None
+
+
+def _until(probe, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
