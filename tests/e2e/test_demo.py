@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conveyor_cli import infra
-from tests.e2e.processes import processes_with_env
+from tests.e2e.support import processes_with_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,19 +29,9 @@ from conveyor_cli.kafka_io import Producer, tail
 from conveyor_contracts import catalog
 from conveyor_contracts.events import PredictionRequested, PredictionServed
 from conveyor_examples.wine.traffic import analyses
-from tests.e2e.processes import processes_with_env
+from tests.e2e.support import processes_with_env, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-def _until(probe, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class Cli:
@@ -82,9 +71,9 @@ def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
         text=True,
     )
     try:
-        _until(lambda: (home / "stack.json").exists() or up.poll() is not None, 120, "the stack")
+        until(lambda: (home / "stack.json").exists() or up.poll() is not None, 120, "the stack")
         assert up.poll() is None, up.stdout.read() if up.stdout else ""
-        urls = _until(lambda: _healthy(home), 60, "every service healthy")
+        urls = until(lambda: _healthy(home), 60, "every service healthy")
         _play(Cli(env), urls, kafka.bootstrap_servers)
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
@@ -111,7 +100,7 @@ def _healthy(home: Path) -> dict[str, str] | None:
 def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
     http = httpx.Client(timeout=10)
     assert cli.json("apply", "wine")["project_version"] == 1
-    _until(
+    until(
         lambda: all(
             "wine" in http.get(u + "/healthz").json()["projects"]
             for n, u in url.items()
@@ -124,7 +113,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
     records = [{"fields": fields | {"cultivar": truth}} for fields, truth in rows]
     r = http.post(url["ingest"] + "/projects/wine/records/batch", json={"records": records})
     assert r.status_code == 201 and len(r.json()["accepted"]) == 178, r.text
-    _until(
+    until(
         lambda: http.get(url["trainer"] + "/projects/wine/examples").json().get("count") == 178,
         60,
         "178 training examples",
@@ -144,7 +133,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
         "promote", "wine", str(version), "--actor", "alice", "--reason", "reviewed the holdout"
     )
     assert moved["to_version"] == version
-    _until(
+    until(
         lambda: (
             http.get(url["serving"] + "/models").json().get("wine", {}).get("version") == version
         ),
@@ -181,7 +170,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
         ("bob", newer, version),
     ]
     assert history[0]["reason"] == "reviewed the holdout"
-    _until(
+    until(
         lambda: http.get(url["serving"] + "/models").json()["wine"]["version"] == version,
         30,
         "serving to follow the rollback",
@@ -221,7 +210,7 @@ def _train(cli: Cli, http: httpx.Client, trainer: str, reason: str) -> dict:
         run = http.get(f"{trainer}/runs/{run_id}").json()
         return run if run["status"] != "running" else None
 
-    return _until(finished, 60, f"run {run_id}")
+    return until(finished, 60, f"run {run_id}")
 
 
 def _open_inference_protocol(base: str, version: int, answers: list[PredictionServed]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +23,7 @@ from conveyor_cli.stack import Stack
 from conveyor_contracts import catalog
 from conveyor_contracts.events import PredictionRequested
 from conveyor_examples import load_project
+from tests.e2e.support import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -85,7 +85,7 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
         spec = load_project("fraud").model_copy(update={"name": "traced"})
         r = httpx.post(stack.urls["registry"] + "/projects", json=spec.model_dump(mode="json"))
         assert r.status_code == 201, r.text
-        _until(
+        until(
             lambda: all(
                 "traced" in httpx.get(u + "/healthz").json()["projects"]
                 for n, u in stack.urls.items()
@@ -95,7 +95,7 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
             "every service to know the project",
         )
         asyncio.run(_send_traced_request(kafka.bootstrap_servers))
-        ours = _until(lambda: _spans_of_every_hop(receiver), 60, "the spans of every hop")
+        ours = until(lambda: _spans_of_every_hop(receiver), 60, "the spans of every hop")
     finally:
         stack.down()
         receiver.shutdown()
@@ -157,13 +157,3 @@ def _spans_of_every_hop(receiver: Receiver) -> list[dict[str, str]] | None:
         per_service[s["service"]] += 1
     wanted = ("conveyor-feature", "conveyor-serving", "conveyor-monitor", "conveyor-feedback")
     return ours if all(per_service[w] for w in wanted) else None
-
-
-def _until(probe, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
