@@ -161,7 +161,8 @@ def _error_text(exc: Exception) -> str:
 
 
 class Bus:
-    """Owns the service's FastStream Kafka broker."""
+    """Consumes through the service's FastStream Kafka broker; produces through an aiokafka
+    producer of its own (see publishing, below)."""
 
     def __init__(
         self,
@@ -169,18 +170,14 @@ class Bus:
         settings: KafkaSettings | None = None,
         *,
         broker: KafkaBroker | None = None,
-        middlewares: Sequence[Any] | None = None,
     ) -> None:
         self.service = service
         self.settings = settings or KafkaSettings()
+        # No telemetry middleware: the bus records its own spans (tracing.py), one per record in
+        # the record's trace, and only when the OTEL_* variables install a tracer provider.
         self.broker = broker or KafkaBroker(
             self.settings.kafka_bootstrap_servers,
             client_id=f"conveyor-{service}",
-            acks="all",
-            # Trace context rides in the headers (W3C traceparent); spans are exported only when
-            # the OTEL_* variables configure a tracer provider, else the API's no-op is used.
-            # Spans are the bus's own (tracing.py): a span per record, in the record's trace.
-            middlewares=tuple(middlewares or ()),
             logger=logging.getLogger(f"conveyor.{service}.kafka"),
         )
         self.dead_letters = 0

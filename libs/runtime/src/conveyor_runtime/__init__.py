@@ -2,6 +2,7 @@
 
 from .projects import KnownProject, ProjectCache, UnknownProject
 from .registry import (
+    SHA256_HEADER,
     ArtifactMismatch,
     NotInRegistry,
     RegistryClient,
@@ -13,6 +14,7 @@ from .runtime import Runtime
 from .settings import ServiceSettings
 
 __all__ = [
+    "SHA256_HEADER",
     "ArtifactMismatch",
     "KnownProject",
     "NotInRegistry",

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from conveyor_contracts import ModelProject
+from conveyor_runtime import SHA256_HEADER
 
 from ..adapters.repository import Repository
 from ..domain.model import (
@@ -128,7 +129,7 @@ def router(repo: Repository) -> APIRouter:
         return Response(
             data,
             media_type="application/octet-stream",
-            headers={"X-Artifact-SHA256": sha, "ETag": f'"{sha}"'},
+            headers={SHA256_HEADER: sha, "ETag": f'"{sha}"'},
         )
 
     @api.get("/projects/{project}/aliases")
