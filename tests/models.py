@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,21 @@ class Model:
     onnx: bytes
     sha256: str
     signature: dict[str, Any]
+    metrics: dict[str, float]
+    profile: dict[str, Any]
+
+    def registration(self, run_id: str, project_version: int = 1) -> dict[str, Any]:
+        """The body that registers this model as a ready version (the registry's API)."""
+        return {
+            "run_id": run_id,
+            "project_version": project_version,
+            "status": "ready",
+            "metrics": self.metrics,
+            "signature": self.signature,
+            "profile": self.profile,
+            "lineage": {"training_rows": 400, "trigger": "test"},
+            "onnx_base64": base64.b64encode(self.onnx).decode(),
+        }
 
 
 def make_model(spec: ModelProject, flip: bool = False, seed: int = 0) -> Model:
@@ -26,4 +42,10 @@ def make_model(spec: ModelProject, flip: bool = False, seed: int = 0) -> Model:
     x = rng.normal(size=(400, k)).astype(np.float32)
     y = ((x[:, 0] > 0) != flip).astype(np.int64)
     candidate = training.train(spec, training.Dataset(x, y), 0.25)
-    return Model(candidate.onnx, hashlib.sha256(candidate.onnx).hexdigest(), candidate.signature)
+    return Model(
+        candidate.onnx,
+        hashlib.sha256(candidate.onnx).hexdigest(),
+        candidate.signature,
+        candidate.metrics,
+        candidate.profile,
+    )

@@ -1,5 +1,6 @@
 """Conveyor's Kafka bus: one broker per service, batch consumers with dead letters, topics."""
 
+from . import tracing
 from .bus import Bus, Delivery, Outgoing, Rejection
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
@@ -18,4 +19,5 @@ __all__ = [
     "end_offsets",
     "ensure_topics",
     "topic_names",
+    "tracing",
 ]

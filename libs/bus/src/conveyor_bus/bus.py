@@ -238,15 +238,18 @@ class Bus:
         )
         current: dict[str, str] = {}
         propagate.inject(current)  # the active span's context, when there is one
+        destination = to or topic.name
         messages = []
-        for item in items:
-            headers = shared | {"ce_id": item.event_id or new_id()} | (item.extra or {})
-            if item.cause is not None:
-                headers.update((h, item.cause[h]) for h in FORWARDED_HEADERS if h in item.cause)
-            else:
-                headers.update(current)
-            messages.append((item.key, item.event.model_dump_json().encode(), headers))
-        await self.send(to or topic.name, messages)
+        with tracing.stage("encode", topic=destination):
+            for item in items:
+                headers = shared | {"ce_id": item.event_id or new_id()} | (item.extra or {})
+                if item.cause is not None:
+                    headers.update((h, item.cause[h]) for h in FORWARDED_HEADERS if h in item.cause)
+                else:
+                    headers.update(current)
+                messages.append((item.key, item.event.model_dump_json().encode(), headers))
+        with tracing.stage("produce", topic=destination):
+            await self.send(destination, messages)
 
     async def topic_exists(self, topic: str, timeout_s: float = 2.0) -> bool:
         """Whether the broker has `topic` (a produce to a missing one would stall until the
@@ -394,6 +397,7 @@ class Bus:
                         raw.trace,
                     )
                 )
+            tracing.decoded()
             try:
                 rejections = await handler(good) if good else None
                 for rejection in rejections or ():
@@ -442,6 +446,7 @@ class _Undecoded:
     topic: str
     partition: int
     offset: int
+    timestamp_ms: int | None = None  # CreateTime, or LogAppendTime where the topic says so
     trace: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -456,6 +461,7 @@ class _Undecoded:
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
+            timestamp_ms=record.timestamp,
         )
 
 

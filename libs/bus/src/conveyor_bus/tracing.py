@@ -3,20 +3,35 @@
 Every record handled gets a span in its own trace: its parent is the `traceparent` the record
 carries, and the record's `trace` holds this span's context, so whatever the handler produces in
 answer to it (`Outgoing.cause = delivery.onward`) continues the trace one level down. The
-record's own headers stay as they came (a dead letter keeps them). One
-prediction is thus one tree across services: request → enrich → infer → response → monitor and
-feedback. A span per batch links the records it handled. Without a tracer provider nothing here
+record's own headers stay as they came (a dead letter keeps them). One prediction is thus one
+tree across services: request → enrich → infer → response → monitor and feedback. A span per
+batch links the records it handled.
+
+Under each record's span hang its stages, so an SRE sees where one prediction's time went:
+
+    queue wait   from the record's Kafka timestamp to the batch reaching the service
+    decode       parsing and validating the batch against the topic's schema
+    batch wait   from the end of decoding to the first stage of the handler that concerns
+                 this record (time spent on the batch's other records, other models, ...)
+    <handler>    stages the handler names with `stage()`: `infer` in serving, `encode` and
+                 `produce` around every publish
+
+Stages are timed with two clock readings each while the batch is handled, and turned into spans
+only when the batch ends, and only for sampled records. Without a tracer provider nothing here
 runs: the hot path pays nothing.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 _tracer = trace.get_tracer("conveyor.bus")
@@ -28,6 +43,34 @@ class _Record(Protocol):
     topic: str
     partition: int
     offset: int
+    timestamp_ms: int | None
+
+
+class _Located(Protocol):
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str
+    start: int
+    end: int
+    records: frozenset[tuple[int, int]] | None  # (partition, offset); None: the whole batch
+    attributes: dict[str, str]
+
+
+@dataclass
+class _Timeline:
+    """The stages of the batch being handled, in the order they ended."""
+
+    decoded_ns: int = 0
+    stages: list[_Stage] = field(default_factory=list)
+
+
+_timeline: ContextVar[_Timeline | None] = ContextVar("conveyor_timeline", default=None)
 
 
 def enabled() -> bool:
@@ -38,13 +81,66 @@ def enabled() -> bool:
 
 
 @contextmanager
+def stage(
+    name: str, records: Iterable[_Located] | None = None, **attributes: str
+) -> Iterator[None]:
+    """Time a stage of the batch being handled, for `records` (default: all of the batch).
+    Outside a traced batch this does nothing."""
+    timeline = _timeline.get()
+    if timeline is None:
+        yield
+        return
+    start = time.time_ns()
+    try:
+        yield
+    finally:
+        which = None if records is None else frozenset((r.partition, r.offset) for r in records)
+        timeline.stages.append(_Stage(name, start, time.time_ns(), which, attributes))
+
+
+def decoded() -> None:
+    """Mark the end of decoding: batch wait starts here."""
+    timeline = _timeline.get()
+    if timeline is not None:
+        timeline.decoded_ns = time.time_ns()
+
+
+def link_to(traceparents: Iterable[str]) -> list[Link]:
+    """Links to the spans the given W3C `traceparent` values name (unreadable ones are skipped)."""
+    links = []
+    for value in traceparents:
+        ctx = trace.get_current_span(propagate.extract({"traceparent": value})).get_span_context()
+        if ctx.is_valid:
+            links.append(Link(ctx))
+    return links
+
+
+def context_headers() -> dict[str, str]:
+    """The active trace context as headers (`traceparent`, `tracestate`); empty outside a span."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def current_traceparent() -> str | None:
+    """The active span's `traceparent` (sampled or not), or None outside any span."""
+    return context_headers().get("traceparent")
+
+
+def is_sampled(traceparent: str | None) -> bool:
+    """Whether a `traceparent` names a sampled span (its spans were exported)."""
+    return bool(traceparent) and traceparent.endswith("-01")  # type: ignore[union-attr]
+
+
+@contextmanager
 def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterator[Span]:
-    """A span per record (its headers now carry it) and one for the batch, ended together."""
+    """A span per record (its headers now carry it) and one for the batch, ended together; the
+    stages recorded meanwhile become children of each sampled record's span."""
     start = time.time_ns()
     spans = []
     for r in records:
         parent = propagate.extract(r.headers)
-        span = _tracer.start_span(
+        record_span = _tracer.start_span(
             f"{topic} process",
             context=parent,
             kind=SpanKind.CONSUMER,
@@ -59,9 +155,9 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
             },
         )
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        propagate.inject(carrier, context=trace.set_span_in_context(record_span))
         r.trace = carrier
-        spans.append(span)
+        spans.append(record_span)
     batch = _tracer.start_span(
         f"{topic} batch",
         kind=SpanKind.CONSUMER,
@@ -69,14 +165,75 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
         links=[Link(s.get_span_context()) for s in spans if s.get_span_context().is_valid],
         attributes={"messaging.batch.message_count": len(records), "conveyor.service": service},
     )
+    timeline = _Timeline(decoded_ns=start)
+    token = _timeline.set(timeline)
     try:
         with trace.use_span(batch, end_on_exit=False):
             yield batch
     except BaseException as exc:
-        for span in (*spans, batch):
-            span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+        for each in (*spans, batch):
+            each.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
         raise
     finally:
+        _timeline.reset(token)
         end = time.time_ns()
-        for span in (*spans, batch):
-            span.end(end)
+        for r, record_span in zip(records, spans, strict=True):
+            if record_span.is_recording():
+                _stage_spans(record_span, r, start, timeline)
+        for each in (*spans, batch):
+            each.end(end)
+
+
+def _stage_spans(parent: Span, record: _Record, received: int, timeline: _Timeline) -> None:
+    context = trace.set_span_in_context(parent)
+    key = (record.partition, record.offset)
+    if record.timestamp_ms is not None and 0 < record.timestamp_ms * 1_000_000 <= received:
+        _span("queue wait", context, record.timestamp_ms * 1_000_000, received)
+    _span("decode", context, received, timeline.decoded_ns)
+    mine = [s for s in timeline.stages if s.records is None or key in s.records]
+    if mine:
+        first = min(s.start for s in mine)
+        _span("batch wait", context, timeline.decoded_ns, max(timeline.decoded_ns, first))
+    for s in mine:
+        _span(s.name, context, s.start, s.end, s.attributes)
+
+
+def _span(
+    name: str, context: Context, start: int, end: int, attributes: dict[str, str] | None = None
+) -> None:
+    _tracer.start_span(name, context=context, start_time=start, attributes=attributes).end(end)
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    parent: str | None = None,
+    root: bool = False,
+    links: Iterable[str] = (),
+    attributes: dict[str, str | int] | None = None,
+) -> Iterator[Span]:
+    """An active span for work that is not one record's: a child of the `parent` traceparent
+    (else of the active span; `root=True`: a trace of its own), linked to the spans the `links`
+    traceparents name. What is published or enqueued inside it continues its trace."""
+    if parent:
+        context: Context | None = propagate.extract({"traceparent": parent})
+    else:
+        context = Context() if root else None
+    with _tracer.start_as_current_span(
+        name, context=context, links=link_to(links), attributes=attributes
+    ) as active:
+        yield active
+
+
+__all__ = [
+    "batch_spans",
+    "context_headers",
+    "current_traceparent",
+    "decoded",
+    "enabled",
+    "is_sampled",
+    "link_to",
+    "span",
+    "stage",
+]

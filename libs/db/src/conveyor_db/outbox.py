@@ -13,11 +13,24 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
+from opentelemetry import metrics, propagate
 from pydantic import BaseModel
 
 from conveyor_contracts import TopicSpec, envelope_for
 
 log = logging.getLogger(__name__)
+
+_meter = metrics.get_meter("conveyor.outbox")
+BACKLOG = _meter.create_gauge(
+    "conveyor.outbox.backlog",
+    unit="{event}",
+    description="Events written to the outbox and not yet published (read every few seconds).",
+)
+OLDEST = _meter.create_gauge(
+    "conveyor.outbox.oldest_age",
+    unit="s",
+    description="Age of the oldest unpublished outbox event (0 when none waits).",
+)
 
 Publish = Callable[[str, bytes, str | None, dict[str, str]], Awaitable[None]]
 
@@ -31,14 +44,15 @@ async def enqueue(
     source: str,
     event_id: str | None = None,
 ) -> str:
-    """Add an event to the outbox inside the caller's transaction; returns its id."""
+    """Add an event to the outbox inside the caller's transaction; returns its id. The event
+    carries the active trace context, if any: its consumers continue the trace that caused it."""
     envelope = envelope_for(topic, event, source=source, event_id=event_id)
     await con.execute(
         "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
         topic.name,
         key,
         event.model_dump_json().encode(),
-        envelope.to_headers(),
+        envelope.to_headers() | _trace_context(),
     )
     return envelope.id
 
@@ -49,15 +63,25 @@ async def enqueue_many(
     items: Sequence[tuple[str | None, BaseModel]],
     *,
     source: str,
+    traces: Sequence[dict[str, str]] | None = None,
 ) -> None:
-    """Add several events to the outbox in one round trip, inside the caller's transaction."""
+    """Add several events to the outbox in one round trip, inside the caller's transaction.
+    Each carries its entry of `traces` (trace headers), else the active trace context."""
     rows = []
-    for key, event in items:
+    current = _trace_context()
+    for i, (key, event) in enumerate(items):
         envelope = envelope_for(topic, event, source=source)
-        rows.append((topic.name, key, event.model_dump_json().encode(), envelope.to_headers()))
+        headers = envelope.to_headers() | (traces[i] if traces is not None else current)
+        rows.append((topic.name, key, event.model_dump_json().encode(), headers))
     await con.executemany(
         "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)", rows
     )
+
+
+def _trace_context() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 class OutboxRelay:
@@ -71,6 +95,7 @@ class OutboxRelay:
         batch: int = 500,
         idle_s: float = 0.05,
         keep_published_s: float = 3600.0,
+        service: str = "",
     ) -> None:
         self._pool = pool
         self._publish = publish
@@ -78,6 +103,7 @@ class OutboxRelay:
         self._idle_s = idle_s
         self._keep_s = keep_published_s
         self._task: asyncio.Task[None] | None = None
+        self._attrs = {"service": service}
         self.published = 0
 
     async def drain_once(self) -> int:
@@ -107,11 +133,22 @@ class OutboxRelay:
             await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         )
 
+    async def _measure(self) -> None:
+        row = await self._pool.fetchrow(
+            "SELECT count(*) AS waiting, coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+            "AS oldest FROM outbox WHERE published_at IS NULL"
+        )
+        BACKLOG.set(int(row["waiting"]), self._attrs)
+        OLDEST.set(float(row["oldest"]), self._attrs)
+
     async def _run(self) -> None:
-        last_cleanup = 0.0
+        last_cleanup = last_measure = 0.0
         loop = asyncio.get_running_loop()
         while True:
             try:
+                if loop.time() - last_measure > 5:
+                    last_measure = loop.time()
+                    await self._measure()
                 if await self.drain_once() == 0:
                     await asyncio.sleep(self._idle_s)
                 if loop.time() - last_cleanup > 60:

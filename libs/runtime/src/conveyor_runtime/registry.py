@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from conveyor_bus import tracing
+
 
 class RegistryError(Exception):
     pass
@@ -42,8 +44,10 @@ class RegistryClient:
         await self.client.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        # The registry's changes (and the events they publish) continue the caller's trace.
+        headers = tracing.context_headers()
         try:
-            r = await self.client.request(method, path, **kwargs)
+            r = await self.client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(f"{method} {path}: {exc!r}") from exc
         if r.status_code == 404:

@@ -139,7 +139,7 @@ class Runtime:
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
             if self.db.outbox:
-                self.relay = OutboxRelay(self.db.pool, self._publish_raw)
+                self.relay = OutboxRelay(self.db.pool, self._publish_raw, service=self.name)
         await ensure_topics(self.settings.kafka_bootstrap_servers)
         ends = await end_offsets(
             self.settings.kafka_bootstrap_servers, catalog.REGISTRY_EVENTS.name
@@ -204,7 +204,16 @@ class Runtime:
 
     def serve(self) -> None:
         configure_logging(self.name)
-        configure_tracing(self.name)
+        if configure_tracing(self.name):
+            # An HTTP request joins the trace its `traceparent` names (or starts one); what the
+            # handler publishes continues it.
+            from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+            self.http.add_middleware(
+                OpenTelemetryMiddleware,
+                excluded_urls="/healthz,/metrics",
+                exclude_spans=["receive", "send"],
+            )
         configure_metrics(self.name)
         config = uvicorn.Config(
             self.http,

@@ -41,8 +41,9 @@ class Feedback:
                     e.values,
                     e.label,
                     e.served_at,
+                    d.headers.get("traceparent"),
                 )
-                for e in (d.event for d in batch)
+                for d, e in ((d, d.event) for d in batch)
                 if e.status == "ok"
             ]
         )
@@ -55,7 +56,9 @@ class Feedback:
                 good.append(d)
             except (UnknownProject, InvalidFeedback) as exc:
                 rejections.append(Rejection(d, str(exc), "validate"))
-        _, _, refused = await self.repo.add_feedback([d.event for d in good])
+        _, _, refused = await self.repo.add_feedback(
+            [d.event for d in good], [d.onward.get("traceparent") for d in good]
+        )
         by_id = {d.event.feedback_id: d for d in good}
         rejections.extend(Rejection(by_id[fid], why, "join") for fid, why in refused)
         return rejections

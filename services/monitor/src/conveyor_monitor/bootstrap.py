@@ -27,5 +27,6 @@ def bootstrap(
     runtime.on_registry_events(monitor.on_registry_events)
     runtime.bus.consume(catalog.PREDICTIONS_RESPONSES, monitor.on_predictions)
     runtime.bus.consume(catalog.FEEDBACK_RECORDED, monitor.on_feedback)
+    runtime.every(15.0, monitor.measure_coverage, name="label-coverage")
     runtime.http.include_router(router(repo))
     return runtime

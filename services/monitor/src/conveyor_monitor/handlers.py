@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from opentelemetry import metrics
+
 from conveyor_bus import Delivery
 from conveyor_contracts.events import AliasMoved, FeedbackRecorded, PredictionServed
 from conveyor_runtime import NotInRegistry, ProjectCache
@@ -14,6 +16,12 @@ from .adapters.repository import Repository
 from .windows import Evaluator
 
 log = logging.getLogger(__name__)
+
+LABEL_COVERAGE = metrics.get_meter("conveyor.monitor").create_gauge(
+    "conveyor.label.coverage",
+    unit="1",
+    description="Share of the last 10 minutes' predictions of the judged version with a label.",
+)
 
 
 class Monitor:
@@ -42,28 +50,41 @@ class Monitor:
                 )
 
     async def on_predictions(self, batch: list[Delivery[PredictionServed]]) -> None:
-        served = [
-            d.event for d in batch if d.event.status == "ok" and d.event.model_version is not None
+        rows = [
+            (
+                e.request_id,
+                e.project,
+                e.model_version,
+                e.values,
+                e.label,
+                e.served_at,
+                d.headers.get("traceparent"),
+            )
+            for d, e in ((d, d.event) for d in batch)
+            if e.status == "ok" and e.model_version is not None
         ]
-        await self.repo.add_observations(
-            [
-                (e.request_id, e.project, e.model_version, e.values, e.label, e.served_at)
-                for e in served
-                if e.model_version is not None
-            ]
-        )
-        await self._evaluate({e.project for e in served})
+        await self.repo.add_observations(rows)
+        await self._evaluate({r[1] for r in rows})
 
     async def on_feedback(self, batch: list[Delivery[FeedbackRecorded]]) -> None:
-        labeled = [d.event for d in batch if d.event.model_version is not None]
-        await self.repo.add_labels(
-            [
-                (e.feedback_id, e.project, e.model_version, e.correct, e.predicted_at)
-                for e in labeled
-                if e.model_version is not None
-            ]
-        )
-        await self._evaluate({e.project for e in labeled})
+        rows = [
+            (
+                e.feedback_id,
+                e.project,
+                e.model_version,
+                e.correct,
+                e.predicted_at,
+                d.headers.get("traceparent"),
+            )
+            for d, e in ((d, d.event) for d in batch)
+            if e.model_version is not None
+        ]
+        await self.repo.add_labels(rows)
+        await self._evaluate({r[1] for r in rows})
+
+    async def measure_coverage(self) -> None:
+        for project, version, share in await self.repo.label_coverage():
+            LABEL_COVERAGE.set(share, {"project": project, "version": str(version)})
 
     async def _evaluate(self, projects: set[str]) -> None:
         for project in sorted(projects):

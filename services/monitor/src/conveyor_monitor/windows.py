@@ -13,7 +13,9 @@ from uuid import uuid4
 
 import asyncpg
 import numpy as np
+from opentelemetry import metrics
 
+from conveyor_bus import tracing
 from conveyor_contracts import catalog
 from conveyor_contracts.events import DriftDetected, FeatureDrift
 from conveyor_contracts.project import DriftPolicy
@@ -21,6 +23,35 @@ from conveyor_db import enqueue
 
 from .adapters.repository import SOURCE, Repository
 from .domain.detectors import data_drift, episode_opens, performance_drift
+
+_meter = metrics.get_meter("conveyor.monitor")
+DRIFT_EFFECT = _meter.create_gauge(
+    "conveyor.drift.effect",
+    unit="1",
+    description="Last data window's drift per feature: Wasserstein distance over the "
+    "reference's standard deviation.",
+)
+DRIFT_STATISTIC = _meter.create_gauge(
+    "conveyor.drift.statistic",
+    unit="1",
+    description="Last data window's two-sample Kolmogorov-Smirnov statistic per feature.",
+)
+WINDOW_ACCURACY = _meter.create_gauge(
+    "conveyor.window.accuracy",
+    unit="1",
+    description="Accuracy of the judged version on its last window of labels.",
+)
+WINDOWS = _meter.create_counter(
+    "conveyor.drift.windows",
+    unit="{window}",
+    description="Windows tested, by project, kind (data, performance) and verdict.",
+)
+EPISODES = _meter.create_counter(
+    "conveyor.drift.episodes",
+    unit="{episode}",
+    description="Drift episodes opened, by project and kind.",
+)
+LINKED_TRACES = 16  # requests (and labels) an episode's span links to
 
 
 class Evaluator:
@@ -113,6 +144,11 @@ class Evaluator:
                 cursor = rows[-1]["seq"]
                 continue  # vectors of another feature set: not comparable with this reference
             verdict = data_drift(window, reference, names, policy)
+            attrs = {"project": project, "version": str(version)}
+            for f in verdict.features:
+                DRIFT_EFFECT.set(f.effect, attrs | {"feature": f.feature})
+                DRIFT_STATISTIC.set(f.statistic, attrs | {"feature": f.feature})
+            WINDOWS.add(1, attrs | {"kind": "data", "drifted": str(verdict.drifted).lower()})
             await self._window(
                 con,
                 project,
@@ -149,6 +185,9 @@ class Evaluator:
                 break
             correct = sum(1 for r in rows if r["correct"])
             verdict = performance_drift(correct, len(rows), ref["holdout_accuracy"], policy)
+            attrs = {"project": project, "version": str(version)}
+            WINDOW_ACCURACY.set(verdict.accuracy, attrs)
+            WINDOWS.add(1, attrs | {"kind": "performance", "drifted": str(verdict.drifted).lower()})
             times = sorted(r["predicted_at"] for r in rows)
             await self._window(
                 con,
@@ -190,7 +229,8 @@ class Evaluator:
         )
         recent = (
             await con.fetch(
-                "SELECT kind, started_at, drifted, evidence FROM windows WHERE project = $1 AND "
+                "SELECT kind, started_at, ended_at, drifted, evidence FROM windows "
+                "WHERE project = $1 AND "
                 "model_version = $2 AND ($3::timestamptz IS NULL OR ended_at > $3) "
                 "ORDER BY id DESC LIMIT $4",
                 project,
@@ -217,15 +257,57 @@ class Evaluator:
             reference_accuracy=ref["holdout_accuracy"],
             windows=len(drifted),
         )
-        await con.execute(
-            "INSERT INTO episodes (episode_id, project, model_version, state, opened_at, "
-            "onset_at, evidence) VALUES ($1,$2,$3,'open',$4,$5,$6)",
-            event.episode_id,
-            project,
-            version,
-            event.opened_at,
-            event.onset_at,
-            event.model_dump(mode="json"),
-        )
-        await enqueue(con, catalog.MONITOR_DRIFT, event, key=project, source=SOURCE)
+        causes = await self._causes(con, project, version, drifted)
+        # The episode is a trace of its own, linked to sampled requests (and labels) of the
+        # windows that opened it; the trainer's run continues it.
+        with tracing.span(
+            "drift episode",
+            root=True,
+            links=causes,
+            attributes={
+                "conveyor.project": project,
+                "conveyor.model_version": version,
+                "conveyor.episode_id": event.episode_id,
+                "conveyor.drift.kind": event.kind,
+            },
+        ):
+            await con.execute(
+                "INSERT INTO episodes (episode_id, project, model_version, state, opened_at, "
+                "onset_at, evidence) VALUES ($1,$2,$3,'open',$4,$5,$6)",
+                event.episode_id,
+                project,
+                version,
+                event.opened_at,
+                event.onset_at,
+                event.model_dump(mode="json")
+                | {"traces": causes, "trace": tracing.current_traceparent()},
+            )
+            await enqueue(con, catalog.MONITOR_DRIFT, event, key=project, source=SOURCE)
+        EPISODES.add(1, {"project": project, "kind": event.kind})
         return event
+
+    async def _causes(
+        self, con: asyncpg.Connection, project: str, version: int, drifted: list[asyncpg.Record]
+    ) -> list[str]:
+        """Traceparents of sampled predictions (data windows) and labels (performance windows)
+        in the drifted windows: what an SRE walks to from the episode."""
+        out: list[str] = []
+        for kind, table, at in (
+            ("data", "observations", "served_at"),
+            ("performance", "labels", "predicted_at"),
+        ):
+            spans = [(w["started_at"], w["ended_at"]) for w in drifted if w["kind"] == kind]
+            if not spans:
+                continue
+            rows = await con.fetch(
+                f"SELECT traceparent FROM {table} WHERE project = $1 AND model_version = $2 "
+                f"AND {at} BETWEEN $3 AND $4 AND traceparent LIKE '%-01' "
+                f"ORDER BY seq DESC LIMIT $5",
+                project,
+                version,
+                min(s for s, _ in spans),
+                max(e for _, e in spans),
+                LINKED_TRACES,
+            )
+            out.extend(r["traceparent"] for r in rows)
+        return out

@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from conveyor_bus import Bus, Delivery, Outgoing, Rejection
+from conveyor_bus import Bus, Delivery, Outgoing, Rejection, tracing
 from conveyor_contracts import DEADLINE, REPLY_TO, catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
 from conveyor_contracts.project import ServingPolicy
@@ -168,7 +168,8 @@ class Serving:
         that does not fit the model's signature."""
         if not deliveries:
             return []
-        scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
+        with tracing.stage("infer", deliveries, model=f"{model.project} v{model.version}"):
+            scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
         served_at = datetime.now(UTC)
         latency = (time.perf_counter() - received) * 1000
         out: list[tuple[Delivery[PredictionEnriched], PredictionServed]] = []

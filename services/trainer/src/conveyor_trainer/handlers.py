@@ -66,6 +66,7 @@ class Trainer:
                     await self.runs.start(
                         known,
                         f"request {d.event.request_id} by {d.event.requested_by}: {d.event.reason}",
+                        traceparent=d.onward.get("traceparent"),
                     )
                 except ActiveRun as exc:
                     log.info("training request %s not started: %s", d.event.request_id, exc)
@@ -77,7 +78,13 @@ class Trainer:
             known = self.projects.get(e.project)
             if isinstance(e, DriftDetected):
                 if known is not None and known.spec.policies.retrain.on_drift:
-                    await self.repo.record_episode(e.episode_id, e.project, e.onset_at, e.opened_at)
+                    await self.repo.record_episode(
+                        e.episode_id,
+                        e.project,
+                        e.onset_at,
+                        e.opened_at,
+                        d.onward.get("traceparent"),
+                    )
             else:
                 await self.repo.close_episode(e.episode_id, e.reason)
 
@@ -106,6 +113,7 @@ class Trainer:
                     f"drift episode {episode['episode_id']}",
                     since=episode["onset_at"],
                     episode_id=episode["episode_id"],
+                    traceparent=episode["traceparent"],
                 )
             except ActiveRun:
                 continue

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+from conveyor_bus import tracing
 from conveyor_contracts.events import TrainingRunFinished
 from conveyor_runtime import KnownProject
 
@@ -33,8 +34,11 @@ class Runs:
         trigger: str,
         since: datetime | None = None,
         episode_id: str | None = None,
+        traceparent: str | None = None,
     ) -> str:
-        """Open a run and execute it in the background; raises ActiveRun if one is going."""
+        """Open a run and execute it in the background; raises ActiveRun if one is going.
+        The run is a span in the trace of what caused it (`traceparent`, else the active span:
+        an HTTP request's, say); the version it registers and promotes continues it."""
         run_id = uuid4().hex
         await self.repo.open_run(run_id, known.spec.name, trigger)
         if episode_id is not None and not await self.repo.start_episode(episode_id, run_id):
@@ -48,10 +52,31 @@ class Runs:
                 logs="",
             )
             return run_id
-        task = asyncio.create_task(self._execute(known, run_id, trigger, since))
+        task = asyncio.create_task(
+            self._traced(known, run_id, trigger, since, traceparent), name=f"run-{run_id[:8]}"
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return run_id
+
+    async def _traced(
+        self,
+        known: KnownProject,
+        run_id: str,
+        trigger: str,
+        since: datetime | None,
+        traceparent: str | None,
+    ) -> None:
+        with tracing.span(
+            "training run",
+            parent=traceparent,
+            attributes={
+                "conveyor.project": known.spec.name,
+                "conveyor.run_id": run_id,
+                "conveyor.trigger": trigger,
+            },
+        ):
+            await self._execute(known, run_id, trigger, since)
 
     async def _execute(
         self, known: KnownProject, run_id: str, trigger: str, since: datetime | None

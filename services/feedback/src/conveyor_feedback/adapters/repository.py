@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from conveyor_bus import tracing
 from conveyor_contracts import catalog
 from conveyor_contracts.events import FeedbackRecorded, FeedbackSubmitted
 from conveyor_db import Database, enqueue_many
@@ -32,6 +33,7 @@ def _prediction(row: asyncpg.Record) -> Prediction:
         list(row["values"]),
         row["predicted"],
         row["served_at"],
+        row["traceparent"],
     )
 
 
@@ -47,8 +49,8 @@ class Repository:
             await _lock(con, [p.request_id for p in predictions])
             await con.executemany(
                 "INSERT INTO predictions (request_id, project, entity_id, model_version, "
-                "feature_names, values, predicted, served_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
-                "ON CONFLICT DO NOTHING",
+                "feature_names, values, predicted, served_at, traceparent) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
                 [
                     (
                         p.request_id,
@@ -59,24 +61,28 @@ class Repository:
                         p.values,
                         p.predicted,
                         p.served_at,
+                        p.traceparent,
                     )
                     for p in predictions
                 ],
             )
             waiting = await con.fetch(
-                "DELETE FROM pending WHERE request_id = ANY($1::text[]) RETURNING payload",
+                "DELETE FROM pending WHERE request_id = ANY($1::text[]) "
+                "RETURNING payload, traceparent",
                 [p.request_id for p in predictions],
             )
             feedback = [FeedbackSubmitted.model_validate_json(bytes(w["payload"])) for w in waiting]
-            return len(await self._record(con, feedback))
+            return len(await self._record(con, feedback, [w["traceparent"] for w in waiting]))
 
     async def add_feedback(
-        self, feedback: list[FeedbackSubmitted]
+        self, feedback: list[FeedbackSubmitted], traceparents: list[str | None] | None = None
     ) -> tuple[list[FeedbackRecorded], list[str], list[tuple[str, str]]]:
-        """Join what can be joined now, keep the rest waiting.
-        Returns (recorded, waiting feedback ids, refused (feedback id, reason))."""
+        """Join what can be joined now, keep the rest waiting. `traceparents`: the trace each
+        feedback arrived in. Returns (recorded, waiting feedback ids, refused (feedback id,
+        reason))."""
         if not feedback:
             return [], [], []
+        traces = traceparents or [None] * len(feedback)
         async with self.db.pool.acquire() as con, con.transaction():
             await _lock(con, [f.request_id for f in feedback])
             known = {
@@ -86,10 +92,12 @@ class Repository:
                     [f.request_id for f in feedback],
                 )
             }
-            waiting = [f for f in feedback if f.request_id not in known]
+            waiting = [
+                (f, t) for f, t in zip(feedback, traces, strict=True) if f.request_id not in known
+            ]
             await con.executemany(
                 "INSERT INTO pending (feedback_id, request_id, project, label, submitted_at, "
-                "payload) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                "payload, traceparent) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING",
                 [
                     (
                         f.feedback_id,
@@ -98,35 +106,41 @@ class Repository:
                         f.label,
                         f.submitted_at,
                         f.model_dump_json().encode(),
+                        t,
                     )
-                    for f in waiting
+                    for f, t in waiting
                 ],
             )
             refused: list[tuple[str, str]] = []
-            recorded = await self._record(
-                con, [f for f in feedback if f.request_id in known], refused
-            )
-            return recorded, [f.feedback_id for f in waiting], refused
+            now = [(f, t) for f, t in zip(feedback, traces, strict=True) if f.request_id in known]
+            recorded = await self._record(con, [f for f, _ in now], [t for _, t in now], refused)
+            return recorded, [f.feedback_id for f, _ in waiting], refused
 
     async def _record(
         self,
         con: asyncpg.Connection,
         feedback: list[FeedbackSubmitted],
+        traceparents: list[str | None],
         refused: list[tuple[str, str]] | None = None,
     ) -> list[FeedbackRecorded]:
+        """Join and announce each label: `feedback.recorded` continues the trace the label came
+        in, through a span that links to the span that served the prediction."""
         if not feedback:
             return []
         rows = await con.fetch(
             "SELECT request_id, project, entity_id, model_version, feature_names, values, "
-            "predicted, served_at FROM predictions WHERE request_id = ANY($1::text[])",
+            "predicted, served_at, traceparent FROM predictions "
+            "WHERE request_id = ANY($1::text[])",
             [f.request_id for f in feedback],
         )
         predictions = {r["request_id"]: _prediction(r) for r in rows}
         now = datetime.now(UTC)
         recorded: list[FeedbackRecorded] = []
-        for f in feedback:
+        traces: list[dict[str, str]] = []
+        for f, traceparent in zip(feedback, traceparents, strict=True):
+            prediction = predictions[f.request_id]
             try:
-                event = join(predictions[f.request_id], f, now)
+                event = join(prediction, f, now)
             except InvalidFeedback as exc:
                 if refused is not None:
                     refused.append((f.feedback_id, str(exc)))
@@ -146,8 +160,19 @@ class Repository:
             )
             if inserted:  # a duplicate feedback id changes nothing
                 recorded.append(event)
+                with tracing.span(
+                    "feedback join",
+                    parent=traceparent,
+                    links=[prediction.traceparent] if prediction.traceparent else [],
+                    attributes={"conveyor.request_id": f.request_id, "conveyor.project": f.project},
+                ):
+                    traces.append(tracing.context_headers())
         await enqueue_many(
-            con, catalog.FEEDBACK_RECORDED, [(e.request_id, e) for e in recorded], source=SOURCE
+            con,
+            catalog.FEEDBACK_RECORDED,
+            [(e.request_id, e) for e in recorded],
+            source=SOURCE,
+            traces=traces,
         )
         return recorded
 

@@ -23,6 +23,7 @@ class Prediction:
     values: list[float]
     predicted: str | None
     served_at: datetime
+    traceparent: str | None = None  # the span that served it
 
 
 def check(spec: ModelProject, feedback: FeedbackSubmitted) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from conveyor_bus import tracing
 from conveyor_contracts.events import FeedbackSubmitted
 from conveyor_runtime import UnknownProject
 
@@ -39,7 +40,9 @@ def router(feedback: Feedback) -> APIRouter:
             raise HTTPException(
                 422, detail={"message": "no feedback of the request was taken", "errors": errors}
             )
-        recorded, waiting, refused = await feedback.repo.add_feedback(items)
+        # Each label's own trace: the HTTP request's, when the caller sent a traceparent.
+        here = tracing.current_traceparent()
+        recorded, waiting, refused = await feedback.repo.add_feedback(items, [here] * len(items))
         if refused:
             raise HTTPException(
                 409,

@@ -23,22 +23,47 @@ class Repository:
         return self.db.pool
 
     async def add_observations(
-        self, rows: list[tuple[str, str, int, list[float], str | None, datetime]]
+        self, rows: list[tuple[str, str, int, list[float], str | None, datetime, str | None]]
     ) -> None:
+        """(request id, project, version, values, predicted, served at, traceparent)."""
         if rows:
             await self.pool.executemany(
                 "INSERT INTO observations (request_id, project, model_version, values, "
-                "predicted, served_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                "predicted, served_at, traceparent) VALUES ($1,$2,$3,$4,$5,$6,$7) "
+                "ON CONFLICT DO NOTHING",
                 rows,
             )
 
-    async def add_labels(self, rows: list[tuple[str, str, int, bool, datetime]]) -> None:
+    async def add_labels(
+        self, rows: list[tuple[str, str, int, bool, datetime, str | None]]
+    ) -> None:
+        """(feedback id, project, version, correct, predicted at, traceparent)."""
         if rows:
             await self.pool.executemany(
-                "INSERT INTO labels (feedback_id, project, model_version, correct, predicted_at) "
-                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING",
+                "INSERT INTO labels (feedback_id, project, model_version, correct, predicted_at, "
+                "traceparent) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
                 rows,
             )
+
+    async def label_coverage(self, minutes: float = 10.0) -> list[tuple[str, int, float]]:
+        """Per project's judged version: the share of its predictions of the last `minutes`
+        that have a label so far."""
+        rows = await self.pool.fetch(
+            "SELECT r.project, r.model_version, "
+            "(SELECT count(*) FROM observations o WHERE o.project = r.project AND "
+            " o.model_version = r.model_version AND "
+            " o.served_at > now() - make_interval(mins => $1)) AS served, "
+            "(SELECT count(*) FROM labels l WHERE l.project = r.project AND "
+            " l.model_version = r.model_version AND "
+            " l.predicted_at > now() - make_interval(mins => $1)) AS labeled "
+            "FROM refs r",
+            minutes,
+        )
+        return [
+            (r["project"], r["model_version"], min(1.0, r["labeled"] / r["served"]))
+            for r in rows
+            if r["served"]
+        ]
 
     async def set_reference(self, project: str, version: int, profile: dict[str, Any]) -> bool:
         """Judge the project's champion `version` against `profile` from now on; open episodes

@@ -157,15 +157,21 @@ class Repository:
         return bool(inserted)
 
     async def record_episode(
-        self, episode_id: str, project: str, onset_at: datetime, opened_at: datetime
+        self,
+        episode_id: str,
+        project: str,
+        onset_at: datetime,
+        opened_at: datetime,
+        traceparent: str | None = None,
     ) -> None:
         await self.pool.execute(
-            "INSERT INTO episodes (episode_id, project, onset_at, opened_at, state) "
-            "VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
+            "INSERT INTO episodes (episode_id, project, onset_at, opened_at, state, traceparent) "
+            "VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT DO NOTHING",
             episode_id,
             project,
             onset_at,
             opened_at,
+            traceparent,
         )
 
     async def close_episode(self, episode_id: str, note: str) -> None:
@@ -178,7 +184,8 @@ class Repository:
 
     async def pending_episodes(self) -> list[asyncpg.Record]:
         return await self.pool.fetch(
-            "SELECT episode_id, project, onset_at FROM episodes WHERE state = 'pending' "
+            "SELECT episode_id, project, onset_at, traceparent FROM episodes "
+            "WHERE state = 'pending' "
             "ORDER BY opened_at"
         )
 
