@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor_cli import infra
 
@@ -61,3 +62,26 @@ def postgres() -> Iterator[infra.Postgres]:
 async def database_url(postgres: infra.Postgres) -> AsyncIterator[str]:
     """A database of its own for each test, on the session's server."""
     yield await infra.create_database(postgres.url, "conveyor_test")
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Spans recorded in this process during the test (an SDK tracer provider, sampling all),
+    kept in memory. Services started after the fixture trace as with the OTEL_* variables."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.util._once import Once
+
+    def reset() -> None:  # what OpenTelemetry's own test utilities do between tests
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reset()
+    trace.set_tracer_provider(provider)
+    yield exporter
+    exporter.shutdown()
+    reset()

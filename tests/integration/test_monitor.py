@@ -1,5 +1,6 @@
 """The monitor on the real broker and Postgres: quiet on reference-like traffic, one episode on
-shifted traffic, resolved when a new version is promoted."""
+shifted traffic, resolved when a new version is promoted. The episode is a trace of its own that
+links to sampled requests behind it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from conveyor_contracts import catalog
 from conveyor_contracts.events import AliasMoved, DriftDetected, DriftResolved, PredictionServed
 from conveyor_monitor.adapters.registry import Profiles
 from conveyor_monitor.bootstrap import MonitorSettings, bootstrap
-from tests.support import Kafka, running, unique_project, until
+from tests.support import Kafka, headers_of, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def _move(project: str, version: int) -> AliasMoved:
     )
 
 
-async def test_one_episode_for_a_shift_and_it_resolves(kafka, database_url):
+async def test_one_episode_for_a_shift_and_it_resolves(kafka, database_url, spans):
     spec = unique_project("mon")
     name, names = spec.name, spec.feature_names()
     window = spec.policies.drift.window
@@ -82,19 +83,46 @@ async def test_one_episode_for_a_shift_and_it_resolves(kafka, database_url):
         overview = (await api.get(f"/projects/{name}/drift")).json()
         assert overview["open_episode"] is None
         assert not any(w["drifted"] for w in overview["windows"])
+        requests = {}  # trace id → span id of the (sampled) span that served each request
         for _ in range(3 * window):  # feature 0 shifts by 1.5 standard deviations
             values = rng.normal(size=len(names))
             values[0] += 1.5
+            trace_id, span_id = f"{i + 1:032x}", f"{i + 1:016x}"
+            requests[trace_id] = span_id
             await k.send(
-                catalog.PREDICTIONS_RESPONSES, _served(name, i, values.tolist()), key=str(i)
+                catalog.PREDICTIONS_RESPONSES,
+                _served(name, i, values.tolist()),
+                key=str(i),
+                traceparent=f"00-{trace_id}-{span_id}-01",
             )
             i += 1
-        opened = await k.collect(
-            catalog.MONITOR_DRIFT.name, lambda e: e.project == name, 1, decode=catalog.MONITOR_DRIFT
-        )
-        episode = opened[0]
+        record = (
+            await k.collect(
+                catalog.MONITOR_DRIFT.name,
+                lambda r: catalog.MONITOR_DRIFT.adapter.validate_json(r.value).project == name,
+                1,
+            )
+        )[0]
+        episode = catalog.MONITOR_DRIFT.adapter.validate_json(record.value)
         assert isinstance(episode, DriftDetected) and episode.kind == "data"
         assert [f.feature for f in episode.features if f.drifted] == [names[0]]
+
+        # The episode's span: a trace of its own, carried by the event, linked to requests of
+        # the drifted windows (and only to those).
+        opened = [s for s in spans.get_finished_spans() if s.name == "drift episode"]
+        assert len(opened) == 1 and opened[0].parent is None
+        span = opened[0]
+        assert span.attributes["conveyor.episode_id"] == episode.episode_id
+        links = {
+            format(x.context.trace_id, "032x"): format(x.context.span_id, "016x")
+            for x in span.links
+        }
+        assert 0 < len(links) <= 16 and all(requests.get(t) == s for t, s in links.items())
+        carried = headers_of(record)["traceparent"].split("-")
+        assert carried[1:3] == [
+            format(span.context.trace_id, "032x"),
+            format(span.context.span_id, "016x"),
+        ]
         await until(lambda: _windows(api, name, 6), 30, "six windows")
         episodes = (await api.get(f"/projects/{name}/drift")).json()["episodes"]
         assert len(episodes) == 1  # one episode, however many drifted windows follow

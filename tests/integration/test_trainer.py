@@ -50,7 +50,7 @@ class FakeRegistry(Registry):
         self.moves.append((version, reason))
 
 
-async def test_train_register_promote_then_retrain_once_per_episode(kafka, database_url):
+async def test_train_register_promote_then_retrain_once_per_episode(kafka, database_url, spans):
     spec = unique_project("trn")
     spec = spec.model_copy(
         update={
@@ -128,8 +128,9 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
             onset_at=onset,
             windows=2,
         )
-        await k.send(catalog.MONITOR_DRIFT, episode, key=name)
-        await k.send(catalog.MONITOR_DRIFT, episode, key=name)
+        traced = {"traceparent": f"00-{EPISODE_TRACE}-{EPISODE_SPAN}-01"}
+        await k.send(catalog.MONITOR_DRIFT, episode, key=name, **traced)
+        await k.send(catalog.MONITOR_DRIFT, episode, key=name, **traced)
         for i in range(400):
             p = traffic.payment(onset, drifted=True)
             await k.send(
@@ -159,6 +160,19 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
         assert second["lineage"]["parent_version"] == 1
         assert "vs champion v1" in registry.moves[-1][1]
 
+        # The retraining run continues the episode's trace (an SRE walks from alarm to run).
+        by_id = {x.context.span_id: x for x in spans.get_finished_spans()}
+        run = next(
+            x
+            for x in by_id.values()
+            if x.name == "training run"
+            and x.attributes["conveyor.trigger"] == f"drift episode {episode.episode_id}"
+        )
+        assert format(run.context.trace_id, "032x") == EPISODE_TRACE
+        received = by_id[run.parent.span_id]
+        assert received.name == f"{catalog.MONITOR_DRIFT.name} process"
+        assert format(received.parent.span_id, "016x") == EPISODE_SPAN
+
         finished = await k.collect(
             catalog.TRAINER_RUNS.name, lambda e: e.project == name, 2, decode=catalog.TRAINER_RUNS
         )
@@ -167,6 +181,10 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
         runs = (await api.get(f"/projects/{name}/runs")).json()
         assert len(runs) == 2  # one per command id, one per episode
         assert (await api.post("/projects/nope/runs", json={})).status_code == 404
+
+
+EPISODE_TRACE = "6e0c63257de34c926f9efcd03899a8a3"
+EPISODE_SPAN = "51a6f3bd6c14e2ab"
 
 
 async def _count(api, name, n):
