@@ -77,3 +77,90 @@ def test_serving_image_ships_onnxruntime_not_scikit_learn():
     assert "onnxruntime" in serving
     assert "scikit-learn" not in serving and "skl2onnx" not in serving
     assert {"scikit-learn", "skl2onnx"} <= _closure("conveyor-trainer")
+
+
+# --- observability: collector, Jaeger, Prometheus, Grafana -------------------------------------
+
+_INSTRUMENT = re.compile(
+    r"create_(counter|up_down_counter|histogram|gauge|observable_gauge)\(\s*"
+    r'"(conveyor\.[a-z_.]+)",(?:[^)]*?unit="([^"]*)")?',
+    re.S,
+)
+
+
+def _exported_metrics() -> set[str]:
+    """The Prometheus names of every instrument the code creates (the exporter's naming:
+    dots become underscores, seconds get `_seconds`, counters `_total`, histograms series)."""
+    names = set()
+    for path in [*ROOT.glob("libs/*/src/**/*.py"), *ROOT.glob("services/*/src/**/*.py")]:
+        for kind, name, unit in _INSTRUMENT.findall(path.read_text()):
+            base = name.replace(".", "_") + ("_seconds" if unit == "s" else "")
+            if kind == "counter":
+                names.add(base + "_total")
+            elif kind == "histogram":
+                names |= {base + "_bucket", base + "_sum", base + "_count"}
+            else:
+                names.add(base)
+    return names
+
+
+def test_compose_sends_traces_to_jaeger_and_metrics_to_prometheus_and_grafana():
+    services = COMPOSE["services"]
+    assert {"otel-collector", "jaeger", "prometheus", "grafana"} <= set(services)
+    for name in ("otel-collector", "prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repo"
+    collector = yaml.safe_load((ROOT / "infra/otel-collector.yaml").read_text())
+    assert "otlp/jaeger" in collector["service"]["pipelines"]["traces"]["exporters"]
+    for name in SERVICES:
+        env = services[name]["environment"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        assert env["OTEL_SERVICE_NAME"] == f"conveyor-{name}"
+
+
+def test_prometheus_scrapes_every_service_where_it_listens():
+    config = yaml.safe_load((ROOT / "infra/prometheus.yml").read_text())
+    targets = {
+        t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    }
+    assert all(
+        job.get("metrics_path", "/metrics") == "/metrics" for job in config["scrape_configs"]
+    )
+    for name in SERVICES:
+        port = COMPOSE["services"][name]["environment"]["HTTP_PORT"]
+        assert f"{name}:{port}" in targets
+
+
+def test_the_dashboard_shows_what_sres_need_from_metrics_the_code_exports():
+    import json
+
+    dashboard = json.loads((ROOT / "infra/grafana/dashboards/conveyor.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for q in queries for m in re.findall(r"\bconveyor_[a-z_]+", q)}
+    assert used <= _exported_metrics(), used - _exported_metrics()
+    for needed in (
+        "conveyor_messages_consumed_total",  # throughput
+        "conveyor_prediction_duration_seconds_bucket",  # latency
+        "conveyor_consumer_lag",
+        "conveyor_dead_letters_total",
+        "conveyor_drift_effect",
+        "conveyor_model_version",  # versions per project
+    ):
+        assert needed in used, needed
+    provisioned = yaml.safe_load(
+        (ROOT / "infra/grafana/provisioning/dashboards/dashboards.yml").read_text()
+    )
+    mounted = dict(v.split(":")[:2] for v in COMPOSE["services"]["grafana"]["volumes"])
+    assert mounted["./infra/grafana/dashboards"] == provisioned["providers"][0]["options"]["path"]
+
+
+def test_the_readme_documents_every_exported_metric():
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`(conveyor_[a-z_]+)", readme))
+    exported = {
+        re.sub(r"_(bucket|sum|count)$", "", m)
+        for m in _exported_metrics()
+        if m.startswith("conveyor_")
+    }
+    assert exported <= documented, exported - documented

@@ -78,6 +78,28 @@ BATCH_TIME = _meter.create_histogram(
         5,
     ],
 )
+STAGE_TIME = _meter.create_histogram(
+    "conveyor.stage.duration",
+    unit="s",
+    description="Time per stage of a consumer, by topic and stage: queue_wait (per record, from "
+    "its Kafka timestamp to the batch's arrival), decode and handle (per batch).",
+    explicit_bucket_boundaries_advisory=[
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+    ],
+)
 LAG = _meter.create_gauge(
     "conveyor.consumer.lag",
     unit="{message}",
@@ -353,6 +375,9 @@ class Bus:
         )
         backoff = _Backoff()
         attrs = {"topic": topic.name}
+        queue_wait = attrs | {"stage": "queue_wait"}
+        decode_time = attrs | {"stage": "decode"}
+        handle_time = attrs | {"stage": "handle"}
 
         async def on_batch(message: KafkaMessage) -> None:
             if not broadcast and self._gate is not None:
@@ -360,7 +385,11 @@ class Bus:
             records = message.raw_message
             records = records if isinstance(records, tuple) else (records,)
             started = time.perf_counter()
+            arrived_ms = time.time() * 1000
             raws = [_Undecoded.of(record) for record in records]
+            for raw in raws:
+                if raw.timestamp_ms:
+                    STAGE_TIME.record(max(0.0, arrived_ms - raw.timestamp_ms) / 1000, queue_wait)
             IN_FLIGHT.add(len(records), attrs)
             try:
                 if self._tracing:
@@ -379,6 +408,7 @@ class Bus:
 
         async def handle(message: KafkaMessage, raws: list[_Undecoded]) -> None:
             good: list[Delivery[Any]] = []
+            decoding = time.perf_counter()
             for raw in raws:
                 try:
                     event = topic.adapter.validate_json(raw.value)
@@ -398,6 +428,8 @@ class Bus:
                     )
                 )
             tracing.decoded()
+            handling = time.perf_counter()
+            STAGE_TIME.record(handling - decoding, decode_time)
             try:
                 rejections = await handler(good) if good else None
                 for rejection in rejections or ():
@@ -412,6 +444,7 @@ class Bus:
                     await message.nack()  # no group to fall back on: rewind this consumer
                 raise
             backoff.reset()
+            STAGE_TIME.record(time.perf_counter() - handling, handle_time)
             if not broadcast:
                 await message.ack()
 

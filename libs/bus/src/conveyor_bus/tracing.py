@@ -39,6 +39,7 @@ _tracer = trace.get_tracer("conveyor.bus")
 
 class _Record(Protocol):
     headers: dict[str, str]
+    key: str | None
     trace: dict[str, str]
     topic: str
     partition: int
@@ -152,6 +153,8 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
                 "messaging.destination.partition.id": str(r.partition),
                 "messaging.kafka.offset": r.offset,
                 "messaging.consumer.group.name": f"conveyor-{service}",
+                "messaging.message.id": r.headers.get("ce_id", ""),
+                "messaging.kafka.message.key": r.key or "",
             },
         )
         carrier: dict[str, str] = {}

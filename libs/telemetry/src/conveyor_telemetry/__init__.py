@@ -96,8 +96,9 @@ def configure_tracing(service: str) -> bool:
 
 
 def configure_metrics(service: str) -> None:
-    """Install an SDK meter provider: a Prometheus reader always (served by `prometheus_app`),
-    and an OTLP exporter too when `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT` is set."""
+    """Install an SDK meter provider: a Prometheus reader always (served at `/metrics`), and an
+    OTLP exporter too when `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT` is set, unless
+    `OTEL_METRICS_EXPORTER=none` (Prometheus scrapes the services; pushing would count twice)."""
     from opentelemetry import metrics
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
@@ -105,8 +106,10 @@ def configure_metrics(service: str) -> None:
 
     os.environ.setdefault("OTEL_SERVICE_NAME", f"conveyor-{service}")
     readers: list[MetricReader] = [PrometheusMetricReader()]
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+    push = os.environ.get("OTEL_METRICS_EXPORTER", "otlp") != "none"
+    if push and (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
     ):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 

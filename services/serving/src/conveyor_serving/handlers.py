@@ -47,6 +47,25 @@ SERVING_TIME = _meter.create_histogram(
         0.25,
     ],
 )
+END_TO_END = _meter.create_histogram(
+    "conveyor.prediction.duration",
+    unit="s",
+    description="From the application's request (requested_at) to serving's answer, by project.",
+    explicit_bucket_boundaries_advisory=[
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+    ],
+)
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
 
@@ -233,6 +252,10 @@ def _count(
     """Answers per project, version, role and status; serving time per project and version."""
     tally: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for _, a in answers:
+        if role is None:
+            END_TO_END.record(
+                (a.served_at - a.requested_at).total_seconds(), {"project": a.project}
+            )
         version = "" if a.model_version is None else str(a.model_version)
         champion = predictor.current(a.project, CHAMPION)
         played = role or ("champion" if a.model_version in (None, champion) else "canary")
