@@ -1,12 +1,13 @@
 """Conveyor's Kafka bus: one broker per service, batch consumers with dead letters, topics."""
 
 from . import tracing
-from .bus import Bus, Delivery, Outgoing, Rejection
+from .bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
 from .topics import create_topic, end_offsets, ensure_topics, topic_names
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "Bus",
     "BusError",
     "Delivery",

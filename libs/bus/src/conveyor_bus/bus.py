@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Recorded through the OpenTelemetry API: a no-op until the process installs a meter provider.
 _meter = metrics.get_meter("conveyor.bus")
+# Seconds, from half a millisecond to ten seconds: one set for every latency histogram.
+LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 CONSUMED = _meter.create_counter(
     "conveyor.messages.consumed", unit="{message}", description="Records read, by topic."
 )
@@ -63,42 +65,14 @@ BATCH_TIME = _meter.create_histogram(
     "conveyor.batch.duration",
     unit="s",
     description="Time to decode, handle and commit one batch.",
-    explicit_bucket_boundaries_advisory=[
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-    ],
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
 )
 STAGE_TIME = _meter.create_histogram(
     "conveyor.stage.duration",
     unit="s",
     description="Time per stage of a consumer, by topic and stage: queue_wait (per record, from "
     "its Kafka timestamp to the batch's arrival), decode and handle (per batch).",
-    explicit_bucket_boundaries_advisory=[
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-    ],
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
 )
 LAG = _meter.create_gauge(
     "conveyor.consumer.lag",

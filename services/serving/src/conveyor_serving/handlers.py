@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from conveyor_bus import Bus, Delivery, Outgoing, Rejection, tracing
+from conveyor_bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection, tracing
 from conveyor_contracts import DEADLINE, REPLY_TO, catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
 from conveyor_contracts.project import ServingPolicy
@@ -35,36 +35,13 @@ SERVING_TIME = _meter.create_histogram(
     "conveyor.serving.duration",
     unit="s",
     description="Serving's own time from a batch's receipt to its answers, by project and version.",
-    explicit_bucket_boundaries_advisory=[
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-    ],
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
 )
 END_TO_END = _meter.create_histogram(
     "conveyor.prediction.duration",
     unit="s",
     description="From the application's request (requested_at) to serving's answer, by project.",
-    explicit_bucket_boundaries_advisory=[
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-    ],
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
 )
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
