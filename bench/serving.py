@@ -7,8 +7,11 @@
 3. End-to-end latency at a fixed offered load (2,000 requests/s for 30 s), and zero-loss
    accounting.
 4. Open Inference Protocol v2 over HTTP at a fixed concurrency.
+5. Tracing overhead: Kafka throughput again with tracing off, at 1 % sampling and at 100 %, each
+   in a fresh serving process exporting over OTLP/HTTP (the standard OTEL_* variables) to a sink
+   process that reads and drops what it receives.
 
-    uv run python bench/serving.py [--n 60000] [--rate 2000] [--duration 30]
+    uv run python bench/serving.py [--n 60000] [--rate 2000] [--duration 30] [--tracing-n 20000]
 
 The last line is one JSON object with the figures.
 """
@@ -206,19 +209,23 @@ async def offer(
     }
 
 
-async def kafka_throughput(bench: Bench, project: str, messages: list[Message]) -> float:
+async def kafka_throughput(
+    bench: Bench, project: str, messages: list[Message], prefix: str = "tp", **env: str
+) -> float:
+    """Serving's drain rate of `messages` (ids starting with `prefix`), started on the backlog."""
     bootstrap = bench.broker.bootstrap_servers
     await produce(bootstrap, catalog.PREDICTIONS_ENRICHED.name, messages)
     # Serving starts with the backlog waiting: it catches up with the registry, loads the
     # champion, then drains.
-    serving = bench.start_service("serving", REGISTRY_URL=bench_registry_url(bench))
+    serving = bench.start_service("serving", REGISTRY_URL=bench_registry_url(bench), **env)
     assert serving.proc is not None
     cpu0 = cpu_seconds(serving.proc.pid)
     errors = 0
+    mine = f'"request_id":"{prefix}-'.encode()
 
     def accept(record) -> bool:
         nonlocal errors
-        if b'"request_id":"tp-' not in record.value:
+        if mine not in record.value:
             return False
         answer = json.loads(record.value)
         if answer["status"] != "ok" or answer["model_version"] != 1:
@@ -284,6 +291,56 @@ def bench_registry_url(bench: Bench) -> str:
     return next(p.url for p in bench.processes if p.name == "registry")
 
 
+SINK = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+"""
+
+
+async def tracing_overhead(bench: Bench, project: str, vectors, n: int) -> dict:
+    """Throughput with tracing off, at 1 % and at 100 % sampling, each in a fresh process."""
+    for p in [p for p in bench.processes if p.name == "serving"]:
+        p.stop()
+        bench.processes.remove(p)
+    port = infra.free_port()
+    sink = await asyncio.create_subprocess_exec(sys.executable, "-c", SINK, str(port))
+    figures = {}
+    try:
+        for key, ratio in (("off", None), ("1pct", "0.01"), ("100pct", "1.0")):
+            env = {}
+            if ratio is not None:
+                env = {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": ratio,
+                    "OTEL_METRICS_EXPORTER": "none",
+                }
+            messages = requests(project, vectors, n, f"tr{key}")
+            per_s = await kafka_throughput(bench, project, messages, f"tr{key}", **env)
+            say(f"  tracing {key}: {per_s:,.0f} predictions/s")
+            figures[f"tracing_{key}_per_s"] = round(per_s)
+            for p in [p for p in bench.processes if p.name == "serving"]:
+                p.stop()
+                bench.processes.remove(p)
+    finally:
+        sink.terminate()
+        await sink.wait()
+    return figures
+
+
 async def main(args: argparse.Namespace) -> dict:
     with bench_stack() as bench:
         database = await infra.create_database(bench.postgres.url, "conveyor_bench")
@@ -321,6 +378,8 @@ async def main(args: argparse.Namespace) -> dict:
         say(f"HTTP (Open Inference Protocol v2), concurrency {args.concurrency} …")
         web = await http(serving_url, project, vectors, args.concurrency, args.http_duration)
         say(f"  {web['http_rps']:,} requests/s, p99 {web['http_p99_ms']} ms")
+        say(f"tracing overhead over {args.tracing_n} requests each …")
+        traced = await tracing_overhead(bench, project, vectors, args.tracing_n)
     return {
         "kafka_predictions_per_s": round(ours),
         "relay_ceiling_per_s": round(relay["per_s"]),
@@ -329,6 +388,7 @@ async def main(args: argparse.Namespace) -> dict:
         "relay_p50_ms": relay["p50_ms"],
         "relay_p99_ms": relay["p99_ms"],
         **web,
+        **traced,
     }
 
 
@@ -341,4 +401,7 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=30.0, help="seconds at that load")
     parser.add_argument("--concurrency", type=int, default=8, help="HTTP clients in flight")
     parser.add_argument("--http-duration", type=float, default=10.0, help="seconds of HTTP load")
+    parser.add_argument(
+        "--tracing-n", type=int, default=20_000, help="requests per tracing-overhead run"
+    )
     print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)

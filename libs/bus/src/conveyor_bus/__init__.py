@@ -1,7 +1,7 @@
 """Conveyor's Kafka bus: one broker per service, batch consumers with dead letters, topics."""
 
 from . import tracing
-from .bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection
+from .bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection, sampled
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
 from .topics import create_topic, end_offsets, ensure_topics, topic_names
@@ -19,6 +19,7 @@ __all__ = [
     "create_topic",
     "end_offsets",
     "ensure_topics",
+    "sampled",
     "topic_names",
     "tracing",
 ]

@@ -23,6 +23,7 @@ runs: the hot path pays nothing.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,7 +33,17 @@ from typing import Protocol
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 _tracer = trace.get_tracer("conveyor.bus")
 
@@ -135,56 +146,100 @@ def is_sampled(traceparent: str | None) -> bool:
 
 @contextmanager
 def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterator[Span]:
-    """A span per record (its headers now carry it) and one for the batch, ended together; the
-    stages recorded meanwhile become children of each sampled record's span."""
+    """A span per record (its headers now carry it) and, when any record is sampled, one for the
+    batch: a child of the first sampled record's span, linking the others. All end together; the
+    stages recorded meanwhile become children of each sampled record's span.
+
+    Per record this is the hot path of a traced service: the trace context is read and written
+    by hand (W3C `traceparent`), and attributes are set only on sampled spans."""
     start = time.time_ns()
+    name = f"{topic} process"
     spans = []
+    sampled = []
     for r in records:
-        parent = propagate.extract(r.headers)
         record_span = _tracer.start_span(
-            f"{topic} process",
-            context=parent,
+            name,
+            context=_parent(r.headers),
             kind=SpanKind.CONSUMER,
             start_time=start,
+        )
+        ctx = record_span.get_span_context()
+        if ctx.is_valid:
+            r.trace = {
+                "traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+            }
+            if ctx.trace_state:
+                r.trace["tracestate"] = ctx.trace_state.to_header()
+        if record_span.is_recording():
+            record_span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": topic,
+                    "messaging.destination.partition.id": str(r.partition),
+                    "messaging.kafka.offset": r.offset,
+                    "messaging.consumer.group.name": f"conveyor-{service}",
+                    "messaging.message.id": r.headers.get("ce_id", ""),
+                    "messaging.kafka.message.key": r.key or "",
+                }
+            )
+            sampled.append(record_span)
+        spans.append(record_span)
+    batch: Span = trace.INVALID_SPAN
+    if sampled:
+        batch = _tracer.start_span(
+            f"{topic} batch",
+            context=trace.set_span_in_context(sampled[0]),
+            kind=SpanKind.CONSUMER,
+            start_time=start,
+            links=[Link(s.get_span_context()) for s in sampled[1:]],
             attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": topic,
-                "messaging.destination.partition.id": str(r.partition),
-                "messaging.kafka.offset": r.offset,
-                "messaging.consumer.group.name": f"conveyor-{service}",
-                "messaging.message.id": r.headers.get("ce_id", ""),
-                "messaging.kafka.message.key": r.key or "",
+                "messaging.batch.message_count": len(records),
+                "conveyor.sampled_in_batch": len(sampled),
+                "conveyor.service": service,
             },
         )
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(record_span))
-        r.trace = carrier
-        spans.append(record_span)
-    batch = _tracer.start_span(
-        f"{topic} batch",
-        kind=SpanKind.CONSUMER,
-        start_time=start,
-        links=[Link(s.get_span_context()) for s in spans if s.get_span_context().is_valid],
-        attributes={"messaging.batch.message_count": len(records), "conveyor.service": service},
-    )
+        spans.append(batch)
     timeline = _Timeline(decoded_ns=start)
     token = _timeline.set(timeline)
     try:
         with trace.use_span(batch, end_on_exit=False):
             yield batch
     except BaseException as exc:
-        for each in (*spans, batch):
+        for each in sampled:
             each.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
         raise
     finally:
         _timeline.reset(token)
         end = time.time_ns()
-        for r, record_span in zip(records, spans, strict=True):
+        for r, record_span in zip(records, spans, strict=False):
             if record_span.is_recording():
                 _stage_spans(record_span, r, start, timeline)
-        for each in (*spans, batch):
+        for each in spans:
             each.end(end)
+
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _parent(headers: dict[str, str]) -> Context | None:
+    """The context a record's `traceparent` (and `tracestate`) names; None when it has none
+    (the record's span is then a root) or an unreadable one."""
+    value = headers.get("traceparent")
+    if value is None:
+        return None
+    m = _TRACEPARENT.fullmatch(value)
+    if m is None or m[1] == "0" * 32 or m[2] == "0" * 16:
+        return None
+    state = headers.get("tracestate")
+    parent = SpanContext(
+        trace_id=int(m[1], 16),
+        span_id=int(m[2], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(m[3], 16)),
+        trace_state=TraceState.from_header([state]) if state else None,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 def _stage_spans(parent: Span, record: _Record, received: int, timeline: _Timeline) -> None:

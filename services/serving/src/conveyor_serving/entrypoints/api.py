@@ -11,6 +11,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from conveyor_bus import tracing
+
 from ..domain.predictor import InvalidInput, LoadedModel, NoModel, Predictor
 
 INPUT = "input"
@@ -205,7 +207,8 @@ def router(predictor: Predictor, is_ready: Callable[[], bool]) -> APIRouter:
         body, binary = await read_request(request)
         try:
             x = decode(body, model, binary)
-            labels, probs = model.predict(x)
+            with tracing.span("infer", attributes={"conveyor.model": f"{name} v{model.version}"}):
+                labels, probs = model.predict(x)
         except InvalidInput as exc:
             raise Refused(400, str(exc)) from exc
         k = len(model.classes)
