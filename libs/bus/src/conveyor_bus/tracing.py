@@ -45,7 +45,11 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-_tracer = trace.get_tracer("conveyor.bus")
+
+def _tracer() -> trace.Tracer:
+    # Asked of the current provider each time (once per batch or span): a tracer kept from an
+    # earlier provider would keep sending spans there.
+    return trace.get_tracer("conveyor.bus")
 
 
 class _Record(Protocol):
@@ -153,11 +157,12 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
     Per record this is the hot path of a traced service: the trace context is read and written
     by hand (W3C `traceparent`), and attributes are set only on sampled spans."""
     start = time.time_ns()
+    tracer = _tracer()
     name = f"{topic} process"
     spans = []
     sampled = []
     for r in records:
-        record_span = _tracer.start_span(
+        record_span = tracer.start_span(
             name,
             context=_parent(r.headers),
             kind=SpanKind.CONSUMER,
@@ -187,7 +192,7 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
         spans.append(record_span)
     batch: Span = trace.INVALID_SPAN
     if sampled:
-        batch = _tracer.start_span(
+        batch = tracer.start_span(
             f"{topic} batch",
             context=trace.set_span_in_context(sampled[0]),
             kind=SpanKind.CONSUMER,
@@ -214,7 +219,7 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
         end = time.time_ns()
         for r, record_span in zip(records, spans, strict=False):
             if record_span.is_recording():
-                _stage_spans(record_span, r, start, timeline)
+                _stage_spans(tracer, record_span, r, start, timeline)
         for each in spans:
             each.end(end)
 
@@ -242,24 +247,31 @@ def _parent(headers: dict[str, str]) -> Context | None:
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
-def _stage_spans(parent: Span, record: _Record, received: int, timeline: _Timeline) -> None:
+def _stage_spans(
+    tracer: trace.Tracer, parent: Span, record: _Record, received: int, timeline: _Timeline
+) -> None:
     context = trace.set_span_in_context(parent)
     key = (record.partition, record.offset)
     if record.timestamp_ms is not None and 0 < record.timestamp_ms * 1_000_000 <= received:
-        _span("queue wait", context, record.timestamp_ms * 1_000_000, received)
-    _span("decode", context, received, timeline.decoded_ns)
+        _span(tracer, "queue wait", context, record.timestamp_ms * 1_000_000, received)
+    _span(tracer, "decode", context, received, timeline.decoded_ns)
     mine = [s for s in timeline.stages if s.records is None or key in s.records]
     if mine:
         first = min(s.start for s in mine)
-        _span("batch wait", context, timeline.decoded_ns, max(timeline.decoded_ns, first))
+        _span(tracer, "batch wait", context, timeline.decoded_ns, max(timeline.decoded_ns, first))
     for s in mine:
-        _span(s.name, context, s.start, s.end, s.attributes)
+        _span(tracer, s.name, context, s.start, s.end, s.attributes)
 
 
 def _span(
-    name: str, context: Context, start: int, end: int, attributes: dict[str, str] | None = None
+    tracer: trace.Tracer,
+    name: str,
+    context: Context,
+    start: int,
+    end: int,
+    attributes: dict[str, str] | None = None,
 ) -> None:
-    _tracer.start_span(name, context=context, start_time=start, attributes=attributes).end(end)
+    tracer.start_span(name, context=context, start_time=start, attributes=attributes).end(end)
 
 
 @contextmanager
@@ -278,7 +290,7 @@ def span(
         context: Context | None = propagate.extract({"traceparent": parent})
     else:
         context = Context() if root else None
-    with _tracer.start_as_current_span(
+    with _tracer().start_as_current_span(
         name, context=context, links=link_to(links), attributes=attributes
     ) as active:
         yield active
