@@ -161,13 +161,16 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
         assert "vs champion v1" in registry.moves[-1][1]
 
         # The retraining run continues the episode's trace (an SRE walks from alarm to run).
+        def run_spans():  # it ends once the run has recorded its outcome, after the promotion
+            return [
+                x
+                for x in spans.get_finished_spans()
+                if x.name == "training run"
+                and x.attributes["conveyor.trigger"] == f"drift episode {episode.episode_id}"
+            ]
+
+        run = (await until(run_spans, 30, "the run's span"))[0]
         by_id = {x.context.span_id: x for x in spans.get_finished_spans()}
-        run = next(
-            x
-            for x in by_id.values()
-            if x.name == "training run"
-            and x.attributes["conveyor.trigger"] == f"drift episode {episode.episode_id}"
-        )
         assert format(run.context.trace_id, "032x") == EPISODE_TRACE
         received = by_id[run.parent.span_id]
         assert received.name == f"{catalog.MONITOR_DRIFT.name} process"
