@@ -143,11 +143,6 @@ def current_traceparent() -> str | None:
     return context_headers().get("traceparent")
 
 
-def is_sampled(traceparent: str | None) -> bool:
-    """Whether a `traceparent` names a sampled span (its spans were exported)."""
-    return bool(traceparent) and traceparent.endswith("-01")  # type: ignore[union-attr]
-
-
 @contextmanager
 def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterator[Span]:
     """A span per record (its headers now carry it) and, when any record is sampled, one for the
@@ -302,7 +297,6 @@ __all__ = [
     "current_traceparent",
     "decoded",
     "enabled",
-    "is_sampled",
     "link_to",
     "span",
     "stage",
