@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from opentelemetry import metrics, propagate
+from opentelemetry import metrics
 from pydantic import BaseModel, ValidationError
 
 from conveyor_contracts import FORWARDED_HEADERS, TopicSpec, decode_headers, shared_headers
@@ -245,8 +245,7 @@ class Bus:
             utcnow(),
             topic.dataschema,
         )
-        current: dict[str, str] = {}
-        propagate.inject(current)  # the active span's context, when there is one
+        current = tracing.context_headers()  # the active span's, when there is one
         destination = to or topic.name
         messages = []
         with tracing.stage("encode", topic=destination):

@@ -121,16 +121,6 @@ def decoded() -> None:
         timeline.decoded_ns = time.time_ns()
 
 
-def link_to(traceparents: Iterable[str]) -> list[Link]:
-    """Links to the spans the given W3C `traceparent` values name (unreadable ones are skipped)."""
-    links = []
-    for value in traceparents:
-        ctx = trace.get_current_span(propagate.extract({"traceparent": value})).get_span_context()
-        if ctx.is_valid:
-            links.append(Link(ctx))
-    return links
-
-
 def context_headers() -> dict[str, str]:
     """The active trace context as headers (`traceparent`, `tracestate`); empty outside a span."""
     carrier: dict[str, str] = {}
@@ -222,24 +212,26 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
-def _parent(headers: dict[str, str]) -> Context | None:
-    """The context a record's `traceparent` (and `tracestate`) names; None when it has none
-    (the record's span is then a root) or an unreadable one."""
-    value = headers.get("traceparent")
-    if value is None:
-        return None
-    m = _TRACEPARENT.fullmatch(value)
+def _remote(traceparent: str, tracestate: str | None = None) -> SpanContext | None:
+    """The span a W3C `traceparent` (and `tracestate`) names; None when unreadable."""
+    m = _TRACEPARENT.fullmatch(traceparent)
     if m is None or m[1] == "0" * 32 or m[2] == "0" * 16:
         return None
-    state = headers.get("tracestate")
-    parent = SpanContext(
+    return SpanContext(
         trace_id=int(m[1], 16),
         span_id=int(m[2], 16),
         is_remote=True,
         trace_flags=TraceFlags(int(m[3], 16)),
-        trace_state=TraceState.from_header([state]) if state else None,
+        trace_state=TraceState.from_header([tracestate]) if tracestate else None,
     )
-    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+def _parent(headers: dict[str, str]) -> Context | None:
+    """The context a record's `traceparent` (and `tracestate`) names; None when it has none
+    (the record's span is then a root) or an unreadable one."""
+    value = headers.get("traceparent")
+    remote = None if value is None else _remote(value, headers.get("tracestate"))
+    return None if remote is None else trace.set_span_in_context(NonRecordingSpan(remote))
 
 
 def _stage_spans(
@@ -281,12 +273,12 @@ def span(
     """An active span for work that is not one record's: a child of the `parent` traceparent
     (else of the active span; `root=True`: a trace of its own), linked to the spans the `links`
     traceparents name. What is published or enqueued inside it continues its trace."""
-    if parent:
-        context: Context | None = propagate.extract({"traceparent": parent})
-    else:
-        context = Context() if root else None
+    context = _parent({"traceparent": parent}) if parent else None
+    if context is None and (parent or root):  # an unreadable parent starts a trace of its own
+        context = Context()
+    linked = [Link(ctx) for ctx in map(_remote, links) if ctx is not None]
     with _tracer().start_as_current_span(
-        name, context=context, links=link_to(links), attributes=attributes
+        name, context=context, links=linked, attributes=attributes
     ) as active:
         yield active
 
@@ -297,7 +289,6 @@ __all__ = [
     "current_traceparent",
     "decoded",
     "enabled",
-    "link_to",
     "span",
     "stage",
 ]
