@@ -9,7 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from conveyor_bus import end_offsets
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
@@ -139,3 +144,40 @@ class Kafka:
 
 def headers_of(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
+
+
+class Webhook:
+    """An HTTP receiver on a free local port that records every POST (and can refuse the
+    first few with 503, as a receiver that is down would)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.fail_first = fail_first
+        self.attempts: list[tuple[dict[str, str], Any]] = []
+        self.received: list[tuple[dict[str, str], Any]] = []
+
+        async def hook(request: Request) -> Response:
+            entry = (dict(request.headers), await request.json())
+            self.attempts.append(entry)
+            if len(self.attempts) <= self.fail_first:
+                return Response("down", status_code=503)
+            self.received.append(entry)
+            return Response(status_code=204)
+
+        app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        )
+
+    async def __aenter__(self) -> Webhook:
+        self._task = asyncio.create_task(self.server.serve())
+        await until(lambda: self.server.started, 10, "the webhook receiver")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        await self._task
+
+    @property
+    def url(self) -> str:
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hook"

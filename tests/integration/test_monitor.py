@@ -1,6 +1,7 @@
 """The monitor on the real broker and Postgres: quiet on reference-like traffic, one episode on
-shifted traffic, resolved when a new version is promoted. The episode is a trace of its own that
-links to sampled requests behind it."""
+shifted traffic (remembered across a restart), closed when the data recovers or a new version is
+promoted, and every change posted to the project's webhook. The episode is a trace of its own
+that links to sampled requests behind it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conveyor_contracts import catalog
+from conveyor_contracts import ModelProject, catalog
 from conveyor_contracts.events import AliasMoved, DriftDetected, DriftResolved, PredictionServed
 from conveyor_monitor.adapters.registry import Profiles
 from conveyor_monitor.bootstrap import MonitorSettings, bootstrap
-from tests.support import Kafka, headers_of, running, unique_project, until
+from tests.support import Kafka, Webhook, headers_of, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -58,37 +59,30 @@ def _move(project: str, version: int) -> AliasMoved:
     )
 
 
-async def test_one_episode_for_a_shift_and_it_resolves(kafka, database_url, spans):
-    spec = unique_project("mon")
-    name, names = spec.name, spec.feature_names()
-    window = spec.policies.drift.window
-    runtime = bootstrap(
-        MonitorSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url),
-        profiles=FakeProfiles(names),
+def _with_webhook(spec: ModelProject, url: str) -> ModelProject:
+    drift = spec.policies.drift.model_copy(update={"notify": [url]})
+    return spec.model_copy(update={"policies": spec.policies.model_copy(update={"drift": drift})})
+
+
+async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolves(
+    kafka, database_url, spans
+):
+    settings = MonitorSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=database_url,
+        notify_interval_s=0.2,
     )
     rng = np.random.default_rng(5)
-    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
-        await k.apply(spec)
-        await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
-        await until(lambda: _reference(api, name, 1), 30, "the reference")
-        i = 0
-        for _ in range(3 * window):  # reference-like traffic: three quiet windows
-            await k.send(
-                catalog.PREDICTIONS_RESPONSES,
-                _served(name, i, rng.normal(size=len(names)).tolist()),
-                key=str(i),
-            )
-            i += 1
-        await until(lambda: _windows(api, name, 3), 30, "three windows")
-        overview = (await api.get(f"/projects/{name}/drift")).json()
-        assert overview["open_episode"] is None
-        assert not any(w["drifted"] for w in overview["windows"])
-        requests = {}  # trace id → span id of the (sampled) span that served each request
-        for _ in range(3 * window):  # feature 0 shifts by 1.5 standard deviations
+    i = 0
+
+    async def send(k: Kafka, windows: int, shift: float, traced: dict[str, str] | None = None):
+        nonlocal i
+        for _ in range(windows * window):
             values = rng.normal(size=len(names))
-            values[0] += 1.5
+            values[0] += shift
             trace_id, span_id = f"{i + 1:032x}", f"{i + 1:016x}"
-            requests[trace_id] = span_id
+            if traced is not None:
+                traced[trace_id] = span_id
             await k.send(
                 catalog.PREDICTIONS_RESPONSES,
                 _served(name, i, values.tolist()),
@@ -96,44 +90,113 @@ async def test_one_episode_for_a_shift_and_it_resolves(kafka, database_url, span
                 traceparent=f"00-{trace_id}-{span_id}-01",
             )
             i += 1
-        record = (
-            await k.collect(
+
+    async with Webhook(fail_first=1) as hook, Kafka(kafka.bootstrap_servers) as k:
+        spec = _with_webhook(unique_project("mon"), hook.url)
+        name, names = spec.name, spec.feature_names()
+        window = spec.policies.drift.window
+        assert isinstance(window, int)
+        await k.apply(spec)
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
+
+        # First run: three quiet windows, then one of feature 0 shifted by 1.5 std. One drifted
+        # window of the k=2 needed: no episode yet.
+        async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
+            await until(lambda: _reference(api, name, 1), 30, "the reference")
+            calibration = (await api.get(f"/projects/{name}/drift")).json()["reference"][
+                "calibration"
+            ]
+            assert calibration["window"] == window and 0 < calibration["alpha"] <= 0.001
+            await send(k, 3, 0.0)
+            await until(lambda: _windows(api, name, 3), 30, "three windows")
+            overview = (await api.get(f"/projects/{name}/drift")).json()
+            assert overview["open_episode"] is None
+            assert not any(w["drifted"] for w in overview["windows"])
+            await send(k, 1, 1.5)
+            await until(lambda: _windows(api, name, 4), 30, "the drifted window")
+            assert (await api.get(f"/projects/{name}/drift")).json()["open_episode"] is None
+
+        # A restarted monitor remembers that window: one more drifted window opens the episode.
+        requests: dict[str, str] = {}  # trace id → span id of the span that served each request
+        async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
+            await send(k, 1, 1.5, requests)
+            record = (
+                await k.collect(
+                    catalog.MONITOR_DRIFT.name,
+                    lambda r: catalog.MONITOR_DRIFT.adapter.validate_json(r.value).project == name,
+                    1,
+                )
+            )[0]
+            episode = catalog.MONITOR_DRIFT.adapter.validate_json(record.value)
+            assert isinstance(episode, DriftDetected) and episode.kind == "data"
+            assert [f.feature for f in episode.features if f.drifted] == [names[0]]
+            assert len(episode.window_ids) == 2 and episode.alpha == calibration["alpha"]
+
+            # The episode's span: a trace of its own, carried by the event, linked to requests of
+            # the drifted windows (sampled ones: all of this window's are).
+            opened = [s for s in spans.get_finished_spans() if s.name == "drift episode"]
+            assert len(opened) == 1 and opened[0].parent is None
+            span = opened[0]
+            assert span.attributes["conveyor.episode_id"] == episode.episode_id
+            links = {
+                format(x.context.trace_id, "032x"): format(x.context.span_id, "016x")
+                for x in span.links
+            }
+            assert 0 < len(links) <= 16 and all(requests.get(t) == s for t, s in links.items())
+            carried = headers_of(record)["traceparent"].split("-")
+            assert carried[1:3] == [
+                format(span.context.trace_id, "032x"),
+                format(span.context.span_id, "016x"),
+            ]
+            await send(k, 1, 1.5)
+            await until(lambda: _windows(api, name, 6), 30, "six windows")
+            episodes = (await api.get(f"/projects/{name}/drift")).json()["episodes"]
+            assert len(episodes) == 1  # one episode, however many drifted windows follow
+
+            # The data comes back: `recover` clean windows close the episode.
+            await send(k, spec.policies.drift.recover, 0.0)
+            events = await k.collect(
                 catalog.MONITOR_DRIFT.name,
-                lambda r: catalog.MONITOR_DRIFT.adapter.validate_json(r.value).project == name,
-                1,
+                lambda e: e.project == name,
+                2,
+                decode=catalog.MONITOR_DRIFT,
             )
-        )[0]
-        episode = catalog.MONITOR_DRIFT.adapter.validate_json(record.value)
-        assert isinstance(episode, DriftDetected) and episode.kind == "data"
-        assert [f.feature for f in episode.features if f.drifted] == [names[0]]
+            assert isinstance(events[1], DriftResolved)
+            assert events[1].episode_id == episode.episode_id
+            assert events[1].reason.startswith("recovered")
 
-        # The episode's span: a trace of its own, carried by the event, linked to requests of
-        # the drifted windows (and only to those).
-        opened = [s for s in spans.get_finished_spans() if s.name == "drift episode"]
-        assert len(opened) == 1 and opened[0].parent is None
-        span = opened[0]
-        assert span.attributes["conveyor.episode_id"] == episode.episode_id
-        links = {
-            format(x.context.trace_id, "032x"): format(x.context.span_id, "016x")
-            for x in span.links
-        }
-        assert 0 < len(links) <= 16 and all(requests.get(t) == s for t, s in links.items())
-        carried = headers_of(record)["traceparent"].split("-")
-        assert carried[1:3] == [
-            format(span.context.trace_id, "032x"),
-            format(span.context.span_id, "016x"),
-        ]
-        await until(lambda: _windows(api, name, 6), 30, "six windows")
-        episodes = (await api.get(f"/projects/{name}/drift")).json()["episodes"]
-        assert len(episodes) == 1  # one episode, however many drifted windows follow
+            # The webhook heard both, though it refused the first attempt.
+            await until(lambda: len(hook.received) == 2, 30, "both notifications")
+            assert len(hook.attempts) == 3
+            assert [body["type"] for _, body in hook.received] == [
+                "drift_detected",
+                "drift_resolved",
+            ]
+            assert [h["idempotency-key"] for h, _ in hook.received] == [
+                f"{episode.episode_id}:drift_detected",
+                f"{episode.episode_id}:drift_resolved",
+            ]
 
-        await k.send(catalog.REGISTRY_EVENTS, _move(name, 2), key=name)
-        events = await k.collect(
-            catalog.MONITOR_DRIFT.name, lambda e: e.project == name, 2, decode=catalog.MONITOR_DRIFT
-        )
-        assert isinstance(events[1], DriftResolved)
-        assert events[1].episode_id == episode.episode_id
-        assert events[1].reason == "version 2 promoted"
+            # Drift again, then a new version is promoted: its episode resolves with it.
+            await send(k, 2, 1.5)
+            events = await k.collect(
+                catalog.MONITOR_DRIFT.name,
+                lambda e: e.project == name,
+                3,
+                decode=catalog.MONITOR_DRIFT,
+            )
+            assert isinstance(events[2], DriftDetected)
+            await k.send(catalog.REGISTRY_EVENTS, _move(name, 2), key=name)
+            events = await k.collect(
+                catalog.MONITOR_DRIFT.name,
+                lambda e: e.project == name,
+                4,
+                decode=catalog.MONITOR_DRIFT,
+            )
+            assert isinstance(events[3], DriftResolved)
+            assert events[3].episode_id == events[2].episode_id
+            assert events[3].reason == "version 2 promoted"
+            await until(lambda: len(hook.received) == 4, 30, "the promotion's notification")
 
 
 async def _reference(api, name, version):

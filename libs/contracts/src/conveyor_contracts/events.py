@@ -206,10 +206,22 @@ RegistryEvent = Annotated[
 
 
 class FeatureDrift(BaseModel):
+    """One test of a data window: a feature, the predicted classes or all features at once."""
+
     feature: str
-    statistic: float = Field(description="Two-sample Kolmogorov-Smirnov statistic.")
+    kind: Literal["numeric", "categorical", "prediction", "multivariate"] = "numeric"
+    statistic: float = Field(
+        description="Kolmogorov-Smirnov statistic (numeric), chi-squared (categorical, "
+        "prediction), P(window error > reference error) (multivariate)."
+    )
     p_value: float
-    effect: float = Field(description="Wasserstein distance over the reference's std.")
+    q_value: float = Field(1.0, description="Benjamini-Hochberg adjusted p-value.")
+    effect: float = Field(
+        description="Wasserstein distance over the reference's std (numeric), Jensen-Shannon "
+        "distance (categorical, prediction), error increase over its std (multivariate)."
+    )
+    psi: float = Field(0.0, description="Population stability index.")
+    material: bool = Field(True, description="The effect reaches the policy's minimum.")
     drifted: bool
 
 
@@ -228,6 +240,12 @@ class DriftDetected(Event):
     accuracy: float | None = None
     reference_accuracy: float | None = None
     windows: int = Field(description="Windows in the episode's evidence.")
+    window_ids: list[int] = Field(
+        default_factory=list, description="The monitor's ids of the drifted windows."
+    )
+    alpha: float | None = Field(
+        None, description="Calibrated FDR level the windows were tested at."
+    )
 
 
 class DriftResolved(Event):

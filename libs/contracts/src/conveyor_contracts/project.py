@@ -139,16 +139,65 @@ class EstimatorSpec(_Spec):
 
 
 class DriftPolicy(_Spec):
-    """How the monitor decides that the data or the model's performance has drifted."""
+    """How the monitor decides that the data or the model's performance has drifted.
 
-    window: int = Field(200, ge=20, description="Observations per test window.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="False discovery rate across features.")
+    A data window drifts when a test is significant (false discovery rate across the features at
+    `alpha`, lowered by calibration until stationary windows drifting fits the false-alarm budget)
+    and its effect is material (`min_effect` for numeric features and the multivariate detector,
+    `min_distance` for categorical features and the predicted classes). An episode opens when `k`
+    of the last `n` windows drifted and closes after `recover` clean windows in a row.
+    """
+
+    window: int | Literal["auto"] = Field(
+        200,
+        description="Observations (and labels) per test window; `auto`: the smallest window "
+        "that finds a `min_effect` shift at the calibrated level.",
+    )
+    alpha: float = Field(
+        0.001, gt=0, lt=1, description="Loosest false discovery rate across the tests."
+    )
+    false_alarms_per_million: float = Field(
+        1.0,
+        gt=0,
+        description="Budget of drift episodes per million predictions of data that did not "
+        "drift; the calibration lowers `alpha` to keep it.",
+    )
     min_effect: float = Field(
-        0.2, ge=0, description="Smallest normalized Wasserstein distance that counts as drift."
+        0.2,
+        ge=0,
+        description="Smallest normalized Wasserstein distance (numeric features) or "
+        "reconstruction-error increase (multivariate) that counts as drift.",
+    )
+    min_distance: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Smallest Jensen-Shannon distance (categorical features, predicted "
+        "classes) that counts as drift.",
     )
     min_accuracy_drop: float = Field(0.05, ge=0, description="Smallest drop that is an alarm.")
     k: int = Field(2, ge=1, description="Drifted windows out of the last n that open an episode.")
     n: int = Field(3, ge=1)
+    recover: int = Field(3, ge=1, description="Clean windows in a row that close an episode.")
+    notify: list[str] = Field(
+        default_factory=list,
+        description="Webhook URLs that receive every episode opened and closed (POST, JSON).",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _window_size(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 20:
+            raise ValueError("drift policy: a window holds at least 20 observations")
+        return value
+
+    @field_validator("notify")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise ValueError(f"drift policy: notify URL {url!r} is not http(s)")
+        return value
 
     @model_validator(mode="after")
     def _k_le_n(self) -> DriftPolicy:

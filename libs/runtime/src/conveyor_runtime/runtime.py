@@ -35,7 +35,7 @@ from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[], Awaitable[None]]
+Hook = Callable[[], Awaitable[object]]  # what a hook returns is ignored
 RegistryListener = Callable[[list[Delivery[Any]]], Awaitable[None]]
 
 

@@ -4,6 +4,7 @@ from conveyor_contracts import catalog
 from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
 
+from .adapters.notifier import Notifier
 from .adapters.registry import HttpProfiles, Profiles
 from .adapters.repository import Repository
 from .entrypoints.api import router
@@ -12,6 +13,7 @@ from .handlers import Monitor
 
 class MonitorSettings(ServiceSettings):
     http_port: int = 8106
+    notify_interval_s: float = 1.0
 
 
 def bootstrap(
@@ -28,5 +30,8 @@ def bootstrap(
     runtime.bus.consume(catalog.PREDICTIONS_RESPONSES, monitor.on_predictions)
     runtime.bus.consume(catalog.FEEDBACK_RECORDED, monitor.on_feedback)
     runtime.every(15.0, monitor.measure_coverage, name="label-coverage")
+    notifier = Notifier(runtime.db)
+    runtime.every(settings.notify_interval_s, notifier.deliver, name="webhooks")
+    runtime.on_stop(notifier.close)
     runtime.http.include_router(router(repo))
     return runtime

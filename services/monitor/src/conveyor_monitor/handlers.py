@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from opentelemetry import metrics
 
 from conveyor_bus import Delivery
-from conveyor_contracts.events import AliasMoved, FeedbackRecorded, PredictionServed
+from conveyor_contracts.events import (
+    AliasMoved,
+    DriftDetected,
+    FeedbackRecorded,
+    PredictionServed,
+)
+from conveyor_contracts.project import DriftPolicy
 from conveyor_runtime import NotInRegistry, ProjectCache
 
 from .adapters.registry import Profiles
 from .adapters.repository import Repository
+from .domain.detectors import Calibration, calibrate, prepare
 from .windows import Evaluator
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,10 @@ class Monitor:
             if isinstance(d.event, AliasMoved) and d.event.alias == "champion":
                 latest[d.event.project] = d.event
         for move in latest.values():
+            if await self.repo.reference_version(move.project) == move.to_version:
+                continue  # a redelivery: calibrated already
+            known = self.projects.get(move.project)
+            policy = known.spec.policies.drift if known else DriftPolicy()
             try:
                 profile = await self.profiles.profile(move.project, move.to_version)
             except NotInRegistry as exc:
@@ -44,10 +56,24 @@ class Monitor:
                 # the batch is redelivered).
                 log.error("no reference profile for %s v%d: %s", move.project, move.to_version, exc)
                 continue
-            if await self.repo.set_reference(move.project, move.to_version, profile):
+            calibration = await asyncio.to_thread(self._calibrate, profile, policy)
+            if await self.repo.set_reference(
+                move.project, move.to_version, profile, calibration.as_dict(), policy.notify
+            ):
                 log.info(
-                    "%s: judging v%d against its training profile", move.project, move.to_version
+                    "%s: judging v%d against its training profile (window %d, alpha %.2g; "
+                    "finds a %.2f std shift)",
+                    move.project,
+                    move.to_version,
+                    calibration.window,
+                    calibration.alpha,
+                    calibration.detectable_shift,
                 )
+
+    @staticmethod
+    def _calibrate(profile: dict[str, Any], policy: DriftPolicy) -> Calibration:
+        reference = prepare(profile["sample"], profile["feature_names"], profile.get("predictions"))
+        return calibrate(reference, policy)
 
     async def on_predictions(self, batch: list[Delivery[PredictionServed]]) -> None:
         rows = [
@@ -91,8 +117,12 @@ class Monitor:
             known = self.projects.get(project)
             if known is None:
                 continue
-            opened = await self.evaluator.evaluate(project, known.spec.policies.drift)
-            if opened is not None:
+            change = await self.evaluator.evaluate(project, known.spec.policies.drift)
+            if isinstance(change, DriftDetected):
                 log.warning(
-                    "%s: drift episode %s opened (%s)", project, opened.episode_id, opened.kind
+                    "%s: drift episode %s opened (%s)", project, change.episode_id, change.kind
+                )
+            elif change is not None:
+                log.info(
+                    "%s: drift episode %s closed (%s)", project, change.episode_id, change.reason
                 )

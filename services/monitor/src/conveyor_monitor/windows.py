@@ -17,12 +17,22 @@ from opentelemetry import metrics
 
 from conveyor_bus import tracing
 from conveyor_contracts import catalog
-from conveyor_contracts.events import DriftDetected, FeatureDrift
+from conveyor_contracts.events import DriftDetected, DriftResolved, FeatureDrift
 from conveyor_contracts.project import DriftPolicy
 from conveyor_db import enqueue
 
+from .adapters.notifier import notify
 from .adapters.repository import SOURCE, Repository
-from .domain.detectors import data_drift, episode_opens, performance_drift
+from .domain.detectors import (
+    Reference,
+    data_drift,
+    episode_closes,
+    episode_opens,
+    performance_drift,
+    prediction_codes,
+    prepare,
+    window_size,
+)
 
 _meter = metrics.get_meter("conveyor.monitor")
 DRIFT_EFFECT = _meter.create_gauge(
@@ -34,7 +44,18 @@ DRIFT_EFFECT = _meter.create_gauge(
 DRIFT_STATISTIC = _meter.create_gauge(
     "conveyor.drift.statistic",
     unit="1",
-    description="Last data window's two-sample Kolmogorov-Smirnov statistic per feature.",
+    description="Last data window's test statistic per feature (Kolmogorov-Smirnov for numeric "
+    "features, chi-squared for categorical ones and the predicted classes).",
+)
+DRIFT_PSI = _meter.create_gauge(
+    "conveyor.drift.psi",
+    unit="1",
+    description="Last data window's population stability index per feature.",
+)
+DRIFT_ALPHA = _meter.create_gauge(
+    "conveyor.drift.alpha",
+    unit="1",
+    description="The calibrated false discovery rate the judged version's windows are tested at.",
 )
 WINDOW_ACCURACY = _meter.create_gauge(
     "conveyor.window.accuracy",
@@ -57,17 +78,39 @@ LINKED_TRACES = 16  # requests (and labels) an episode's span links to
 class Evaluator:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
+        self._references: dict[str, tuple[int, datetime, Reference]] = {}
 
-    async def evaluate(self, project: str, policy: DriftPolicy) -> DriftDetected | None:
+    def reference(self, ref: asyncpg.Record) -> Reference:
+        """The prepared reference of a `refs` row, kept until the row changes."""
+        key = (ref["model_version"], ref["activated_at"])
+        cached = self._references.get(ref["project"])
+        if cached is None or cached[:2] != key:
+            prepared = prepare(ref["sample"], ref["feature_names"], ref["predictions"])
+            cached = self._references[ref["project"]] = (*key, prepared)
+        return cached[2]
+
+    async def evaluate(
+        self, project: str, policy: DriftPolicy
+    ) -> DriftDetected | DriftResolved | None:
+        """Test every full window that arrived, then open an episode (k of n drifted) or close
+        the open one (`recover` clean windows in a row)."""
         async with self.repo.pool.acquire() as con, con.transaction():
             await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "monitor:" + project)
             ref = await con.fetchrow("SELECT * FROM refs WHERE project = $1", project)
             if ref is None:
                 return None
             version = ref["model_version"]
-            await self._data_windows(con, project, version, ref, policy)
-            await self._performance_windows(con, project, version, ref, policy)
-            return await self._maybe_open(con, project, version, ref, policy)
+            reference = self.reference(ref)
+            calibration = ref["calibration"] or {}
+            window = int(
+                calibration.get("window") or window_size(policy, reference.tests(), reference.rows)
+            )
+            alpha = float(calibration.get("alpha", policy.alpha))
+            DRIFT_ALPHA.set(alpha, {"project": project, "version": str(version)})
+            await self._data_windows(con, project, version, reference, policy, window, alpha)
+            await self._performance_windows(con, project, version, ref, policy, window)
+            opened = await self._maybe_open(con, project, version, ref, policy, alpha)
+            return opened or await self._maybe_close(con, project, version, policy)
 
     async def _cursor(self, con: asyncpg.Connection, project: str, version: int, kind: str) -> int:
         return int(
@@ -122,32 +165,34 @@ class Evaluator:
         con: asyncpg.Connection,
         project: str,
         version: int,
-        ref: asyncpg.Record,
+        reference: Reference,
         policy: DriftPolicy,
+        size: int,
+        alpha: float,
     ) -> None:
-        reference = np.asarray(ref["sample"], dtype=np.float64)
-        names = list(ref["feature_names"])
         cursor = await self._cursor(con, project, version, "data")
         while True:
             rows = await con.fetch(
-                "SELECT seq, values, served_at FROM observations WHERE project = $1 AND "
-                "model_version = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                "SELECT seq, values, predicted, served_at FROM observations WHERE project = $1 "
+                "AND model_version = $2 AND seq > $3 ORDER BY seq LIMIT $4",
                 project,
                 version,
                 cursor,
-                policy.window,
+                size,
             )
-            if len(rows) < policy.window:
+            if len(rows) < size:
                 break
             window = np.asarray([r["values"] for r in rows], dtype=np.float64)
-            if window.shape[1] != reference.shape[1]:
+            if window.shape[1] != len(reference.names):
                 cursor = rows[-1]["seq"]
                 continue  # vectors of another feature set: not comparable with this reference
-            verdict = data_drift(window, reference, names, policy)
+            predicted = prediction_codes([r["predicted"] for r in rows], reference.classes)
+            verdict = data_drift(window, reference, policy, predicted, alpha=alpha)
             attrs = {"project": project, "version": str(version)}
             for f in verdict.features:
                 DRIFT_EFFECT.set(f.effect, attrs | {"feature": f.feature})
                 DRIFT_STATISTIC.set(f.statistic, attrs | {"feature": f.feature})
+                DRIFT_PSI.set(f.psi, attrs | {"feature": f.feature})
             WINDOWS.add(1, attrs | {"kind": "data", "drifted": str(verdict.drifted).lower()})
             await self._window(
                 con,
@@ -158,7 +203,7 @@ class Evaluator:
                 rows[-1]["served_at"],
                 len(rows),
                 verdict.drifted,
-                {"features": [f.model_dump() for f in verdict.features]},
+                {"alpha": alpha, "features": [f.model_dump() for f in verdict.features]},
             )
             cursor = rows[-1]["seq"]
         await self._advance(con, project, version, "data", cursor)
@@ -170,6 +215,7 @@ class Evaluator:
         version: int,
         ref: asyncpg.Record,
         policy: DriftPolicy,
+        size: int,
     ) -> None:
         cursor = await self._cursor(con, project, version, "performance")
         while True:
@@ -179,9 +225,9 @@ class Evaluator:
                 project,
                 version,
                 cursor,
-                policy.window,
+                size,
             )
-            if len(rows) < policy.window:
+            if len(rows) < size:
                 break
             correct = sum(1 for r in rows if r["correct"])
             verdict = performance_drift(correct, len(rows), ref["holdout_accuracy"], policy)
@@ -214,6 +260,7 @@ class Evaluator:
         version: int,
         ref: asyncpg.Record,
         policy: DriftPolicy,
+        alpha: float,
     ) -> DriftDetected | None:
         if await con.fetchval(
             "SELECT EXISTS (SELECT 1 FROM episodes WHERE project = $1 AND "
@@ -229,7 +276,7 @@ class Evaluator:
         )
         recent = (
             await con.fetch(
-                "SELECT kind, started_at, ended_at, drifted, evidence FROM windows "
+                "SELECT id, kind, started_at, ended_at, drifted, evidence FROM windows "
                 "WHERE project = $1 AND "
                 "model_version = $2 AND ($3::timestamptz IS NULL OR ended_at > $3) "
                 "ORDER BY id DESC LIMIT $4",
@@ -256,6 +303,8 @@ class Evaluator:
             accuracy=perf[-1]["evidence"]["accuracy"] if perf else None,
             reference_accuracy=ref["holdout_accuracy"],
             windows=len(drifted),
+            window_ids=[w["id"] for w in drifted],
+            alpha=alpha,
         )
         causes = await self._causes(con, project, version, drifted)
         # The episode is a trace of its own, linked to sampled requests (and labels) of the
@@ -283,7 +332,48 @@ class Evaluator:
                 | {"traces": causes, "trace": tracing.current_traceparent()},
             )
             await enqueue(con, catalog.MONITOR_DRIFT, event, key=project, source=SOURCE)
+            await notify(con, policy.notify, event)
         EPISODES.add(1, {"project": project, "kind": event.kind})
+        return event
+
+    async def _maybe_close(
+        self, con: asyncpg.Connection, project: str, version: int, policy: DriftPolicy
+    ) -> DriftResolved | None:
+        episode = await con.fetchrow(
+            "SELECT episode_id, evidence FROM episodes WHERE project = $1 AND model_version = $2 "
+            "AND state = 'open'",
+            project,
+            version,
+        )
+        if episode is None:
+            return None
+        since = max(episode["evidence"].get("window_ids") or [0])
+        later = await con.fetch(
+            "SELECT drifted FROM windows WHERE project = $1 AND model_version = $2 AND id > $3 "
+            "ORDER BY id DESC LIMIT $4",
+            project,
+            version,
+            since,
+            policy.recover,
+        )
+        if not episode_closes([w["drifted"] for w in later][::-1], policy):
+            return None
+        reason = f"recovered: {policy.recover} clean windows in a row"
+        closed_at = await con.fetchval(
+            "UPDATE episodes SET state = 'closed', closed_at = now(), reason = $2 "
+            "WHERE episode_id = $1 RETURNING closed_at",
+            episode["episode_id"],
+            reason,
+        )
+        event = DriftResolved(
+            episode_id=episode["episode_id"],
+            project=project,
+            model_version=version,
+            closed_at=closed_at,
+            reason=reason,
+        )
+        await enqueue(con, catalog.MONITOR_DRIFT, event, key=project, source=SOURCE)
+        await notify(con, policy.notify, event)
         return event
 
     async def _causes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,8 @@ import asyncpg
 from conveyor_contracts import catalog
 from conveyor_contracts.events import DriftResolved
 from conveyor_db import Database, enqueue
+
+from .notifier import notify
 
 SOURCE = "conveyor/monitor"
 
@@ -65,9 +68,22 @@ class Repository:
             if r["served"]
         ]
 
-    async def set_reference(self, project: str, version: int, profile: dict[str, Any]) -> bool:
-        """Judge the project's champion `version` against `profile` from now on; open episodes
-        of other versions close. False when this version was the reference already."""
+    async def reference_version(self, project: str) -> int | None:
+        return await self.pool.fetchval(
+            "SELECT model_version FROM refs WHERE project = $1", project
+        )
+
+    async def set_reference(
+        self,
+        project: str,
+        version: int,
+        profile: dict[str, Any],
+        calibration: dict[str, Any],
+        notify_urls: Sequence[str] = (),
+    ) -> bool:
+        """Judge the project's champion `version` against `profile` (with the detectors'
+        `calibration` for it) from now on; open episodes of other versions close. False when
+        this version was the reference already."""
         async with self.pool.acquire() as con, con.transaction():
             current = await con.fetchval(
                 "SELECT model_version FROM refs WHERE project = $1 FOR UPDATE", project
@@ -76,15 +92,19 @@ class Repository:
                 return False
             await con.execute(
                 "INSERT INTO refs (project, model_version, feature_names, sample, "
-                "holdout_accuracy) VALUES ($1,$2,$3,$4,$5) ON CONFLICT (project) DO UPDATE SET "
+                "holdout_accuracy, predictions, calibration) VALUES ($1,$2,$3,$4,$5,$6,$7) "
+                "ON CONFLICT (project) DO UPDATE SET "
                 "model_version = EXCLUDED.model_version, feature_names = EXCLUDED.feature_names,"
                 " sample = EXCLUDED.sample, holdout_accuracy = EXCLUDED.holdout_accuracy, "
+                "predictions = EXCLUDED.predictions, calibration = EXCLUDED.calibration, "
                 "activated_at = now()",
                 project,
                 version,
                 profile["feature_names"],
                 profile["sample"],
                 float(profile["holdout_accuracy"]),
+                profile.get("predictions"),
+                calibration,
             )
             closed = await con.fetch(
                 "UPDATE episodes SET state = 'closed', closed_at = now(), reason = $3 "
@@ -95,25 +115,21 @@ class Repository:
                 f"version {version} promoted",
             )
             for e in closed:
-                await enqueue(
-                    con,
-                    catalog.MONITOR_DRIFT,
-                    DriftResolved(
-                        episode_id=e["episode_id"],
-                        project=project,
-                        model_version=e["model_version"],
-                        closed_at=e["closed_at"],
-                        reason=f"version {version} promoted",
-                    ),
-                    key=project,
-                    source=SOURCE,
+                event = DriftResolved(
+                    episode_id=e["episode_id"],
+                    project=project,
+                    model_version=e["model_version"],
+                    closed_at=e["closed_at"],
+                    reason=f"version {version} promoted",
                 )
+                await enqueue(con, catalog.MONITOR_DRIFT, event, key=project, source=SOURCE)
+                await notify(con, notify_urls, event)
             return True
 
     async def overview(self, project: str) -> dict[str, Any]:
         ref = await self.pool.fetchrow(
-            "SELECT model_version, holdout_accuracy, activated_at, cardinality(sample) AS rows "
-            "FROM refs WHERE project = $1",
+            "SELECT model_version, holdout_accuracy, activated_at, cardinality(sample) AS rows, "
+            "predictions, calibration FROM refs WHERE project = $1",
             project,
         )
         windows = await self.pool.fetch(

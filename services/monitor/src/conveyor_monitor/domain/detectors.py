@@ -1,35 +1,98 @@
-"""Drift tests, free of I/O.
+"""Drift detectors, free of I/O.
 
-A window drifts when a feature's distribution differs from the reference both *significantly*
-(two-sample Kolmogorov-Smirnov, Benjamini-Hochberg across features at the policy's alpha) and
-*materially* (Wasserstein distance over the reference's spread at least `min_effect`), or when
-accuracy on labeled predictions fell significantly (one-sided binomial test) and by at least
-`min_accuracy_drop`. A model that gets better raises nothing.
+A data window is tested against the reference (a sample of the version's training rows) on
+every feature, on the predicted classes and on all features together:
+
+- a numeric feature: two-sample Kolmogorov-Smirnov test; effect = Wasserstein distance over the
+  reference's standard deviation;
+- a categorical feature (its one-hot columns read back as one value; a value the model never saw
+  is its own bucket): chi-squared homogeneity test; effect = Jensen-Shannon distance;
+- the predicted classes: the same test against the classes predicted on the holdout;
+- all features at once: reconstruction error of a PCA fitted on the reference; one-sided
+  Mann-Whitney test (only a worse fit counts); effect = the error's mean increase over its
+  reference standard deviation.
+
+PSI is reported for every feature. A window drifts when some test is significant with the false
+discovery rate across the tests held at `alpha` (Benjamini-Hochberg) *and* its effect reaches the
+policy's minimum. `alpha` is calibrated per reference: windows drawn by bootstrap from the
+reference show how often the two gates fire on data that did not drift, and `alpha` is lowered
+until that rate fits the false-alarm budget (`calibrate`). Performance alarms are one-sided: a
+model that gets better raises nothing. Constant columns and unseen values give defined numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
-from scipy.stats import binomtest, ks_2samp, wasserstein_distance
+from scipy.spatial.distance import jensenshannon
+from scipy.special import kolmogorov
+from scipy.stats import binomtest, chi2_contingency, mannwhitneyu, norm, wasserstein_distance
 
 from conveyor_contracts.events import FeatureDrift
 from conveyor_contracts.project import DriftPolicy
 
 MAX_EFFECT = 100.0
+PSI_BINS = 10
+PSI_EPS = 1e-4
+PCA_VARIANCE = 0.9  # share of the reference's variance the PCA keeps
+CALIBRATION_DRAWS = 400
+MULTIVARIATE = "all features (PCA reconstruction)"
+PREDICTION = "prediction"
+
+Kind = Literal["numeric", "categorical", "prediction", "multivariate"]
 
 
-def benjamini_hochberg(p_values: list[float], alpha: float) -> list[bool]:
-    """Which hypotheses are rejected with the false discovery rate held at `alpha`."""
-    m = len(p_values)
-    order = np.argsort(p_values)
-    ranked = np.asarray(p_values)[order]
-    below = np.nonzero(ranked <= alpha * np.arange(1, m + 1) / m)[0]
-    rejected = np.zeros(m, dtype=bool)
-    if below.size:
-        rejected[order[: below[-1] + 1]] = True
-    return rejected.tolist()
+@dataclass(frozen=True)
+class Group:
+    """One monitored feature: a numeric column, or the one-hot columns of a categorical."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    columns: tuple[int, ...]
+    categories: tuple[str, ...] = ()
+
+
+def feature_groups(names: Sequence[str]) -> list[Group]:
+    """Columns named `feature=value` are one categorical feature; the rest are numeric."""
+    groups: dict[str, Group] = {}
+    for j, name in enumerate(names):
+        base, sep, value = name.partition("=")
+        if not sep:
+            groups[name] = Group(name, "numeric", (j,))
+        elif base in groups:
+            g = groups[base]
+            groups[base] = replace(g, columns=(*g.columns, j), categories=(*g.categories, value))
+        else:
+            groups[base] = Group(base, "categorical", (j,), (value,))
+    return list(groups.values())
+
+
+def codes(x: np.ndarray, group: Group) -> np.ndarray:
+    """A categorical's value index per row; `len(categories)` for a value it never saw."""
+    block = x[:, list(group.columns)]
+    return np.where(block.max(axis=1) > 0.5, block.argmax(axis=1), len(group.categories))
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def ks_test(window: np.ndarray, reference_sorted: np.ndarray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov statistic and asymptotic p-value (Stephens' correction)."""
+    w = np.sort(window)
+    both = np.concatenate([w, reference_sorted])
+    n, m = len(w), len(reference_sorted)
+    d = float(
+        np.abs(
+            np.searchsorted(w, both, "right") / n
+            - np.searchsorted(reference_sorted, both, "right") / m
+        ).max()
+    )
+    en = math.sqrt(n * m / (n + m))
+    return d, float(kolmogorov((en + 0.12 + 0.11 / en) * d)) if d > 0 else 1.0
 
 
 def effect_size(window: np.ndarray, reference: np.ndarray) -> float:
@@ -44,34 +107,358 @@ def effect_size(window: np.ndarray, reference: np.ndarray) -> float:
     return min(distance / scale, MAX_EFFECT)
 
 
+def psi(window_counts: np.ndarray, reference_counts: np.ndarray) -> float:
+    """Population stability index of two histograms over the same bins (smoothed: an empty bin
+    on one side gives a large but finite value)."""
+    p = window_counts / window_counts.sum() + PSI_EPS
+    q = reference_counts / reference_counts.sum() + PSI_EPS
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def homogeneity(window_counts: np.ndarray, reference_counts: np.ndarray) -> tuple[float, float]:
+    """Chi-squared test that two histograms come from one distribution; bins empty on both
+    sides are dropped, and fewer than two bins left means nothing differs."""
+    keep = (window_counts + reference_counts) > 0
+    if keep.sum() < 2:
+        return 0.0, 1.0
+    result = chi2_contingency(np.vstack([window_counts[keep], reference_counts[keep]]))
+    return float(result.statistic), float(result.pvalue)
+
+
+def js_distance(window_counts: np.ndarray, reference_counts: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two histograms."""
+    return float(jensenshannon(window_counts, reference_counts, base=2))
+
+
+def benjamini_hochberg(p_values: list[float], alpha: float) -> list[bool]:
+    """Which hypotheses are rejected with the false discovery rate held at `alpha`."""
+    return [q <= alpha for q in bh_adjusted(p_values)]
+
+
+def bh_adjusted(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values: hypothesis i is rejected at level q iff its
+    adjusted p-value is at most q."""
+    m = len(p_values)
+    if m == 0:
+        return []
+    order = np.argsort(p_values)
+    ranked = np.asarray(p_values, dtype=np.float64)[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.tolist()
+
+
+# --- the reference ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pca:
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray  # k x d
+
+    def errors(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean) / self.scale
+        residual = z - (z @ self.components.T) @ self.components
+        return np.asarray((residual**2).mean(axis=1))
+
+
+def fit_pca(x: np.ndarray) -> Pca:
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    _, s, vt = np.linalg.svd(z, full_matrices=False)
+    explained = np.cumsum(s**2) / max(float(np.sum(s**2)), 1e-12)
+    k = int(np.searchsorted(explained, PCA_VARIANCE) + 1)
+    return Pca(mean, scale, vt[: max(1, min(k, x.shape[1] - 1))])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What one version's live traffic is compared with, prepared once."""
+
+    names: list[str]
+    groups: list[Group]
+    sample: np.ndarray = field(repr=False)
+    sorted_columns: dict[int, np.ndarray] = field(repr=False)
+    category_counts: dict[str, np.ndarray] = field(repr=False)
+    classes: list[str]
+    prediction_counts: np.ndarray | None = field(repr=False)
+    pca: Pca | None = field(repr=False)
+    pca_errors: np.ndarray | None = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return len(self.sample)
+
+    def tests(self) -> int:
+        return len(self.groups) + (self.prediction_counts is not None) + (self.pca is not None)
+
+
+def prepare(
+    sample: np.ndarray,
+    names: Sequence[str],
+    prediction_shares: dict[str, float] | None = None,
+    *,
+    pca: Pca | None = None,
+    seed: int = 0,
+) -> Reference:
+    """The reference from a sample of training rows and the holdout's predicted class shares.
+
+    The PCA is fitted on one half of the sample and its errors are taken on the other, so that the
+    reference errors are out of sample like live traffic's."""
+    sample = np.asarray(sample, dtype=np.float64)
+    groups = feature_groups(names)
+    pca_errors = None
+    if sample.shape[1] > 1 and len(sample) >= 20:
+        if pca is None:
+            order = np.random.default_rng(seed).permutation(len(sample))
+            half = len(sample) // 2
+            pca = fit_pca(sample[order[:half]])
+            pca_errors = pca.errors(sample[order[half:]])
+        else:
+            pca_errors = pca.errors(sample)
+    else:
+        pca = None
+    classes = list(prediction_shares or {})
+    prediction_counts = (
+        np.asarray([prediction_shares[c] for c in classes], dtype=np.float64) * len(sample)
+        if prediction_shares
+        else None
+    )
+    return Reference(
+        names=list(names),
+        groups=groups,
+        sample=sample,
+        sorted_columns={
+            g.columns[0]: np.sort(sample[:, g.columns[0]]) for g in groups if g.kind == "numeric"
+        },
+        category_counts={
+            g.name: np.bincount(codes(sample, g), minlength=len(g.categories) + 1).astype(float)
+            for g in groups
+            if g.kind == "categorical"
+        },
+        classes=classes,
+        prediction_counts=prediction_counts,
+        pca=pca,
+        pca_errors=pca_errors,
+    )
+
+
+def prediction_codes(predicted: Sequence[str | None], classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.asarray([index.get(p, -1) if p is not None else -1 for p in predicted])
+
+
+# --- one window -------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DataVerdict:
     drifted: bool
     features: list[FeatureDrift]
+    alpha: float
+
+    @property
+    def score(self) -> float:
+        """The smallest FDR level at which this window would drift (1 when no effect is big
+        enough): what calibration ranks windows by."""
+        return min((f.q_value for f in self.features if f.material), default=1.0)
+
+
+def _numeric_psi(window: np.ndarray, reference_sorted: np.ndarray) -> float:
+    edges = np.unique(np.quantile(reference_sorted, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))
+    bins = len(edges) + 1
+    return psi(
+        np.bincount(np.searchsorted(edges, window, "right"), minlength=bins).astype(float),
+        np.bincount(np.searchsorted(edges, reference_sorted, "right"), minlength=bins).astype(
+            float
+        ),
+    )
+
+
+def _numeric(window: np.ndarray, ref: Reference, g: Group) -> tuple[float, float, float, float]:
+    column = window[:, g.columns[0]]
+    reference = ref.sorted_columns[g.columns[0]]
+    d, p = ks_test(column, reference)
+    return d, p, effect_size(column, reference), _numeric_psi(column, reference)
+
+
+def _categorical(
+    window_counts: np.ndarray, reference_counts: np.ndarray
+) -> tuple[float, float, float, float]:
+    stat, p = homogeneity(window_counts, reference_counts)
+    return (
+        stat,
+        p,
+        js_distance(window_counts, reference_counts),
+        psi(window_counts, reference_counts),
+    )
+
+
+def _multivariate(window: np.ndarray, ref: Reference) -> tuple[float, float, float, float]:
+    assert ref.pca is not None and ref.pca_errors is not None
+    errors, reference = ref.pca.errors(window), ref.pca_errors
+    if np.ptp(np.concatenate([errors, reference])) == 0:
+        return 0.0, 1.0, 0.0, 0.0
+    result = mannwhitneyu(errors, reference, alternative="greater")
+    spread = float(np.std(reference)) or float(np.std(errors))
+    increase = max(0.0, float(errors.mean() - reference.mean()))
+    effect = min(increase / spread, MAX_EFFECT) if spread else 1.0 if increase else 0.0
+    u = float(result.statistic) / (len(errors) * len(reference))  # P(window error > reference)
+    edges = np.quantile(reference, np.linspace(0, 1, PSI_BINS + 1)[1:-1])
+    index = psi(
+        np.bincount(np.searchsorted(edges, errors), minlength=PSI_BINS).astype(float),
+        np.bincount(np.searchsorted(edges, reference), minlength=PSI_BINS).astype(float),
+    )
+    return u, float(result.pvalue), effect, index
 
 
 def data_drift(
-    window: np.ndarray, reference: np.ndarray, names: list[str], policy: DriftPolicy
+    window: np.ndarray,
+    ref: Reference,
+    policy: DriftPolicy,
+    predicted: np.ndarray | None = None,
+    *,
+    alpha: float | None = None,
 ) -> DataVerdict:
-    stats, p_values, effects = [], [], []
-    for j in range(window.shape[1]):
-        w, r = window[:, j], reference[:, j]
-        if np.array_equal(np.unique(w), np.unique(r)) and np.unique(w).size == 1:
-            stats.append(0.0)
-            p_values.append(1.0)  # both constant and equal: nothing to test
+    """Test one window of feature vectors (and, when given, the class index predicted for each
+    row, -1 for none) against the reference at FDR level `alpha` (default: the policy's)."""
+    alpha = policy.alpha if alpha is None else alpha
+    rows: list[tuple[str, Kind, tuple[float, float, float, float]]] = []
+    for g in ref.groups:
+        if g.kind == "numeric":
+            rows.append((g.name, "numeric", _numeric(window, ref, g)))
         else:
-            result = ks_2samp(w, r)
-            stats.append(float(result.statistic))
-            p_values.append(float(result.pvalue))
-        effects.append(effect_size(w, r))
-    significant = benjamini_hochberg(p_values, policy.alpha)
-    features = [
-        FeatureDrift(
-            feature=n, statistic=s, p_value=p, effect=e, drifted=sig and e >= policy.min_effect
+            counts = np.bincount(codes(window, g), minlength=len(g.categories) + 1).astype(float)
+            rows.append((g.name, "categorical", _categorical(counts, ref.category_counts[g.name])))
+    if ref.prediction_counts is not None and predicted is not None:
+        known = predicted[predicted >= 0]
+        if known.size:
+            counts = np.bincount(known, minlength=len(ref.classes)).astype(float)
+            rows.append((PREDICTION, "prediction", _categorical(counts, ref.prediction_counts)))
+    if ref.pca is not None:
+        rows.append((MULTIVARIATE, "multivariate", _multivariate(window, ref)))
+    q_values = bh_adjusted([r[2][1] for r in rows])
+    features = []
+    for (name, kind, (stat, p, effect, index)), q in zip(rows, q_values, strict=True):
+        gate = policy.min_distance if kind in ("categorical", "prediction") else policy.min_effect
+        material = effect >= gate
+        features.append(
+            FeatureDrift(
+                feature=name,
+                kind=kind,
+                statistic=stat,
+                p_value=p,
+                q_value=q,
+                effect=effect,
+                psi=index,
+                material=material,
+                drifted=material and q <= alpha,
+            )
         )
-        for n, s, p, e, sig in zip(names, stats, p_values, effects, significant, strict=True)
-    ]
-    return DataVerdict(any(f.drifted for f in features), features)
+    return DataVerdict(any(f.drifted for f in features), features, alpha)
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+
+def window_rate(policy: DriftPolicy, window: int) -> float:
+    """The chance a window of stationary data may drift if episodes (k drifted windows of n)
+    are to stay within the policy's false alarms per million predictions."""
+    windows_per_million = 1e6 / window
+    allowed = policy.false_alarms_per_million / (
+        windows_per_million * math.comb(policy.n, policy.k)
+    )
+    return min(0.5, allowed ** (1 / policy.k))
+
+
+def detectable_shift(alpha: float, tests: int, window: int, reference_rows: int) -> float:
+    """The smallest mean shift (in standard deviations of a normal feature) whose expected
+    Kolmogorov-Smirnov statistic exceeds the critical value at `alpha / tests` by a quarter:
+    roughly what a window of this size finds reliably."""
+    level = max(alpha / max(tests, 1), 1e-300)
+    critical = math.sqrt(-math.log(level / 2) / 2) * math.sqrt(1 / window + 1 / reference_rows)
+    needed = min(1.25 * critical, 0.999999)
+    return float(2 * norm.ppf((1 + needed) / 2))
+
+
+AUTO_WINDOWS = (50, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000)
+
+
+def window_size(policy: DriftPolicy, tests: int, reference_rows: int) -> int:
+    """The policy's window, or for `auto` the smallest that finds a `min_effect` shift."""
+    if policy.window != "auto":
+        return int(policy.window)
+    for window in AUTO_WINDOWS:
+        if detectable_shift(policy.alpha, tests, window, reference_rows) <= policy.min_effect:
+            return window
+    return AUTO_WINDOWS[-1]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    window: int
+    alpha: float  # the FDR level live windows are tested at
+    window_rate: float  # the budget's allowed chance that a stationary window drifts
+    bootstrap_rate: float  # the share of bootstrap windows that drift at `alpha`
+    draws: int
+    detectable_shift: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "window": self.window,
+            "alpha": self.alpha,
+            "window_rate": self.window_rate,
+            "bootstrap_rate": self.bootstrap_rate,
+            "draws": self.draws,
+            "detectable_shift": self.detectable_shift,
+        }
+
+
+def calibrate(
+    ref: Reference, policy: DriftPolicy, *, draws: int = CALIBRATION_DRAWS, seed: int = 0
+) -> Calibration:
+    """Draw stationary windows and stationary references from the reference sample (bootstrap),
+    test each pair, and lower `alpha` below the policy's until the share of windows that drift
+    fits the false-alarm budget."""
+    rng = np.random.default_rng(seed)
+    window = window_size(policy, ref.tests(), ref.rows)
+    rate = window_rate(policy, window)
+    shares = (
+        ref.prediction_counts / ref.prediction_counts.sum()
+        if ref.prediction_counts is not None
+        else None
+    )
+    scores = []
+    for _ in range(draws):
+        resampled = ref.sample[rng.integers(ref.rows, size=ref.rows)]
+        boot = prepare(
+            resampled,
+            ref.names,
+            dict(zip(ref.classes, shares, strict=True)) if shares is not None else None,
+            pca=ref.pca,
+        )
+        rows = ref.sample[rng.integers(ref.rows, size=window)]
+        predicted = rng.choice(len(shares), size=window, p=shares) if shares is not None else None
+        scores.append(data_drift(rows, boot, policy, predicted).score)
+    ordered = np.sort(scores)
+    allowed = int(rate * draws)  # windows that may drift out of `draws`
+    limit = float(np.nextafter(ordered[allowed], 0)) if allowed < draws else 1.0
+    alpha = policy.alpha if ordered[allowed] >= 1.0 else max(min(policy.alpha, limit), 1e-300)
+    return Calibration(
+        window=window,
+        alpha=alpha,
+        window_rate=rate,
+        bootstrap_rate=float(np.mean(ordered <= alpha)),
+        draws=draws,
+        detectable_shift=detectable_shift(alpha, ref.tests(), window, ref.rows),
+    )
+
+
+# --- performance and episodes -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -84,6 +471,7 @@ class PerformanceVerdict:
 def performance_drift(
     correct: int, total: int, reference_accuracy: float, policy: DriftPolicy
 ) -> PerformanceVerdict:
+    """One-sided binomial test: only a significant and material *drop* is drift."""
     accuracy = correct / total
     p = float(
         binomtest(
@@ -97,3 +485,8 @@ def performance_drift(
 def episode_opens(recent: list[bool], policy: DriftPolicy) -> bool:
     """k of the last n windows drifted (newest last)."""
     return sum(recent[-policy.n :]) >= policy.k
+
+
+def episode_closes(recent: list[bool], policy: DriftPolicy) -> bool:
+    """The last `recover` windows (newest last) were all clean."""
+    return len(recent) >= policy.recover and not any(recent[-policy.recover :])
