@@ -1,4 +1,5 @@
-"""Feedback on the real broker and Postgres: joins in either order, duplicates, the horizon."""
+"""Feedback on the real broker and Postgres: joins in either order, duplicates, corrections with
+their history, batches over HTTP, the horizon."""
 
 from __future__ import annotations
 
@@ -67,6 +68,37 @@ async def test_labels_join_predictions(kafka, database_url):
             [(q1, "fraud", True), (q2, "legit", False), (q1, "legit", False)]
         )
         assert all(e.values == [1.0] and e.model_version == 1 for e in recorded)
+        history = (await api.get(f"/projects/{name}/predictions/{q1}/labels")).json()
+        assert [(h["label"], h["current"]) for h in history] == [("fraud", False), ("legit", True)]
+        assert all(h["delay_s"] >= 0 for h in history)
+        r = await api.get(f"/projects/{name}/predictions/{q3}/labels")
+        assert r.status_code == 404
+
+        # A batch over HTTP: all or nothing.
+        q4, q5 = new_id(), new_id()
+        for q in (q4, q5):
+            await k.send(catalog.PREDICTIONS_RESPONSES, _served(name, q), key=q)
+        batch = [
+            {"project": name, "request_id": q4, "label": "fraud"},
+            {"project": name, "request_id": q5, "label": "nope"},
+        ]
+        r = await api.post("/feedback/batch", json={"feedback": batch})
+        assert r.status_code == 422
+        assert r.json()["detail"]["errors"] == [
+            {"index": 1, "problem": "label: 'nope' is not one of ['legit', 'fraud']"}
+        ]
+        batch[1]["label"] = "legit"
+        r = await api.post("/feedback/batch", json={"feedback": batch})
+        assert r.status_code == 202 and len(r.json()["recorded"] + r.json()["waiting"]) == 2
+        recorded = await k.collect(
+            catalog.FEEDBACK_RECORDED.name,
+            lambda e: e.request_id in (q4, q5),
+            2,
+            decode=catalog.FEEDBACK_RECORDED,
+        )
+        assert sorted((e.request_id, e.label) for e in recorded) == sorted(
+            [(q4, "fraud"), (q5, "legit")]
+        )
 
         # Bad input: unknown label, unknown project.
         r = await api.post("/feedback", json={"project": name, "request_id": q1, "label": "maybe"})
@@ -93,4 +125,5 @@ async def test_labels_join_predictions(kafka, database_url):
         assert "'maybe' is not one of" in reasons[b"bad"]
         assert reasons[q3.encode()] == f"no prediction {q3} within 1s"
         stats = (await api.get(f"/projects/{name}/feedback/stats")).json()
-        assert stats["labels"] == 2 and stats["corrections"] == 1 and stats["waiting"] == 0
+        assert stats["labels"] == 4 and stats["corrections"] == 1 and stats["waiting"] == 0
+        assert 0 <= stats["p50_label_delay_s"] <= stats["p90_label_delay_s"]

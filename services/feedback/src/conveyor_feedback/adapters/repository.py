@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from opentelemetry import metrics
 
 from conveyor_bus import tracing
 from conveyor_contracts import catalog
@@ -16,6 +17,12 @@ from conveyor_db import Database, enqueue_many
 from ..domain.join import InvalidFeedback, Prediction, join
 
 SOURCE = "conveyor/feedback"
+LABEL_DELAY = metrics.get_meter("conveyor.feedback").create_histogram(
+    "conveyor.label.delay",
+    unit="s",
+    description="Time from a prediction to the label that judges it, by project.",
+    explicit_bucket_boundaries_advisory=[1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400],
+)
 
 
 async def _lock(con: asyncpg.Connection, request_ids: list[str]) -> None:
@@ -160,6 +167,9 @@ class Repository:
             )
             if inserted:  # a duplicate feedback id changes nothing
                 recorded.append(event)
+                LABEL_DELAY.record(
+                    (now - event.predicted_at).total_seconds(), {"project": f.project}
+                )
                 with tracing.span(
                     "feedback join",
                     parent=traceparent,
@@ -189,7 +199,7 @@ class Repository:
         row = await self.db.pool.fetchrow(
             "SELECT count(*) AS labels, avg(correct::int) AS correct_share, "
             "avg(delay_s) AS mean_delay_s FROM (SELECT DISTINCT ON (request_id) correct, delay_s "
-            "FROM labels WHERE project = $1 ORDER BY request_id, labeled_at DESC) newest",
+            "FROM labels WHERE project = $1 ORDER BY request_id, submitted_at DESC, labeled_at DESC) newest",
             project,
         )
         pending = await self.db.pool.fetchval(
@@ -198,10 +208,29 @@ class Repository:
         corrections = await self.db.pool.fetchval(
             "SELECT count(*) - count(DISTINCT request_id) FROM labels WHERE project = $1", project
         )
+        delays = await self.db.pool.fetchrow(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY delay_s) AS p50, "
+            "percentile_cont(0.9) WITHIN GROUP (ORDER BY delay_s) AS p90 "
+            "FROM labels WHERE project = $1",
+            project,
+        )
         return {
             "labels": row["labels"],
             "correct_share": row["correct_share"],
             "mean_label_delay_s": row["mean_delay_s"],
+            "p50_label_delay_s": delays["p50"],
+            "p90_label_delay_s": delays["p90"],
             "waiting": pending,
             "corrections": corrections,
         }
+
+    async def history(self, project: str, request_id: str) -> list[dict[str, Any]]:
+        """Every label given for one prediction, in the order they were given; the last one
+        counts, corrections keep the ones before it."""
+        rows = await self.db.pool.fetch(
+            "SELECT feedback_id, label, correct, submitted_at, labeled_at, delay_s FROM labels "
+            "WHERE project = $1 AND request_id = $2 ORDER BY submitted_at, labeled_at, feedback_id",
+            project,
+            request_id,
+        )
+        return [dict(r) | {"current": i == len(rows) - 1} for i, r in enumerate(rows)]

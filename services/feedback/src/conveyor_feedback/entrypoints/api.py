@@ -60,6 +60,16 @@ def router(feedback: Feedback) -> APIRouter:
 
     @api.get("/projects/{project}/feedback/stats")
     async def stats(project: str) -> dict[str, Any]:
+        """Labels (the newest per prediction), their accuracy, label delay, corrections, and
+        feedback still waiting for its prediction."""
         return await feedback.repo.stats(project)
+
+    @api.get("/projects/{project}/predictions/{request_id}/labels")
+    async def labels(project: str, request_id: str) -> list[dict[str, Any]]:
+        """Every label given for one prediction, oldest first (`current`: the one that counts)."""
+        history = await feedback.repo.history(project, request_id)
+        if not history:
+            raise HTTPException(404, detail=f"no labels for request {request_id} in {project}")
+        return history
 
     return api

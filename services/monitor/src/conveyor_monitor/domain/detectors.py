@@ -3,7 +3,9 @@
 A data window is tested against the reference (a sample of the version's training rows) on
 every feature, on the predicted classes and on all features together:
 
-- a numeric feature: two-sample Kolmogorov-Smirnov test; effect = Wasserstein distance over the
+- a numeric feature: two-sample Kolmogorov-Smirnov tests of the values and of their distances
+  from the reference's median (the second sees a change of spread the first is blind to; the
+  feature's p-value is the smaller of the two, doubled); effect = Wasserstein distance over the
   reference's standard deviation;
 - a categorical feature (its one-hot columns read back as one value; a value the model never saw
   is its own bucket): chi-squared homogeneity test; effect = Jensen-Shannon distance;
@@ -183,6 +185,7 @@ class Reference:
     groups: list[Group]
     sample: np.ndarray = field(repr=False)
     sorted_columns: dict[int, np.ndarray] = field(repr=False)
+    sorted_spreads: dict[int, np.ndarray] = field(repr=False)  # |value - median|, sorted
     category_counts: dict[str, np.ndarray] = field(repr=False)
     classes: list[str]
     prediction_counts: np.ndarray | None = field(repr=False)
@@ -228,12 +231,15 @@ def prepare(
         if prediction_shares
         else None
     )
+    numeric = [g.columns[0] for g in groups if g.kind == "numeric"]
+    sorted_columns = {j: np.sort(sample[:, j]) for j in numeric}
     return Reference(
         names=list(names),
         groups=groups,
         sample=sample,
-        sorted_columns={
-            g.columns[0]: np.sort(sample[:, g.columns[0]]) for g in groups if g.kind == "numeric"
+        sorted_columns=sorted_columns,
+        sorted_spreads={
+            j: np.sort(np.abs(sample[:, j] - np.median(sorted_columns[j]))) for j in numeric
         },
         category_counts={
             g.name: np.bincount(codes(sample, g), minlength=len(g.categories) + 1).astype(float)
@@ -280,10 +286,13 @@ def _numeric_psi(window: np.ndarray, reference_sorted: np.ndarray) -> float:
 
 
 def _numeric(window: np.ndarray, ref: Reference, g: Group) -> tuple[float, float, float, float]:
-    column = window[:, g.columns[0]]
-    reference = ref.sorted_columns[g.columns[0]]
+    j = g.columns[0]
+    column, reference, spreads = window[:, j], ref.sorted_columns[j], ref.sorted_spreads[j]
     d, p = ks_test(column, reference)
-    return d, p, effect_size(column, reference), _numeric_psi(column, reference)
+    d_spread, p_spread = ks_test(np.abs(column - np.median(reference)), spreads)
+    if p_spread < p:
+        d, p = d_spread, p_spread
+    return d, min(1.0, 2 * p), effect_size(column, reference), _numeric_psi(column, reference)
 
 
 def _categorical(
