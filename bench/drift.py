@@ -193,26 +193,29 @@ class Conveyor(Detector):
     reference_accuracy: float
     alpha: float
     name: str = "conveyor"
-    recent: list[bool] = field(default_factory=list)
-    open: bool = False
-    since_open: list[bool] = field(default_factory=list)
+    recent: dict[str, list[bool]] = field(default_factory=lambda: {"data": [], "perf": []})
+    open: set[str] = field(default_factory=set)  # the kinds that opened the episode
+    since_open: dict[str, list[bool]] = field(default_factory=dict)
 
     def window(self, batch: Batch) -> bool:
+        """The service's episode rules: k of the last n windows of a kind open an episode,
+        `recover` clean windows of each kind that opened it close it."""
         data = data_drift(batch.x, self.reference, POLICY, batch.predicted, alpha=self.alpha)
         perf = performance_drift(
             int(batch.correct.sum()), len(batch.correct), self.reference_accuracy, POLICY
         )
-        opened = False
-        for drifted in (data.drifted, perf.drifted):  # the service's window order
-            if self.open:
-                self.since_open.append(drifted)
-                if episode_closes(self.since_open, POLICY):
-                    self.open, self.recent = False, []
-                continue
-            self.recent.append(drifted)
-            if episode_opens(self.recent, POLICY):
-                self.open, self.since_open, opened = True, [], True
-        return opened
+        verdicts = {"data": data.drifted, "perf": perf.drifted}
+        if self.open:
+            for kind in self.open:
+                self.since_open[kind].append(verdicts[kind])
+            if all(episode_closes(self.since_open[k], POLICY) for k in self.open):
+                self.open, self.recent = set(), {"data": [], "perf": []}
+            return False
+        for kind, drifted in verdicts.items():
+            self.recent[kind].append(drifted)
+        self.open = {k for k, r in self.recent.items() if episode_opens(r, POLICY)}
+        self.since_open = {k: [] for k in self.open}
+        return bool(self.open)
 
 
 @dataclass

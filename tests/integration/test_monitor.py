@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from conveyor_contracts import ModelProject, catalog
-from conveyor_contracts.events import AliasMoved, DriftDetected, DriftResolved, PredictionServed
+from conveyor_contracts.events import (
+    AliasMoved,
+    DriftDetected,
+    DriftResolved,
+    FeedbackRecorded,
+    PredictionServed,
+)
 from conveyor_monitor.adapters.registry import Profiles
 from conveyor_monitor.bootstrap import MonitorSettings, bootstrap
 from tests.support import Kafka, Webhook, headers_of, running, unique_project, until
@@ -206,3 +212,110 @@ async def _reference(api, name, version):
 
 async def _windows(api, name, n):
     return len((await api.get(f"/projects/{name}/drift")).json()["windows"]) >= n
+
+
+async def test_performance_windows_are_one_sided_and_report_label_coverage(kafka, database_url):
+    spec = unique_project("mon")
+    name, names = spec.name, spec.feature_names()
+    window = spec.policies.drift.window
+    assert isinstance(window, int)
+    settings = MonitorSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url
+    )
+    rng = np.random.default_rng(9)
+    async with Kafka(kafka.bootstrap_servers) as k:
+        await k.apply(spec)
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
+        async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
+            await until(lambda: _reference(api, name, 1), 30, "the reference")
+            # Three windows of predictions, half of them labeled: first better than the
+            # reference's 0.9 (nothing), then two windows at 0.7 (a performance episode).
+            for i in range(3 * window * 2):
+                served = _served(name, i, rng.normal(size=len(names)).tolist())
+                await k.send(catalog.PREDICTIONS_RESPONSES, served, key=str(i))
+                if i % 2:
+                    continue
+                share = 0.98 if i < window * 2 else 0.7
+                label = FeedbackRecorded(
+                    feedback_id=f"{name}-f{i}",
+                    request_id=served.request_id,
+                    project=name,
+                    entity_id="e",
+                    model_version=1,
+                    feature_names=names,
+                    values=served.values,
+                    predicted_label="legit",
+                    label="legit" if rng.random() < share else "fraud",
+                    correct=False,  # set below from the label
+                    predicted_at=served.served_at,
+                    labeled_at=datetime.now(UTC),
+                )
+                label = label.model_copy(update={"correct": label.label == "legit"})
+                await k.send(catalog.FEEDBACK_RECORDED, label, key=served.request_id)
+            events = await k.collect(
+                catalog.MONITOR_DRIFT.name,
+                lambda e: e.project == name,
+                1,
+                decode=catalog.MONITOR_DRIFT,
+            )
+            assert isinstance(events[0], DriftDetected) and events[0].kind == "performance"
+            assert events[0].accuracy is not None and events[0].accuracy < 0.8
+            assert events[0].reference_accuracy == 0.9
+            overview = (await api.get(f"/projects/{name}/drift")).json()
+            perf = [w for w in overview["windows"] if w["kind"] == "performance"][::-1]
+            assert [w["drifted"] for w in perf[:3]] == [False, True, True]
+            assert perf[0]["evidence"]["accuracy"] > 0.9  # better than the reference: no alarm
+            for w in perf[:3]:
+                assert 0.3 < w["evidence"]["label_coverage"] <= 1.0  # half were labeled
+
+
+async def test_a_shadow_challenger_is_compared_with_the_champion_on_the_same_requests(
+    kafka, database_url
+):
+    spec = unique_project("mon")
+    name, names = spec.name, spec.feature_names()
+    settings = MonitorSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url
+    )
+    async with Kafka(kafka.bootstrap_servers) as k:
+        await k.apply(spec)
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
+        async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
+            await until(lambda: _reference(api, name, 1), 30, "the reference")
+            for i in range(100):
+                values = [0.0] * len(names)
+                champion = _served(name, i, values)  # answers "legit"
+                challenger = champion.model_copy(
+                    update={"model_version": 2, "label": "fraud" if i % 2 == 0 else "legit"}
+                )
+                await k.send(catalog.PREDICTIONS_RESPONSES, champion, key=champion.request_id)
+                await k.send(catalog.PREDICTIONS_SHADOW, challenger, key=champion.request_id)
+                if i < 50:  # half are labeled; the truth is what the challenger said
+                    truth = challenger.label
+                    assert truth is not None
+                    label = FeedbackRecorded(
+                        feedback_id=f"{name}-f{i}",
+                        request_id=champion.request_id,
+                        project=name,
+                        entity_id="e",
+                        model_version=1,
+                        feature_names=names,
+                        values=values,
+                        predicted_label="legit",
+                        label=truth,
+                        correct=truth == "legit",
+                        predicted_at=champion.served_at,
+                        labeled_at=datetime.now(UTC),
+                    )
+                    await k.send(catalog.FEEDBACK_RECORDED, label, key=champion.request_id)
+
+            async def compared() -> dict | None:
+                rows = (await api.get(f"/projects/{name}/compare")).json()
+                done = rows and rows[0]["requests"] == 100 and rows[0]["labeled"] == 50
+                return rows[0] if done else None
+
+            row = await until(compared, 30, "all requests compared")
+            assert (row["challenger"], row["champion"]) == (2, 1)
+            assert row["agreement"] == pytest.approx(0.5)
+            assert row["challenger_accuracy"] == pytest.approx(1.0)
+            assert row["champion_accuracy"] == pytest.approx(0.5)

@@ -137,7 +137,7 @@ PREDICTIONS_SHADOW = _t(
     key="request id",
     partitions=3,
     producers=("serving",),
-    consumers=("apps",),
+    consumers=("monitor",),
     description="What a challenger in shadow mode would have answered; never sent to "
     "applications as an answer.",
 )

@@ -29,6 +29,7 @@ def bootstrap(
     runtime.on_registry_events(monitor.on_registry_events)
     runtime.bus.consume(catalog.PREDICTIONS_RESPONSES, monitor.on_predictions)
     runtime.bus.consume(catalog.FEEDBACK_RECORDED, monitor.on_feedback)
+    runtime.bus.consume(catalog.PREDICTIONS_SHADOW, monitor.on_shadow)
     runtime.every(15.0, monitor.measure_coverage, name="label-coverage")
     notifier = Notifier(runtime.db)
     runtime.every(settings.notify_interval_s, notifier.deliver, name="webhooks")

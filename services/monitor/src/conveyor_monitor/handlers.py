@@ -101,12 +101,24 @@ class Monitor:
                 e.correct,
                 e.predicted_at,
                 d.headers.get("traceparent"),
+                e.request_id,
+                e.label,
             )
             for d, e in ((d, d.event) for d in batch)
             if e.model_version is not None
         ]
         await self.repo.add_labels(rows)
         await self._evaluate({r[1] for r in rows})
+
+    async def on_shadow(self, batch: list[Delivery[PredictionServed]]) -> None:
+        """A challenger's answers in shadow mode, compared with the champion's on request."""
+        await self.repo.add_shadow(
+            [
+                (e.request_id, e.project, e.model_version, e.label, e.served_at)
+                for e in (d.event for d in batch)
+                if e.status == "ok" and e.model_version is not None
+            ]
+        )
 
     async def measure_coverage(self) -> None:
         for project, version, share in await self.repo.label_coverage():

@@ -72,6 +72,7 @@ EPISODES = _meter.create_counter(
     unit="{episode}",
     description="Drift episodes opened, by project and kind.",
 )
+KINDS = ("data", "performance")
 LINKED_TRACES = 16  # requests (and labels) an episode's span links to
 
 
@@ -235,6 +236,14 @@ class Evaluator:
             WINDOW_ACCURACY.set(verdict.accuracy, attrs)
             WINDOWS.add(1, attrs | {"kind": "performance", "drifted": str(verdict.drifted).lower()})
             times = sorted(r["predicted_at"] for r in rows)
+            served = await con.fetchval(
+                "SELECT count(*) FROM observations WHERE project = $1 AND model_version = $2 "
+                "AND served_at BETWEEN $3 AND $4",
+                project,
+                version,
+                times[0],
+                times[-1],
+            )
             await self._window(
                 con,
                 project,
@@ -248,6 +257,8 @@ class Evaluator:
                     "accuracy": verdict.accuracy,
                     "p_value": verdict.p_value,
                     "reference_accuracy": ref["holdout_accuracy"],
+                    # labeled share of the predictions served over the window's span, so far
+                    "label_coverage": min(1.0, len(rows) / served) if served else None,
                 },
             )
             cursor = rows[-1]["seq"]
@@ -274,21 +285,27 @@ class Evaluator:
             project,
             version,
         )
-        recent = (
-            await con.fetch(
-                "SELECT id, kind, started_at, ended_at, drifted, evidence FROM windows "
-                "WHERE project = $1 AND "
-                "model_version = $2 AND ($3::timestamptz IS NULL OR ended_at > $3) "
-                "ORDER BY id DESC LIMIT $4",
-                project,
-                version,
-                opened_since,
-                policy.n,
-            )
-        )[::-1]
-        if not episode_opens([w["drifted"] for w in recent], policy):
+        # k of n per kind: plentiful clean data windows must not dilute drifted performance
+        # windows (labels come slower than predictions), nor the other way round.
+        drifted: list[asyncpg.Record] = []
+        for kind in KINDS:
+            recent = (
+                await con.fetch(
+                    "SELECT id, kind, started_at, ended_at, drifted, evidence FROM windows "
+                    "WHERE project = $1 AND model_version = $2 AND kind = $3 AND "
+                    "($4::timestamptz IS NULL OR ended_at > $4) ORDER BY id DESC LIMIT $5",
+                    project,
+                    version,
+                    kind,
+                    opened_since,
+                    policy.n,
+                )
+            )[::-1]
+            if episode_opens([w["drifted"] for w in recent], policy):
+                drifted.extend(w for w in recent if w["drifted"])
+        if not drifted:
             return None
-        drifted = [w for w in recent if w["drifted"]]
+        drifted.sort(key=lambda w: w["id"])
         kinds = {w["kind"] for w in drifted}
         data = [w for w in drifted if w["kind"] == "data"]
         perf = [w for w in drifted if w["kind"] == "performance"]
@@ -348,16 +365,18 @@ class Evaluator:
         if episode is None:
             return None
         since = max(episode["evidence"].get("window_ids") or [0])
-        later = await con.fetch(
-            "SELECT drifted FROM windows WHERE project = $1 AND model_version = $2 AND id > $3 "
-            "ORDER BY id DESC LIMIT $4",
-            project,
-            version,
-            since,
-            policy.recover,
-        )
-        if not episode_closes([w["drifted"] for w in later][::-1], policy):
-            return None
+        for kind in str(episode["evidence"]["kind"]).split("+"):  # each kind that drifted
+            later = await con.fetch(
+                "SELECT drifted FROM windows WHERE project = $1 AND model_version = $2 AND "
+                "kind = $3 AND id > $4 ORDER BY id DESC LIMIT $5",
+                project,
+                version,
+                kind,
+                since,
+                policy.recover,
+            )
+            if not episode_closes([w["drifted"] for w in later][::-1], policy):
+                return None
         reason = f"recovered: {policy.recover} clean windows in a row"
         closed_at = await con.fetchval(
             "UPDATE episodes SET state = 'closed', closed_at = now(), reason = $2 "

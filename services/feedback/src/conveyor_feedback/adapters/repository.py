@@ -199,7 +199,8 @@ class Repository:
         row = await self.db.pool.fetchrow(
             "SELECT count(*) AS labels, avg(correct::int) AS correct_share, "
             "avg(delay_s) AS mean_delay_s FROM (SELECT DISTINCT ON (request_id) correct, delay_s "
-            "FROM labels WHERE project = $1 ORDER BY request_id, submitted_at DESC, labeled_at DESC) newest",
+            "FROM labels WHERE project = $1 "
+            "ORDER BY request_id, submitted_at DESC, labeled_at DESC) newest",
             project,
         )
         pending = await self.db.pool.fetchval(

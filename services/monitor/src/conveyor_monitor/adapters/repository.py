@@ -38,15 +38,48 @@ class Repository:
             )
 
     async def add_labels(
-        self, rows: list[tuple[str, str, int, bool, datetime, str | None]]
+        self, rows: list[tuple[str, str, int, bool, datetime, str | None, str, str]]
     ) -> None:
-        """(feedback id, project, version, correct, predicted at, traceparent)."""
+        """(feedback id, project, version, correct, predicted at, traceparent, request id,
+        label)."""
         if rows:
             await self.pool.executemany(
                 "INSERT INTO labels (feedback_id, project, model_version, correct, predicted_at, "
-                "traceparent) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                "traceparent, request_id, label) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+                "ON CONFLICT DO NOTHING",
                 rows,
             )
+
+    async def add_shadow(self, rows: list[tuple[str, str, int, str | None, datetime]]) -> None:
+        """(request id, project, challenger version, predicted, served at)."""
+        if rows:
+            await self.pool.executemany(
+                "INSERT INTO shadow (request_id, project, model_version, predicted, served_at) "
+                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    async def compare(self, project: str) -> list[dict[str, Any]]:
+        """Each shadowed version beside the version that answered the same requests: how often
+        they agree, and their accuracy on the requests labeled so far (the newest label of a
+        request counts)."""
+        rows = await self.pool.fetch(
+            "WITH truth AS (SELECT DISTINCT ON (request_id) request_id, label FROM labels "
+            " WHERE project = $1 AND request_id IS NOT NULL ORDER BY request_id, seq DESC) "
+            "SELECT s.model_version AS challenger, o.model_version AS champion, "
+            " count(*) AS requests, avg((s.predicted = o.predicted)::int)::float8 AS agreement, "
+            " count(t.label) AS labeled, "
+            " (avg((s.predicted = t.label)::int) FILTER (WHERE t.label IS NOT NULL))::float8 "
+            "  AS challenger_accuracy, "
+            " (avg((o.predicted = t.label)::int) FILTER (WHERE t.label IS NOT NULL))::float8 "
+            "  AS champion_accuracy "
+            "FROM shadow s JOIN observations o ON o.request_id = s.request_id "
+            "LEFT JOIN truth t ON t.request_id = s.request_id "
+            "WHERE s.project = $1 GROUP BY s.model_version, o.model_version "
+            "ORDER BY s.model_version, o.model_version",
+            project,
+        )
+        return [dict(r) for r in rows]
 
     async def label_coverage(self, minutes: float = 10.0) -> list[tuple[str, int, float]]:
         """Per project's judged version: the share of its predictions of the last `minutes`

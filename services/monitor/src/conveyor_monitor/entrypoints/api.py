@@ -15,4 +15,10 @@ def router(repo: Repository) -> APIRouter:
         """The reference, the latest windows with their statistics, and the episodes."""
         return await repo.overview(project)
 
+    @api.get("/projects/{project}/compare")
+    async def compare(project: str) -> list[dict[str, Any]]:
+        """Each challenger that scored in shadow mode beside the version that answered the same
+        requests: agreement, and both accuracies on the requests labeled so far."""
+        return await repo.compare(project)
+
     return api
