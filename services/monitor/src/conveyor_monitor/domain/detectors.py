@@ -454,9 +454,11 @@ def calibrate(
         predicted = rng.choice(len(shares), size=window, p=shares) if shares is not None else None
         scores.append(data_drift(rows, boot, policy, predicted).score)
     ordered = np.sort(scores)
-    allowed = int(rate * draws)  # windows that may drift out of `draws`
-    limit = float(np.nextafter(ordered[allowed], 0)) if allowed < draws else 1.0
-    alpha = policy.alpha if ordered[allowed] >= 1.0 else max(min(policy.alpha, limit), 1e-300)
+    # At most `allowed` of the draws may drift: alpha stays below the next one's score (a window
+    # drifts at level alpha when its score is at most alpha). rate <= 0.5, so it exists.
+    allowed = int(rate * draws)
+    below_next = float(np.nextafter(ordered[allowed], 0))
+    alpha = max(min(policy.alpha, below_next), 1e-300)
     return Calibration(
         window=window,
         alpha=alpha,
