@@ -241,9 +241,9 @@ class Dummy(Detector):
         return False
 
 
-def detectors(stream: Stream, rng: np.random.Generator) -> tuple[list[Detector], float]:
-    """Fresh detectors for one run against a reference drawn before the drift (and the
-    calibrated alpha, so that each stream is calibrated once)."""
+def detectors(stream: Stream, rng: np.random.Generator) -> list[Detector]:
+    """Fresh detectors for one run against a reference drawn before the drift (the caller sets
+    Conveyor's calibrated alpha, so that each stream is calibrated once)."""
     ref_batch = stream.sample(rng, REFERENCE_ROWS, False)
     holdout = stream.sample(rng, 2000, False)
     shares = np.bincount(holdout.predicted, minlength=len(stream.classes)) / len(holdout.predicted)
@@ -257,7 +257,7 @@ def detectors(stream: Stream, rng: np.random.Generator) -> tuple[list[Detector],
         FixedKS(ref_batch.x, accuracy, 0.05, "ks_fixed"),
         FixedKS(ref_batch.x, accuracy, 0.05 / tests, "ks_bonferroni"),
         Dummy(),
-    ], accuracy
+    ]
 
 
 def windows(
@@ -305,7 +305,7 @@ def run_stream(
     alpha = 0.0
     for r in range(runs):
         rng = np.random.default_rng([seed, r])
-        found, _ = detectors(stream, rng)
+        found = detectors(stream, rng)
         conveyor = found[0]
         assert isinstance(conveyor, Conveyor)
         if r == 0:
@@ -333,7 +333,7 @@ def run_stream(
 def run_stationary(samples: int, seed: int) -> tuple[dict[str, Outcome], float]:
     stream = normal_stream("stationary", _shift)
     rng = np.random.default_rng([seed, 999])
-    found, _ = detectors(stream, rng)
+    found = detectors(stream, rng)
     conveyor = found[0]
     assert isinstance(conveyor, Conveyor)
     conveyor.alpha = calibrate(conveyor.reference, POLICY, seed=seed).alpha

@@ -53,6 +53,24 @@ def _served(project: str, i: int, values: list[float], version: int = 1) -> Pred
     )
 
 
+def _label(served: PredictionServed, feedback_id: str, label: str) -> FeedbackRecorded:
+    """The true `label` of a prediction of v1, which answered "legit"."""
+    return FeedbackRecorded(
+        feedback_id=feedback_id,
+        request_id=served.request_id,
+        project=served.project,
+        entity_id="e",
+        model_version=1,
+        feature_names=[],
+        values=served.values,
+        predicted_label="legit",
+        label=label,
+        correct=label == "legit",
+        predicted_at=served.served_at,
+        labeled_at=datetime.now(UTC),
+    )
+
+
 def _move(project: str, version: int) -> AliasMoved:
     return AliasMoved(
         project=project,
@@ -236,21 +254,8 @@ async def test_performance_windows_are_one_sided_and_report_label_coverage(kafka
                 if i % 2:
                     continue
                 share = 0.98 if i < window * 2 else 0.7
-                label = FeedbackRecorded(
-                    feedback_id=f"{name}-f{i}",
-                    request_id=served.request_id,
-                    project=name,
-                    entity_id="e",
-                    model_version=1,
-                    feature_names=names,
-                    values=served.values,
-                    predicted_label="legit",
-                    label="legit" if rng.random() < share else "fraud",
-                    correct=False,  # set below from the label
-                    predicted_at=served.served_at,
-                    labeled_at=datetime.now(UTC),
-                )
-                label = label.model_copy(update={"correct": label.label == "legit"})
+                truth = "legit" if rng.random() < share else "fraud"
+                label = _label(served, f"{name}-f{i}", truth)
                 await k.send(catalog.FEEDBACK_RECORDED, label, key=served.request_id)
             events = await k.collect(
                 catalog.MONITOR_DRIFT.name,
@@ -293,20 +298,7 @@ async def test_a_shadow_challenger_is_compared_with_the_champion_on_the_same_req
                 if i < 50:  # half are labeled; the truth is what the challenger said
                     truth = challenger.label
                     assert truth is not None
-                    label = FeedbackRecorded(
-                        feedback_id=f"{name}-f{i}",
-                        request_id=champion.request_id,
-                        project=name,
-                        entity_id="e",
-                        model_version=1,
-                        feature_names=names,
-                        values=values,
-                        predicted_label="legit",
-                        label=truth,
-                        correct=truth == "legit",
-                        predicted_at=champion.served_at,
-                        labeled_at=datetime.now(UTC),
-                    )
+                    label = _label(champion, f"{name}-f{i}", truth)
                     await k.send(catalog.FEEDBACK_RECORDED, label, key=champion.request_id)
 
             async def compared() -> dict | None:

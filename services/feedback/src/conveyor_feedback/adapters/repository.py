@@ -152,6 +152,7 @@ class Repository:
                 if refused is not None:
                     refused.append((f.feedback_id, str(exc)))
                 continue
+            delay_s = (now - event.predicted_at).total_seconds()
             inserted = await con.fetchval(
                 "INSERT INTO labels (feedback_id, request_id, project, label, correct, "
                 "submitted_at, labeled_at, delay_s) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
@@ -163,13 +164,11 @@ class Repository:
                 event.correct,
                 f.submitted_at,
                 now,
-                (now - event.predicted_at).total_seconds(),
+                delay_s,
             )
             if inserted:  # a duplicate feedback id changes nothing
                 recorded.append(event)
-                LABEL_DELAY.record(
-                    (now - event.predicted_at).total_seconds(), {"project": f.project}
-                )
+                LABEL_DELAY.record(delay_s, {"project": f.project})
                 with tracing.span(
                     "feedback join",
                     parent=traceparent,

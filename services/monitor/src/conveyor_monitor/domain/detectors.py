@@ -117,6 +117,33 @@ def psi(window_counts: np.ndarray, reference_counts: np.ndarray) -> float:
     return float(np.sum((p - q) * np.log(p / q)))
 
 
+@dataclass(frozen=True)
+class Bins:
+    """The reference's deciles as PSI bins, and the reference's counts in them."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    side: Literal["left", "right"]
+
+    @classmethod
+    def deciles(
+        cls, reference: np.ndarray, *, unique: bool, side: Literal["left", "right"]
+    ) -> Bins:
+        edges = np.quantile(reference, np.linspace(0, 1, PSI_BINS + 1)[1:-1])
+        if unique:
+            edges = np.unique(edges)
+        return cls(edges, cls._count(edges, reference, side), side)
+
+    @staticmethod
+    def _count(edges: np.ndarray, values: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+        return np.bincount(np.searchsorted(edges, values, side), minlength=len(edges) + 1).astype(
+            float
+        )
+
+    def psi(self, values: np.ndarray) -> float:
+        return psi(self._count(self.edges, values, self.side), self.counts)
+
+
 def homogeneity(window_counts: np.ndarray, reference_counts: np.ndarray) -> tuple[float, float]:
     """Chi-squared test that two histograms come from one distribution; bins empty on both
     sides are dropped, and fewer than two bins left means nothing differs."""
@@ -130,11 +157,6 @@ def homogeneity(window_counts: np.ndarray, reference_counts: np.ndarray) -> tupl
 def js_distance(window_counts: np.ndarray, reference_counts: np.ndarray) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) of two histograms."""
     return float(jensenshannon(window_counts, reference_counts, base=2))
-
-
-def benjamini_hochberg(p_values: list[float], alpha: float) -> list[bool]:
-    """Which hypotheses are rejected with the false discovery rate held at `alpha`."""
-    return [q <= alpha for q in bh_adjusted(p_values)]
 
 
 def bh_adjusted(p_values: list[float]) -> list[float]:
@@ -186,11 +208,13 @@ class Reference:
     sample: np.ndarray = field(repr=False)
     sorted_columns: dict[int, np.ndarray] = field(repr=False)
     sorted_spreads: dict[int, np.ndarray] = field(repr=False)  # |value - median|, sorted
+    numeric_bins: dict[int, Bins] = field(repr=False)
     category_counts: dict[str, np.ndarray] = field(repr=False)
     classes: list[str]
     prediction_counts: np.ndarray | None = field(repr=False)
     pca: Pca | None = field(repr=False)
     pca_errors: np.ndarray | None = field(repr=False)
+    pca_bins: Bins | None = field(repr=False)
 
     @property
     def rows(self) -> int:
@@ -241,6 +265,9 @@ def prepare(
         sorted_spreads={
             j: np.sort(np.abs(sample[:, j] - np.median(sorted_columns[j]))) for j in numeric
         },
+        numeric_bins={
+            j: Bins.deciles(sorted_columns[j], unique=True, side="right") for j in numeric
+        },
         category_counts={
             g.name: np.bincount(codes(sample, g), minlength=len(g.categories) + 1).astype(float)
             for g in groups
@@ -250,6 +277,9 @@ def prepare(
         prediction_counts=prediction_counts,
         pca=pca,
         pca_errors=pca_errors,
+        pca_bins=Bins.deciles(pca_errors, unique=False, side="left")
+        if pca_errors is not None
+        else None,
     )
 
 
@@ -274,17 +304,6 @@ class DataVerdict:
         return min((f.q_value for f in self.features if f.material), default=1.0)
 
 
-def _numeric_psi(window: np.ndarray, reference_sorted: np.ndarray) -> float:
-    edges = np.unique(np.quantile(reference_sorted, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))
-    bins = len(edges) + 1
-    return psi(
-        np.bincount(np.searchsorted(edges, window, "right"), minlength=bins).astype(float),
-        np.bincount(np.searchsorted(edges, reference_sorted, "right"), minlength=bins).astype(
-            float
-        ),
-    )
-
-
 def _numeric(window: np.ndarray, ref: Reference, g: Group) -> tuple[float, float, float, float]:
     j = g.columns[0]
     column, reference, spreads = window[:, j], ref.sorted_columns[j], ref.sorted_spreads[j]
@@ -292,7 +311,7 @@ def _numeric(window: np.ndarray, ref: Reference, g: Group) -> tuple[float, float
     d_spread, p_spread = ks_test(np.abs(column - np.median(reference)), spreads)
     if p_spread < p:
         d, p = d_spread, p_spread
-    return d, min(1.0, 2 * p), effect_size(column, reference), _numeric_psi(column, reference)
+    return d, min(1.0, 2 * p), effect_size(column, reference), ref.numeric_bins[j].psi(column)
 
 
 def _categorical(
@@ -308,7 +327,7 @@ def _categorical(
 
 
 def _multivariate(window: np.ndarray, ref: Reference) -> tuple[float, float, float, float]:
-    assert ref.pca is not None and ref.pca_errors is not None
+    assert ref.pca is not None and ref.pca_errors is not None and ref.pca_bins is not None
     errors, reference = ref.pca.errors(window), ref.pca_errors
     if np.ptp(np.concatenate([errors, reference])) == 0:
         return 0.0, 1.0, 0.0, 0.0
@@ -317,12 +336,7 @@ def _multivariate(window: np.ndarray, ref: Reference) -> tuple[float, float, flo
     increase = max(0.0, float(errors.mean() - reference.mean()))
     effect = min(increase / spread, MAX_EFFECT) if spread else 1.0 if increase else 0.0
     u = float(result.statistic) / (len(errors) * len(reference))  # P(window error > reference)
-    edges = np.quantile(reference, np.linspace(0, 1, PSI_BINS + 1)[1:-1])
-    index = psi(
-        np.bincount(np.searchsorted(edges, errors), minlength=PSI_BINS).astype(float),
-        np.bincount(np.searchsorted(edges, reference), minlength=PSI_BINS).astype(float),
-    )
-    return u, float(result.pvalue), effect, index
+    return u, float(result.pvalue), effect, ref.pca_bins.psi(errors)
 
 
 def data_drift(
