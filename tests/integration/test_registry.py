@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
 
 import pytest
 
 from conveyor_contracts import catalog
-from conveyor_contracts.events import AliasMoved, ModelVersionRegistered, ProjectApplied
+from conveyor_contracts.events import (
+    AliasMoved,
+    ModelVersionRegistered,
+    ProjectApplied,
+    PromotionDecided,
+    PromotionRequested,
+)
 from conveyor_registry.bootstrap import RegistrySettings, bootstrap
+from conveyor_registry.domain.model import User, token_digest
 from tests.support import Kafka, running, unique_project
 
 pytestmark = pytest.mark.integration
@@ -158,3 +166,116 @@ async def test_an_event_committed_but_not_yet_published_is_not_lost(kafka, datab
                 decode=catalog.REGISTRY_EVENTS,
             )
         assert isinstance(found[0], ProjectApplied)
+
+
+def _user(name: str, *roles: str) -> tuple[dict, dict[str, str]]:
+    token = f"token-of-{name}-{uuid.uuid4().hex}"
+    entry = {"name": name, "token_sha256": token_digest(token), "roles": list(roles)}
+    return entry, {"Authorization": f"Bearer {token}"}
+
+
+async def test_approval_mode_holds_promotions_for_an_approver(kafka, database_url):
+    base = unique_project("appr")
+    policies = base.policies.model_copy(
+        update={"promotion": base.policies.promotion.model_copy(update={"mode": "approval"})}
+    )
+    spec = base.model_copy(update={"policies": policies})
+    name = spec.name
+    alice, as_alice = _user("alice", "approver")
+    carol, as_carol = _user("carol", "approver")
+    dave, as_dave = _user("dave")
+    settings = _settings(kafka, database_url).model_copy(
+        update={"registry_users": [User(**u) for u in (alice, carol, dave)]}
+    )
+    async with running(bootstrap(settings)) as api:
+        await api.post("/projects", json=spec.model_dump(mode="json"))
+        for run in ("run-1", "run-2"):
+            await api.post(f"/projects/{name}/versions", json=_version(run, run.encode()))
+
+        # A move of the champion is held as a request; asking twice is the same request.
+        move = {"version": 1, "actor": "trainer", "reason": "passed the gate"}
+        held = await api.put(f"/projects/{name}/aliases/champion", json=move)
+        assert held.status_code == 202 and held.json()["state"] == "pending", held.text
+        first = held.json()["id"]
+        again = await api.put(f"/projects/{name}/aliases/champion", json=move)
+        assert again.status_code == 202 and again.json()["id"] == first
+        assert (await api.get(f"/projects/{name}/aliases")).json() == {}
+        # Other aliases are not gated.
+        r = await api.put(f"/projects/{name}/aliases/challenger", json=move)
+        assert r.status_code == 200 and r.json()["to_version"] == 1
+
+        # Who may decide: nobody without a token, nobody with an unknown one, not a user
+        # without the role, not the person who asked.
+        decide = f"/projects/{name}/promotions/{first}/approve"
+        assert (await api.post(decide, json={"reason": "ok"})).status_code == 401
+        r = await api.post(decide, json={"reason": "ok"}, headers={"Authorization": "Bearer x"})
+        assert r.status_code == 401 and "names no registry user" in r.text
+        r = await api.post(decide, json={"reason": "ok"}, headers=as_dave)
+        assert r.status_code == 403 and "approver role" in r.text
+        own = await api.post(
+            f"/projects/{name}/promotions",
+            json={"version": 2, "requested_by": "ignored", "reason": "mine"},
+            headers=as_alice,
+        )
+        assert own.status_code == 201 and own.json()["requested_by"] == "alice"
+        r = await api.post(
+            f"/projects/{name}/promotions/{own.json()['id']}/approve",
+            json={"reason": "self"},
+            headers=as_alice,
+        )
+        assert r.status_code == 403 and "another approver" in r.text
+
+        # Carol rejects alice's request; alice approves the trainer's: the alias moves with
+        # her as the actor, and the decided request cannot be decided again.
+        rejected = await api.post(
+            f"/projects/{name}/promotions/{own.json()['id']}/reject",
+            json={"reason": "v2 is not reviewed"},
+            headers=as_carol,
+        )
+        assert rejected.status_code == 200, rejected.text
+        assert (rejected.json()["state"], rejected.json()["decided_by"]) == ("rejected", "carol")
+        approved = await api.post(decide, json={"reason": "holdout reviewed"}, headers=as_alice)
+        assert approved.status_code == 200 and approved.json()["state"] == "approved"
+        assert (await api.get(f"/projects/{name}/aliases")).json()["champion"] == 1
+        r = await api.post(decide, json={"reason": "twice"}, headers=as_carol)
+        assert r.status_code == 409 and "already approved by alice" in r.text
+        history = (await api.get(f"/projects/{name}/aliases/champion/history")).json()
+        assert [(h["actor"], h["to_version"]) for h in history] == [("alice", 1)]
+        assert f"approved request {first} of trainer" in history[0]["reason"]
+
+        # An approver's own move is not held; a rollback never is.
+        r = await api.put(
+            f"/projects/{name}/aliases/champion",
+            json={"version": 2, "actor": "ignored", "reason": "hotfix reviewed"},
+            headers=as_carol,
+        )
+        assert r.status_code == 200 and r.json()["to_version"] == 2
+        r = await api.post(
+            f"/projects/{name}/aliases/champion/rollback",
+            json={"actor": "oncall", "reason": "v2 pages"},
+        )
+        assert r.status_code == 200 and r.json()["to_version"] == 1
+        listed = (await api.get(f"/projects/{name}/promotions")).json()
+        assert [(p["id"], p["state"]) for p in listed] == [
+            (first, "approved"),
+            (own.json()["id"], "rejected"),
+        ]
+        pending = await api.get(f"/projects/{name}/promotions", params={"state": "pending"})
+        assert pending.json() == []
+
+        async with Kafka(kafka.bootstrap_servers) as k:
+            events = await k.collect(
+                catalog.REGISTRY_EVENTS.name,
+                lambda e: (
+                    e.project == name and isinstance(e, PromotionRequested | PromotionDecided)
+                ),
+                4,
+                decode=catalog.REGISTRY_EVENTS,
+            )
+        assert [(type(e).__name__, e.request_id) for e in events] == [
+            ("PromotionRequested", first),
+            ("PromotionRequested", own.json()["id"]),
+            ("PromotionDecided", own.json()["id"]),
+            ("PromotionDecided", first),
+        ]
+        assert [e.decision for e in events[2:]] == ["rejected", "approved"]

@@ -166,13 +166,14 @@ FEEDBACK_RECORDED = _t(
 REGISTRY_EVENTS = _t(
     subject="registry.events",
     major=1,
-    minor=2,
+    minor=3,
     schema=ev.RegistryEvent,
     key="project",
     partitions=1,
     producers=("registry",),
     consumers=("ingest", "feature", "trainer", "serving", "monitor", "feedback"),
-    description="Projects applied, versions registered, aliases moved (from the outbox).",
+    description="Projects applied, versions registered, aliases moved, promotions requested "
+    "and decided (from the outbox).",
     retention_ms=FOREVER,
 )
 MONITOR_DRIFT = _t(

@@ -197,8 +197,39 @@ class AliasMoved(Event):
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
+class PromotionRequested(Event):
+    """A move of an alias that the project's policy holds for approval."""
+
+    type_name: ClassVar[str] = "conveyor.registry.promotion_requested"
+    type: Literal["promotion_requested"] = "promotion_requested"
+    project: ProjectName
+    request_id: int
+    alias: str = Field(examples=["champion"])
+    version: int
+    requested_by: str
+    reason: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class PromotionDecided(Event):
+    """An approver accepted or rejected a promotion request (an accepted one also moves the
+    alias: an `alias_moved` follows in the same transaction)."""
+
+    type_name: ClassVar[str] = "conveyor.registry.promotion_decided"
+    type: Literal["promotion_decided"] = "promotion_decided"
+    project: ProjectName
+    request_id: int
+    alias: str
+    version: int
+    decision: Literal["approved", "rejected"]
+    decided_by: str
+    reason: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
 RegistryEvent = Annotated[
-    ProjectApplied | ModelVersionRegistered | AliasMoved, Field(discriminator="type")
+    ProjectApplied | ModelVersionRegistered | AliasMoved | PromotionRequested | PromotionDecided,
+    Field(discriminator="type"),
 ]
 
 

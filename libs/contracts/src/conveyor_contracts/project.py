@@ -212,6 +212,12 @@ class RetrainPolicy(_Spec):
     train_rows: int = Field(2000, ge=50, description="Most recent labeled rows trained on.")
     holdout_fraction: float = Field(0.25, gt=0, lt=0.9)
     cooldown_s: float = Field(30.0, ge=0)
+    max_runs_per_day: int = Field(
+        24,
+        ge=1,
+        description="Daily budget: runs started by drift episodes once this many runs of the "
+        "project finished in the last 24 hours wait (runs people start are counted, not held).",
+    )
 
 
 class PromotionPolicy(_Spec):
@@ -226,6 +232,15 @@ class PromotionPolicy(_Spec):
         description="A candidate must also be right significantly more often than the champion "
         "on the same holdout rows: exact one-sided McNemar test on the rows where they disagree "
         "(1 turns the test off).",
+    )
+    max_regression: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="On the project's fixed regression set (the first model's holdout, never "
+        "trained on), the candidate's metric may be at most this much below the champion's. "
+        "Unset: both are measured and recorded, not gated (after a change of concept, old "
+        "cases may rightly be answered differently).",
     )
 
 

@@ -59,6 +59,11 @@ class RegistryClient:
             raise RegistryError(f"{method} {path}: {r.status_code} {_detail(r)}")
         return r
 
+    async def project_spec(self, project: str, version: int) -> dict[str, Any]:
+        """The project's spec as it was at `version`."""
+        r = await self._request("GET", f"/projects/{project}", params={"version": version})
+        return dict(r.json()["spec"])
+
     async def version(self, project: str, version: int) -> dict[str, Any]:
         r = await self._request("GET", f"/projects/{project}/versions/{version}")
         return dict(r.json())
@@ -84,6 +89,31 @@ class RegistryClient:
             "PUT",
             f"/projects/{project}/aliases/{alias}",
             json={"version": version, "actor": actor, "reason": reason},
+        )
+        return dict(r.json())
+
+    async def request_promotion(
+        self,
+        project: str,
+        version: int,
+        *,
+        requested_by: str,
+        reason: str,
+        evidence: dict[str, Any],
+        alias: str = "champion",
+    ) -> dict[str, Any]:
+        """Ask an approver to move `alias` to `version` (the same open request when asked
+        again)."""
+        r = await self._request(
+            "POST",
+            f"/projects/{project}/promotions",
+            json={
+                "alias": alias,
+                "version": version,
+                "requested_by": requested_by,
+                "reason": reason,
+                "evidence": evidence,
+            },
         )
         return dict(r.json())
 

@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
 
 from .adapters.repository import Repository
+from .domain.model import User
 from .entrypoints.api import router
 
 
 class RegistrySettings(ServiceSettings):
     http_port: int = 8104
+    registry_users: list[User] = Field(
+        default_factory=list,
+        description="Registry users as JSON: name, token_sha256 and roles (`approver` decides "
+        "promotion requests). `conveyor token NAME --role approver` makes an entry.",
+    )
 
 
 def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
@@ -17,5 +25,6 @@ def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
         "registry", settings, migrations=package_migrations("conveyor_registry"), outbox=True
     )
     assert runtime.db is not None
+    runtime.http.state.registry_users = settings.registry_users
     runtime.http.include_router(router(Repository(runtime.db)))
     return runtime

@@ -9,21 +9,35 @@ from typing import Any
 import asyncpg
 
 from conveyor_contracts import ModelProject, catalog
-from conveyor_contracts.events import AliasMoved, ModelVersionRegistered, ProjectApplied
+from conveyor_contracts.events import (
+    AliasMoved,
+    ModelVersionRegistered,
+    ProjectApplied,
+    PromotionDecided,
+    PromotionRequested,
+)
 from conveyor_db import Database, enqueue
 
 from ..domain.model import (
+    GATED_ALIASES,
     AliasMove,
     Conflict,
     NotFound,
     RegisterVersion,
+    RequestPromotion,
+    User,
     artifact_digest,
+    check_decision,
     check_registration,
     rollback_target,
     spec_digest,
 )
 
 SOURCE = "conveyor/registry"
+_REQUEST_COLUMNS = (
+    "id, project, alias, version, requested_by, reason, evidence, state, decided_by, "
+    "decision_reason, decided_at, created_at"
+)
 _VERSION_COLUMNS = (
     "project, version, run_id, project_version, status, failure_reason, sha256, metrics, "
     "signature, profile, lineage, created_at"
@@ -75,14 +89,16 @@ class Repository:
         )
         return [{"project": r["name"], "project_version": r["version"]} for r in rows]
 
-    async def project(self, name: str) -> dict[str, Any]:
+    async def project(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """The project's latest spec, or the one it had at `version`."""
         row = await self.pool.fetchrow(
             "SELECT name, version, spec FROM projects WHERE name = $1 "
-            "ORDER BY version DESC LIMIT 1",
+            "AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
             name,
+            version,
         )
         if row is None:
-            raise NotFound(f"unknown project {name!r}")
+            raise NotFound(f"unknown project {name!r}" + (f" version {version}" if version else ""))
         return {"project": row["name"], "project_version": row["version"], "spec": row["spec"]}
 
     # --- versions -------------------------------------------------------------------------------
@@ -222,6 +238,159 @@ class Repository:
             )
         return [dict(r) for r in rows]
 
+    # --- approvals ------------------------------------------------------------------------------
+
+    async def requires_approval(self, project: str, alias: str) -> bool:
+        """Whether moving `alias` of `project` waits for an approver (policies.promotion.mode)."""
+        if alias not in GATED_ALIASES:
+            return False
+        mode = await self.pool.fetchval(
+            "SELECT spec->'policies'->'promotion'->>'mode' FROM projects WHERE name = $1 "
+            "ORDER BY version DESC LIMIT 1",
+            project,
+        )
+        return mode == "approval"
+
+    async def request_promotion(
+        self, project: str, body: RequestPromotion
+    ) -> tuple[dict[str, Any], bool]:
+        """Open a request (the same pending one when asked again) and announce it."""
+        async with self.pool.acquire() as con, con.transaction():
+            await self._require_project(con, project)
+            await con.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"alias:{project}:{body.alias}"
+            )
+            await self._ready_sha(con, project, body.version)
+            existing = await con.fetchrow(
+                f"SELECT {_REQUEST_COLUMNS} FROM promotion_requests WHERE project = $1 "
+                "AND alias = $2 AND version = $3 AND state = 'pending'",
+                project,
+                body.alias,
+                body.version,
+            )
+            if existing is not None:
+                return dict(existing), False
+            row = await con.fetchrow(
+                "INSERT INTO promotion_requests (project, alias, version, requested_by, reason, "
+                f"evidence) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_REQUEST_COLUMNS}",
+                project,
+                body.alias,
+                body.version,
+                body.requested_by,
+                body.reason,
+                body.evidence,
+            )
+            await enqueue(
+                con,
+                catalog.REGISTRY_EVENTS,
+                PromotionRequested(
+                    project=project,
+                    request_id=row["id"],
+                    alias=body.alias,
+                    version=body.version,
+                    requested_by=body.requested_by,
+                    reason=body.reason,
+                ),
+                key=project,
+                source=SOURCE,
+            )
+            return dict(row), True
+
+    async def promotion_requests(
+        self, project: str, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as con:
+            await self._require_project(con, project)
+            rows = await con.fetch(
+                f"SELECT {_REQUEST_COLUMNS} FROM promotion_requests WHERE project = $1 "
+                "AND ($2::text IS NULL OR state = $2) ORDER BY id",
+                project,
+                state,
+            )
+        return [dict(r) for r in rows]
+
+    async def promotion_request(self, project: str, request_id: int) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            f"SELECT {_REQUEST_COLUMNS} FROM promotion_requests WHERE project = $1 AND id = $2",
+            project,
+            request_id,
+        )
+        if row is None:
+            raise NotFound(f"project {project!r} has no promotion request {request_id}")
+        return dict(row)
+
+    async def decide(
+        self, project: str, request_id: int, user: User, approve: bool, reason: str
+    ) -> dict[str, Any]:
+        """Approve (the alias moves, with the approver as its actor; other pending requests for
+        the alias are superseded) or reject; the decision and its event commit together."""
+        async with self.pool.acquire() as con, con.transaction():
+            row = await con.fetchrow(
+                f"SELECT {_REQUEST_COLUMNS} FROM promotion_requests WHERE project = $1 AND id = $2 "
+                "FOR UPDATE",
+                project,
+                request_id,
+            )
+            if row is None:
+                raise NotFound(f"project {project!r} has no promotion request {request_id}")
+            check_decision(dict(row), user)
+            state = "approved" if approve else "rejected"
+            await enqueue(
+                con,
+                catalog.REGISTRY_EVENTS,
+                PromotionDecided(
+                    project=project,
+                    request_id=request_id,
+                    alias=row["alias"],
+                    version=row["version"],
+                    decision=state,
+                    decided_by=user.name,
+                    reason=reason,
+                ),
+                key=project,
+                source=SOURCE,
+            )
+            if approve:
+                await self._move(
+                    con,
+                    project,
+                    row["alias"],
+                    row["version"],
+                    user.name,
+                    f"approved request {request_id} of {row['requested_by']}: {reason}",
+                )
+                await con.execute(
+                    "UPDATE promotion_requests SET state = 'superseded', decided_by = $3, "
+                    "decision_reason = $4, decided_at = now() WHERE project = $1 AND alias = $2 "
+                    "AND state = 'pending' AND id <> $5",
+                    project,
+                    row["alias"],
+                    user.name,
+                    f"request {request_id} was approved",
+                    request_id,
+                )
+            decided = await con.fetchrow(
+                "UPDATE promotion_requests SET state = $2, decided_by = $3, decision_reason = $4, "
+                f"decided_at = now() WHERE id = $1 RETURNING {_REQUEST_COLUMNS}",
+                request_id,
+                state,
+                user.name,
+                reason,
+            )
+            return dict(decided)
+
+    async def _ready_sha(self, con: asyncpg.Connection, project: str, version: int) -> str:
+        target = await con.fetchrow(
+            "SELECT status, sha256 FROM model_versions WHERE project = $1 AND version = $2",
+            project,
+            version,
+        )
+        if target is None:
+            raise NotFound(f"project {project!r} has no version {version}")
+        if target["status"] != "ready":
+            raise Conflict(f"version {version} is {target['status']}: only ready versions serve")
+        return str(target["sha256"])
+
     async def _move(
         self,
         con: asyncpg.Connection,
@@ -233,15 +402,7 @@ class Repository:
     ) -> AliasMove:
         await self._require_project(con, project)
         await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"alias:{project}:{alias}")
-        target = await con.fetchrow(
-            "SELECT status, sha256 FROM model_versions WHERE project = $1 AND version = $2",
-            project,
-            version,
-        )
-        if target is None:
-            raise NotFound(f"project {project!r} has no version {version}")
-        if target["status"] != "ready":
-            raise Conflict(f"version {version} is {target['status']}: only ready versions serve")
+        sha256 = await self._ready_sha(con, project, version)
         current = await con.fetchval(
             "SELECT version FROM aliases WHERE project = $1 AND alias = $2", project, alias
         )
@@ -273,7 +434,7 @@ class Repository:
                 alias=alias,
                 from_version=current,
                 to_version=version,
-                sha256=target["sha256"],
+                sha256=sha256,
                 actor=actor,
                 reason=reason,
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -23,6 +24,57 @@ class NotFound(RegistryError):
 
 class Conflict(RegistryError):
     pass
+
+
+class Unauthenticated(RegistryError):
+    """A bearer token that names no user."""
+
+
+class Forbidden(RegistryError):
+    """The user is known but may not do this."""
+
+
+APPROVER = "approver"
+CHAMPION = "champion"
+GATED_ALIASES = frozenset({CHAMPION})  # the aliases an approval-mode project holds for approval
+
+
+class User(BaseModel):
+    """A registry user: a name, the sha256 of their bearer token (the token itself is never
+    stored) and their roles (`approver` may accept or reject promotion requests)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    roles: list[str] = Field(default_factory=list)
+
+    @property
+    def approver(self) -> bool:
+        return APPROVER in self.roles
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def authenticate(users: list[User], token: str) -> User:
+    digest = token_digest(token)
+    for user in users:
+        if hmac.compare_digest(user.token_sha256, digest):
+            return user
+    raise Unauthenticated("the bearer token names no registry user")
+
+
+def check_decision(request: dict[str, Any], user: User) -> None:
+    """Only a pending request, only by an approver, never by the person who asked."""
+    if not user.approver:
+        raise Forbidden(f"{user.name} does not have the {APPROVER} role")
+    if request["state"] != "pending":
+        raise Conflict(
+            f"promotion request {request['id']} is already {request['state']}"
+            + (f" by {request['decided_by']}" if request["decided_by"] else "")
+        )
+    if request["requested_by"] == user.name:
+        raise Forbidden(f"{user.name} asked for this promotion: another approver must decide")
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
@@ -55,6 +107,20 @@ class RegisterVersion(BaseModel):
 class MoveAlias(BaseModel):
     version: int = Field(ge=1)
     actor: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class RequestPromotion(BaseModel):
+    alias: str = Field(CHAMPION, pattern=ALIAS_PATTERN)
+    version: int = Field(ge=1)
+    requested_by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    evidence: dict[str, Any] = Field(
+        default_factory=dict, description="What the request rests on: metrics, tests, run id."
+    )
+
+
+class Decision(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 

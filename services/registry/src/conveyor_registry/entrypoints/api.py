@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from conveyor_contracts import ModelProject
@@ -15,14 +16,24 @@ from conveyor_runtime import SHA256_HEADER
 from ..adapters.repository import Repository
 from ..domain.model import (
     ALIAS_PATTERN,
+    Decision,
+    Forbidden,
     MoveAlias,
     NotFound,
     RegisterVersion,
     RegistryError,
+    RequestPromotion,
     Rollback,
+    Unauthenticated,
+    User,
+    authenticate,
 )
 
 AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN)]
+Bearer = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Depends(HTTPBearer(auto_error=False, description="A registry user's token (REGISTRY_USERS).")),
+]
 
 
 class Applied(BaseModel):
@@ -68,8 +79,53 @@ class HistoryEntry(BaseModel):
     at: datetime
 
 
+class PromotionRequest(BaseModel):
+    id: int
+    project: str
+    alias: str
+    version: int
+    requested_by: str
+    reason: str
+    evidence: dict[str, Any]
+    state: str
+    decided_by: str | None
+    decision_reason: str | None
+    decided_at: datetime | None
+    created_at: datetime
+
+
+def _caller(request: Request, credentials: Bearer) -> User | None:
+    """The user a bearer token names (users from `app.state.registry_users`); None without a
+    token; 401 for a token no one has."""
+    if credentials is None:
+        return None
+    try:
+        return authenticate(request.app.state.registry_users, credentials.credentials)
+    except Unauthenticated as exc:
+        raise _http(exc) from exc
+
+
+Caller = Annotated[User | None, Depends(_caller)]
+
+
+def _approver(user: Caller) -> User:
+    if user is None:
+        raise HTTPException(
+            401,
+            detail="deciding a promotion needs an approver's bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+Approver = Annotated[User, Depends(_approver)]
+
+
 def _http(exc: RegistryError) -> HTTPException:
-    return HTTPException(404 if isinstance(exc, NotFound) else 409, detail=str(exc))
+    if isinstance(exc, Unauthenticated):
+        return HTTPException(401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"})
+    status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, Forbidden) else 409
+    return HTTPException(status, detail=str(exc))
 
 
 def router(repo: Repository) -> APIRouter:
@@ -86,9 +142,12 @@ def router(repo: Repository) -> APIRouter:
         return await repo.projects()
 
     @api.get("/projects/{project}")
-    async def get_project(project: str) -> dict[str, Any]:
+    async def get_project(
+        project: str, version: Annotated[int | None, Query(ge=1)] = None
+    ) -> dict[str, Any]:
+        """The project's latest spec, or the one it had at `version`."""
         try:
-            return await repo.project(project)
+            return await repo.project(project, version)
         except RegistryError as exc:
             raise _http(exc) from exc
 
@@ -139,18 +198,39 @@ def router(repo: Repository) -> APIRouter:
         except RegistryError as exc:
             raise _http(exc) from exc
 
-    @api.put("/projects/{project}/aliases/{alias}", response_model=Moved)
-    async def move_alias(project: str, alias: AliasName, body: MoveAlias) -> Any:
+    @api.put(
+        "/projects/{project}/aliases/{alias}",
+        response_model=Moved,
+        responses={202: {"model": PromotionRequest, "description": "Held for approval."}},
+    )
+    async def move_alias(project: str, alias: AliasName, body: MoveAlias, user: Caller) -> Any:
+        """Move the alias. When the project's promotion mode is `approval` and the caller is
+        not an approver, the move becomes a pending promotion request (202). With a bearer
+        token, the recorded actor is the token's user."""
+        actor = user.name if user else body.actor
         try:
-            move = await repo.move_alias(project, alias, body.version, body.actor, body.reason)
+            if await repo.requires_approval(project, alias) and not (user and user.approver):
+                request, _ = await repo.request_promotion(
+                    project,
+                    RequestPromotion(
+                        alias=alias, version=body.version, requested_by=actor, reason=body.reason
+                    ),
+                )
+                out = PromotionRequest.model_validate(request)
+                return JSONResponse(out.model_dump(mode="json"), status_code=202)
+            move = await repo.move_alias(project, alias, body.version, actor, body.reason)
         except RegistryError as exc:
             raise _http(exc) from exc
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
 
     @api.post("/projects/{project}/aliases/{alias}/rollback", response_model=Moved)
-    async def rollback(project: str, alias: AliasName, body: Rollback) -> Any:
+    async def rollback(project: str, alias: AliasName, body: Rollback, user: Caller) -> Any:
+        """Move the alias back to where its last move took it from: always allowed (the way
+        out of a bad release needs no approval), and recorded like any move."""
         try:
-            move = await repo.rollback(project, alias, body.actor, body.reason)
+            move = await repo.rollback(
+                project, alias, user.name if user else body.actor, body.reason
+            )
         except RegistryError as exc:
             raise _http(exc) from exc
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
@@ -159,6 +239,57 @@ def router(repo: Repository) -> APIRouter:
     async def alias_history(project: str, alias: AliasName) -> Any:
         try:
             return await repo.history(project, alias)
+        except RegistryError as exc:
+            raise _http(exc) from exc
+
+    @api.post("/projects/{project}/promotions", response_model=PromotionRequest, status_code=201)
+    async def request_promotion(project: str, body: RequestPromotion, user: Caller) -> Any:
+        """Ask for an alias move that an approver decides (the trainer does when a candidate
+        passes the gate of an approval-mode project). Asking again returns the open request."""
+        if user is not None:
+            body = body.model_copy(update={"requested_by": user.name})
+        try:
+            request, created = await repo.request_promotion(project, body)
+        except RegistryError as exc:
+            raise _http(exc) from exc
+        out = PromotionRequest.model_validate(request)
+        return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
+
+    @api.get("/projects/{project}/promotions", response_model=list[PromotionRequest])
+    async def list_promotions(
+        project: str,
+        state: Annotated[
+            str | None, Query(pattern="^(pending|approved|rejected|superseded)$")
+        ] = None,
+    ) -> Any:
+        try:
+            return await repo.promotion_requests(project, state)
+        except RegistryError as exc:
+            raise _http(exc) from exc
+
+    @api.get("/projects/{project}/promotions/{request_id}", response_model=PromotionRequest)
+    async def get_promotion(project: str, request_id: int) -> Any:
+        try:
+            return await repo.promotion_request(project, request_id)
+        except RegistryError as exc:
+            raise _http(exc) from exc
+
+    @api.post(
+        "/projects/{project}/promotions/{request_id}/approve", response_model=PromotionRequest
+    )
+    async def approve(project: str, request_id: int, body: Decision, user: Approver) -> Any:
+        """Accept the request: the alias moves, with the approver as its actor. Needs a bearer
+        token of a user with the `approver` role, not the one who asked (403 otherwise)."""
+        try:
+            return await repo.decide(project, request_id, user, True, body.reason)
+        except RegistryError as exc:
+            raise _http(exc) from exc
+
+    @api.post("/projects/{project}/promotions/{request_id}/reject", response_model=PromotionRequest)
+    async def reject(project: str, request_id: int, body: Decision, user: Approver) -> Any:
+        """Refuse the request; the alias stays. Same rules as approving."""
+        try:
+            return await repo.decide(project, request_id, user, False, body.reason)
         except RegistryError as exc:
             raise _http(exc) from exc
 
