@@ -33,6 +33,8 @@ class FakeRegistry(Registry):
         self.versions: dict[int, dict[str, Any]] = {}
         self.champion_version: int | None = None
         self.moves: list[tuple[int, str]] = []
+        self.requests: list[tuple[int, str, dict[str, Any]]] = []
+        self.specs: list[Any] = []  # the project's spec at each project version
 
     async def register(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
         version = len(self.versions) + 1
@@ -48,6 +50,21 @@ class FakeRegistry(Registry):
     async def promote(self, project: str, version: int, reason: str) -> None:
         self.champion_version = version
         self.moves.append((version, reason))
+
+    async def version(self, project: str, version: int) -> tuple[dict[str, Any], bytes | None]:
+        body = self.versions[version]
+        onnx = base64.b64decode(body["onnx_base64"]) if "onnx_base64" in body else None
+        sha = hashlib.sha256(onnx).hexdigest() if onnx else None
+        return {"version": version, "sha256": sha, **body}, onnx
+
+    async def project_spec(self, project: str, project_version: int) -> dict[str, Any]:
+        return self.specs[project_version - 1].model_dump(mode="json")
+
+    async def request_approval(
+        self, project: str, version: int, reason: str, evidence: dict[str, Any]
+    ) -> int:
+        self.requests.append((version, reason, evidence))
+        return len(self.requests)
 
 
 async def test_train_register_promote_then_retrain_once_per_episode(kafka, database_url, spans):
@@ -106,11 +123,27 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
         first = registry.versions[1]
         assert first["status"] == "ready" and first["metrics"]["accuracy"] > 0.85
         assert first["lineage"]["training_rows"] == 800
+        training_set = first["lineage"]["training_set"]
         assert (
-            first["lineage"]["example_ids_digest"]
+            training_set["example_ids_digest"]
             == hashlib.sha256(
                 "".join(f"{x}\n" for x in sorted(f"r{i}" for i in range(800))).encode()
             ).hexdigest()
+        )
+        # Where the set was read: every example's partition and offset range of features.rows.
+        assert sum(r["rows"] for r in training_set["sources"]) == 800
+        assert {r["topic"] for r in training_set["sources"]} == {catalog.FEATURES_ROWS.name}
+        assert first["lineage"]["trigger"]["kind"] == "request"
+        assert first["lineage"]["trigger"]["request_id"] == "req-1"
+        code = first["lineage"]["code"]
+        assert (
+            len(code["uv_lock_sha256"]) == 64
+            and code["git_commit"]
+            and code["git_dirty"]
+            in (
+                True,
+                False,
+            )
         )
         x = np.asarray(
             [featurize(spec, traffic.payment(t0, drifted=False).fields, t0, [])], dtype=np.float32
@@ -153,7 +186,13 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
             )
         await until(lambda: registry.champion_version == 2, 60, "the retrained champion")
         second = registry.versions[2]
-        assert second["lineage"]["trigger"] == f"drift episode {episode.episode_id}"
+        assert second["lineage"]["trigger"]["kind"] == "drift"
+        assert second["lineage"]["trigger"]["episode_id"] == episode.episode_id
+        # The first model's holdout is the fixed regression set: never trained on again, and
+        # both models are measured on it.
+        assert second["lineage"]["training_set"]["regression_set"]
+        assert "regression_accuracy" in second["metrics"]
+        assert "on the regression set" in registry.moves[-1][1]
         # Retraining starts once min_new_rows (300) labeled rows followed the onset, and trains
         # on post-onset rows only: none of the 800 pre-drift rows.
         assert 300 <= second["lineage"]["training_rows"] <= 400
@@ -192,3 +231,127 @@ EPISODE_SPAN = "51a6f3bd6c14e2ab"
 
 async def _count(api, name, n):
     return (await api.get(f"/projects/{name}/examples")).json().get("count", 0) >= n
+
+
+async def test_reproduce_a_version_then_compare_variants(kafka, database_url):
+    """Approval mode: the run asks for approval instead of promoting. `reproduce` reads the
+    version's examples again from the recorded offsets (rows and feedback, several partitions),
+    retrains and matches the registered model on the holdout; a tampered record is refused.
+    An experiment trains two variants on one snapshot, compared side by side."""
+    base = unique_project("rep")
+    promotion = base.policies.promotion.model_copy(update={"mode": "approval"})
+    spec = base.model_copy(
+        update={"policies": base.policies.model_copy(update={"promotion": promotion})}
+    )
+    name = spec.name
+    registry = FakeRegistry()
+    registry.specs.append(spec)
+    runtime = bootstrap(
+        TrainerSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url),
+        registry=registry,
+    )
+    traffic = FraudTraffic(seed=11)
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    names = spec.feature_names()
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        await k.apply(spec)
+        await until(lambda: runtime.projects.get(name), what="the project")
+        for i in range(500):
+            p = traffic.payment(t0 + timedelta(seconds=30 * i), drifted=False)
+            row = FeatureRowComputed(
+                project=name,
+                project_version=1,
+                record_id=f"r{i}",
+                entity_id=f"e{i % 7}",
+                event_time=t0 + timedelta(seconds=30 * i),
+                feature_names=names,
+                values=featurize(spec, p.fields, t0, []),
+                label=p.truth if i % 10 else None,  # some rows are not labeled: no example
+            )
+            await k.send(catalog.FEATURES_ROWS, row, key=f"e{i % 7}")
+        for i in range(150):
+            p = traffic.payment(t0, drifted=False)
+            await k.send(
+                catalog.FEEDBACK_RECORDED,
+                FeedbackRecorded(
+                    feedback_id=f"f{i}",
+                    request_id=f"q{i}",
+                    project=name,
+                    entity_id=f"e{i % 5}",
+                    model_version=1,
+                    feature_names=names,
+                    values=featurize(spec, p.fields, t0, []),
+                    predicted_label="legit",
+                    label=p.truth,
+                    correct=p.truth == "legit",
+                    predicted_at=t0 + timedelta(seconds=30 * i + 7),
+                    labeled_at=datetime.now(UTC),
+                ),
+                key=f"q{i}",
+            )
+        await until(lambda: _count(api, name, 600), 30, "examples")
+
+        run = await _run(api, (await api.post(f"/projects/{name}/runs", json={})).json()["run_id"])
+        assert run["status"] == "succeeded" and not run["promoted"], run
+        assert "promotion request 1 awaits an approver" in run["reason"]
+        assert registry.champion_version is None and registry.requests[0][0] == 1
+        lineage = registry.versions[1]["lineage"]
+        sources = lineage["training_set"]["sources"]
+        assert {s["topic"] for s in sources} == {
+            catalog.FEATURES_ROWS.name,
+            catalog.FEEDBACK_RECORDED.name,
+        }
+        assert sum(s["rows"] for s in sources) == lineage["training_rows"] == 600
+
+        r = await api.post(f"/projects/{name}/versions/1/reproduce")
+        assert r.status_code == 200, r.text
+        again = r.json()
+        assert again["reproduced"] and again["max_abs_diff"] <= 1e-6, again
+        assert again["training_rows"] == 600 and again["holdout_rows"] == 150
+        assert again["content_digest"] == lineage["training_set"]["content_digest"]
+
+        # A record that does not describe what is on the topics is refused, not "reproduced".
+        lineage["training_set"]["content_digest"] = "0" * 64
+        r = await api.post(f"/projects/{name}/versions/1/reproduce")
+        assert r.status_code == 409 and "the version trained on 600" in r.text
+
+        variants = [
+            {"class_path": "sklearn.linear_model.LogisticRegression", "params": {"C": 0.01}},
+            {
+                "class_path": "sklearn.tree.DecisionTreeClassifier",
+                "params": {"max_depth": 3},
+                "standardize": False,
+            },
+        ]
+        started = await api.post(
+            f"/projects/{name}/experiments", json={"variants": variants, "reason": "try two"}
+        )
+        assert started.status_code == 202, started.text
+        experiment = started.json()["experiment_id"]
+
+        async def both_done():
+            runs = (
+                await api.get(f"/projects/{name}/runs", params={"experiment": experiment})
+            ).json()
+            return runs if len(runs) == 2 and all(x["status"] != "running" for x in runs) else None
+
+        runs = await until(both_done, 60, "the experiment's two runs")
+        assert [x["variant"]["class_path"] for x in runs] == [v["class_path"] for v in variants]
+        assert all(x["status"] == "succeeded" and not x["promoted"] for x in runs), runs
+        assert len(registry.requests) == 1  # variants ask no one to promote them
+        table = (
+            await api.get("/runs/compare", params={"run_id": [x["run_id"] for x in runs]})
+        ).json()
+        assert [x["estimator"] for x in table["runs"]] == [v["class_path"] for v in variants]
+        assert {x["training_rows"] for x in table["runs"]} == {450}  # the regression set is held
+        assert table["best"]["accuracy"] in {x["run_id"] for x in runs}
+        assert table["runs"][1]["params"]["max_depth"] == 3
+        assert (await api.get("/runs/compare", params={"run_id": "nope"})).status_code == 404
+
+
+async def _run(api, run_id: str) -> dict:
+    async def finished():
+        run = (await api.get(f"/runs/{run_id}")).json()
+        return run if run["status"] != "running" else None
+
+    return await until(finished, 60, f"run {run_id}")

@@ -83,7 +83,9 @@ def test_promotion_gate():
     assert not promotion(margin, {"accuracy": 0.74}, {"accuracy": 0.7}, 1).promote
     approval = PromotionPolicy(mode="approval")
     held = promotion(approval, {"accuracy": 0.9}, {"accuracy": 0.7}, 1)
-    assert not held.promote and "requires approval" in held.reason
+    assert not held.promote and held.needs_approval and "requires approval" in held.reason
+    refused = promotion(approval, {"accuracy": 0.6}, {"accuracy": 0.7}, 1)
+    assert not refused.needs_approval  # a candidate that fails the gate is not put to anyone
 
 
 def test_a_candidate_must_be_significantly_better_row_for_row():
@@ -108,11 +110,26 @@ def test_a_candidate_must_be_significantly_better_row_for_row():
     assert Paired([True, False], [True, False]).mcnemar() == (0, 0, 1.0)
 
 
-def test_an_episode_waits_for_rows_and_cool_down():
-    policy = RetrainPolicy(min_new_rows=100, cooldown_s=30)
+def test_a_regression_on_the_fixed_set_blocks_only_when_the_policy_says_so():
+    candidate, champion = {"accuracy": 0.9}, {"accuracy": 0.8}
+    on_set = ({"accuracy": 0.70}, {"accuracy": 0.75})
+    recorded = promotion(PromotionPolicy(max_p_value=1), candidate, champion, 1, None, on_set)
+    assert recorded.promote and "0.7000 vs 0.7500 on the regression set" in recorded.reason
+    gated = PromotionPolicy(max_p_value=1, max_regression=0.02)
+    blocked = promotion(gated, candidate, champion, 1, None, on_set)
+    assert not blocked.promote and "regresses" in blocked.reason
+    within = promotion(gated, candidate, champion, 1, None, ({"accuracy": 0.74}, on_set[1]))
+    assert within.promote
+
+
+def test_an_episode_waits_for_rows_cool_down_and_the_daily_budget():
+    policy = RetrainPolicy(min_new_rows=100, cooldown_s=30, max_runs_per_day=3)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert not episode_ready(policy, 99, None, now, False).ready
     assert episode_ready(policy, 100, None, now, False).ready
     assert not episode_ready(policy, 500, now - timedelta(seconds=10), now, False).ready
     assert episode_ready(policy, 500, now - timedelta(seconds=31), now, False).ready
     assert not episode_ready(policy, 500, None, now, True).ready
+    assert episode_ready(policy, 500, None, now, False, runs_last_day=2).ready
+    spent = episode_ready(policy, 500, None, now, False, runs_last_day=3)
+    assert not spent.ready and "daily budget: 3 of 3" in spent.reason

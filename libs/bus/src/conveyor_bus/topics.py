@@ -82,3 +82,49 @@ async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def read_ranges(
+    bootstrap_servers: str,
+    ranges: Iterable[tuple[str, int, int, int]],
+    *,
+    timeout_s: float = 60.0,
+) -> list[tuple[str, int, int, bytes]]:
+    """Every record in the given (topic, partition, first offset, last offset) ranges, as
+    (topic, partition, offset, value), in offset order per partition. Raises `LookupError`
+    when a range is no longer (or not yet) on the broker: retention deleted it, say."""
+    wanted = {TopicPartition(t, p): (first, last) for t, p, first, last in ranges}
+    out: list[tuple[str, int, int, bytes]] = []
+    if not wanted:
+        return out
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="conveyor-replay"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(wanted))
+        starts = await consumer.beginning_offsets(list(wanted))
+        ends = await consumer.end_offsets(list(wanted))
+        for tp, (first, last) in wanted.items():
+            if first < starts[tp] or last >= ends[tp]:
+                raise LookupError(
+                    f"{tp.topic}[{tp.partition}] holds offsets {starts[tp]}..{ends[tp] - 1}, "
+                    f"not all of {first}..{last}"
+                )
+            consumer.seek(tp, first)
+        todo = set(wanted)
+        async with asyncio.timeout(timeout_s):
+            while todo:
+                batch = await consumer.getmany(*todo, timeout_ms=200)
+                for tp, records in batch.items():
+                    first, last = wanted[tp]
+                    for r in records:
+                        if first <= r.offset <= last and r.value is not None:
+                            out.append((tp.topic, tp.partition, r.offset, r.value))
+                for tp in list(todo):
+                    if await consumer.position(tp) > wanted[tp][1]:  # gaps (markers) included
+                        todo.discard(tp)
+                        consumer.pause(tp)
+    finally:
+        await consumer.stop()
+    return out

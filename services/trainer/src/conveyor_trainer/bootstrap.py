@@ -30,10 +30,10 @@ def bootstrap(
     assert runtime.db is not None
     repo = Repository(runtime.db)
     registry = registry or HttpRegistry(settings.registry_url)
-    runs = Runs(repo, registry)
+    runs = Runs(repo, registry, settings.kafka_bootstrap_servers)
     trainer = Trainer(runtime.projects, repo, runs)
-    runtime.bus.consume(catalog.FEATURES_ROWS, trainer.on_rows)
-    runtime.bus.consume(catalog.FEEDBACK_RECORDED, trainer.on_feedback)
+    runtime.bus.consume(catalog.FEATURES_ROWS, trainer.on_examples)
+    runtime.bus.consume(catalog.FEEDBACK_RECORDED, trainer.on_examples)
     runtime.bus.consume(catalog.TRAINER_REQUESTS, trainer.on_requests)
     runtime.bus.consume(catalog.MONITOR_DRIFT, trainer.on_drift)
     runtime.http.include_router(router(runtime.projects, repo, runs))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from conveyor_bus import Delivery, Rejection
 from conveyor_contracts.events import (
@@ -16,8 +16,9 @@ from conveyor_contracts.events import (
 from conveyor_runtime import ProjectCache
 
 from .adapters.repository import ActiveRun, Repository
+from .domain.examples import materialize
 from .domain.policy import episode_ready
-from .runs import Runs
+from .runs import Runs, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -28,31 +29,13 @@ class Trainer:
         self.repo = repo
         self.runs = runs
 
-    async def on_rows(self, batch: list[Delivery[FeatureRowComputed]]) -> None:
-        await self.repo.add_examples(
-            [
-                (e.project, e.record_id, "record", e.event_time, e.feature_names, e.values, e.label)
-                for e in (d.event for d in batch)
-                if e.label is not None
-            ]
-        )
-
-    async def on_feedback(self, batch: list[Delivery[FeedbackRecorded]]) -> None:
-        # Train on what the model saw: the exact vector it scored, with the true label.
-        await self.repo.add_examples(
-            [
-                (
-                    e.project,
-                    f"feedback:{e.feedback_id}",
-                    "feedback",
-                    e.predicted_at,
-                    e.feature_names,
-                    e.values,
-                    e.label,
-                )
-                for e in (d.event for d in batch)
-            ]
-        )
+    async def on_examples(
+        self, batch: list[Delivery[FeatureRowComputed]] | list[Delivery[FeedbackRecorded]]
+    ) -> None:
+        """Labeled feature rows and feedback (the exact vector the model scored, with the true
+        label), each stored once with the topic, partition and offset it was read at."""
+        examples = (materialize(d.event, d.topic, d.partition, d.offset) for d in batch)
+        await self.repo.add_examples([e for e in examples if e is not None])
 
     async def on_requests(self, batch: list[Delivery[StartTraining]]) -> list[Rejection]:
         rejections = []
@@ -65,7 +48,12 @@ class Trainer:
                 try:
                     await self.runs.start(
                         known,
-                        f"request {d.event.request_id} by {d.event.requested_by}: {d.event.reason}",
+                        Trigger(
+                            "request",
+                            d.event.requested_by,
+                            d.event.reason,
+                            request_id=d.event.request_id,
+                        ),
                         traceparent=d.onward.get("traceparent"),
                     )
                 except ActiveRun as exc:
@@ -98,21 +86,22 @@ class Trainer:
             new_rows = await self.repo.count_since(
                 known.spec.name, known.spec.feature_names(), episode["onset_at"]
             )
+            now = datetime.now(UTC)
             readiness = episode_ready(
                 policy,
                 new_rows,
                 await self.repo.last_finished(known.spec.name),
-                datetime.now(UTC),
+                now,
                 await self.repo.active(known.spec.name),
+                await self.repo.runs_finished_since(known.spec.name, now - timedelta(days=1)),
             )
             if not readiness.ready:
                 continue
             try:
                 await self.runs.start(
                     known,
-                    f"drift episode {episode['episode_id']}",
+                    Trigger("drift", "monitor", episode_id=episode["episode_id"]),
                     since=episode["onset_at"],
-                    episode_id=episode["episode_id"],
                     traceparent=episode["traceparent"],
                 )
             except ActiveRun:

@@ -1,69 +1,193 @@
-"""A training run from start to finish: examples → fit → ONNX gate → register → promotion gate."""
+"""A training run from start to finish: examples → fit → ONNX gate → register → promotion gate.
+
+Also experiments (variants of the estimator trained on one snapshot of the examples, one after
+another, never promoted on their own) and `reproduce` (read a version's training set again from
+the recorded offset ranges, retrain, compare with the registered model on the holdout).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from conveyor_bus import tracing
+import asyncpg
+import numpy as np
+
+from conveyor_bus import read_ranges, tracing
+from conveyor_contracts import ModelProject, catalog
 from conveyor_contracts.events import TrainingRunFinished
+from conveyor_contracts.project import EstimatorSpec
 from conveyor_runtime import KnownProject
 
+from .adapters.provenance import code_provenance
 from .adapters.registry import Registry, encode
-from .adapters.repository import Repository, digest
+from .adapters.repository import ActiveRun, Repository
 from .domain import training
+from .domain.examples import (
+    content_digest,
+    ids_digest,
+    materialize,
+    offset_ranges,
+    order_key,
+    select,
+)
 from .domain.policy import Paired, promotion
 
 log = logging.getLogger(__name__)
+
+REPRODUCE_TOLERANCE = 1e-6
+EXAMPLE_TOPICS = {catalog.FEATURES_ROWS.name: catalog.FEATURES_ROWS}
+EXAMPLE_TOPICS[catalog.FEEDBACK_RECORDED.name] = catalog.FEEDBACK_RECORDED
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What started a run: a person (over HTTP or the CLI), a request on Kafka, a drift
+    episode, or a schedule."""
+
+    kind: str  # person | request | drift | schedule
+    by: str
+    reason: str = ""
+    episode_id: str | None = None
+    request_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.kind == "drift":
+            return f"drift episode {self.episode_id}"
+        if self.kind == "request":
+            return f"request {self.request_id} by {self.by}: {self.reason}"
+        return f"{self.by}: {self.reason}"
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "by": self.by,
+            "reason": self.reason,
+            "episode_id": self.episode_id,
+            "request_id": self.request_id,
+        }
+
+
+@dataclass
+class Snapshot:
+    """The examples a run trains on, and what identifies them."""
+
+    rows: list[asyncpg.Record]  # as selected, regression set included
+    training: list[tuple[str, datetime, list[float], str]]  # id, observed_at, values, label
+    sources: list[dict[str, Any]]
+    regression: tuple[str, list[str]] | None = None
+    excluded: int = 0
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+class ReproduceFailed(Exception):
+    """The recorded training set cannot be read again as it was."""
 
 
 class Runs:
     """Starts runs (one per project at a time) and executes them in the background."""
 
-    def __init__(self, repo: Repository, registry: Registry) -> None:
+    def __init__(
+        self, repo: Repository, registry: Registry, bootstrap_servers: str | None = None
+    ) -> None:
         self.repo = repo
         self.registry = registry
+        self.bootstrap_servers = bootstrap_servers
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(
         self,
         known: KnownProject,
-        trigger: str,
+        trigger: Trigger,
         since: datetime | None = None,
-        episode_id: str | None = None,
         traceparent: str | None = None,
     ) -> str:
         """Open a run and execute it in the background; raises ActiveRun if one is going.
         The run is a span in the trace of what caused it (`traceparent`, else the active span:
         an HTTP request's, say); the version it registers and promotes continues it."""
         run_id = uuid4().hex
-        await self.repo.open_run(run_id, known.spec.name, trigger)
+        await self.repo.open_run(run_id, known.spec.name, trigger.text, trigger.info())
+        episode_id = trigger.episode_id
         if episode_id is not None and not await self.repo.start_episode(episode_id, run_id):
             await self._finish(
                 known,
                 run_id,
-                trigger,
+                trigger.text,
                 datetime.now(UTC),
                 "skipped",
                 "the episode already has its run",
                 logs="",
             )
             return run_id
-        task = asyncio.create_task(
-            self._traced(known, run_id, trigger, since, traceparent), name=f"run-{run_id[:8]}"
+        self._spawn(self._traced(known, run_id, trigger, since, traceparent), run_id)
+        return run_id
+
+    async def start_experiment(
+        self, known: KnownProject, trigger: Trigger, variants: list[EstimatorSpec]
+    ) -> tuple[str, str]:
+        """Train each variant on one snapshot of the examples (the same rows, the same
+        holdout), one run after another; variants are registered, never promoted by the run.
+        Returns the experiment id and the first run's id; raises ActiveRun if one is going."""
+        experiment_id = uuid4().hex
+        first = uuid4().hex
+        await self.repo.open_run(
+            first,
+            known.spec.name,
+            trigger.text,
+            trigger.info(),
+            experiment_id,
+            variants[0].model_dump(mode="json"),
         )
+        self._spawn(self._experiment(known, trigger, variants, experiment_id, first), first)
+        return experiment_id, first
+
+    def _spawn(self, work: Any, run_id: str) -> None:
+        task = asyncio.create_task(work, name=f"run-{run_id[:8]}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        return run_id
+
+    async def _experiment(
+        self,
+        known: KnownProject,
+        trigger: Trigger,
+        variants: list[EstimatorSpec],
+        experiment_id: str,
+        first: str,
+    ) -> None:
+        snapshot: Snapshot | None = None
+        for i, variant in enumerate(variants):
+            run_id = first
+            if i:
+                run_id = uuid4().hex
+                while True:  # a run another trigger started between two variants finishes first
+                    try:
+                        await self.repo.open_run(
+                            run_id,
+                            known.spec.name,
+                            trigger.text,
+                            trigger.info(),
+                            experiment_id,
+                            variant.model_dump(mode="json"),
+                        )
+                        break
+                    except ActiveRun:
+                        await asyncio.sleep(1)
+            snapshot = await self._execute(
+                known, run_id, trigger, None, variant=variant, snapshot=snapshot
+            )
 
     async def _traced(
         self,
         known: KnownProject,
         run_id: str,
-        trigger: str,
+        trigger: Trigger,
         since: datetime | None,
         traceparent: str | None,
     ) -> None:
@@ -73,26 +197,59 @@ class Runs:
             attributes={
                 "conveyor.project": known.spec.name,
                 "conveyor.run_id": run_id,
-                "conveyor.trigger": trigger,
+                "conveyor.trigger": trigger.text,
             },
         ):
             await self._execute(known, run_id, trigger, since)
 
+    # --- one run --------------------------------------------------------------------------------
+
+    async def _snapshot(self, spec: ModelProject, since: datetime | None) -> Snapshot:
+        """The most recent examples (since `since`), minus the project's regression set."""
+        names = spec.feature_names()
+        rows = await self.repo.examples(spec.name, names, spec.policies.retrain.train_rows, since)
+        regression = await self.repo.regression_set(spec.name)
+        held = set(regression[1]) if regression else set()
+        training_rows = [
+            (r["example_id"], r["observed_at"], list(r["values"]), r["label"])
+            for r in rows
+            if r["example_id"] not in held
+        ]
+        return Snapshot(
+            rows=rows,
+            training=training_rows,
+            sources=offset_ranges((r["topic"], r["partition"], r["offset"]) for r in rows),
+            regression=regression,
+            excluded=len(rows) - len(training_rows),
+        )
+
     async def _execute(
-        self, known: KnownProject, run_id: str, trigger: str, since: datetime | None
-    ) -> None:
+        self,
+        known: KnownProject,
+        run_id: str,
+        trigger: Trigger,
+        since: datetime | None,
+        *,
+        variant: EstimatorSpec | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> Snapshot | None:
         started = datetime.now(UTC)
-        spec, policy = known.spec, known.spec.policies
+        spec = known.spec
+        if variant is not None:
+            spec = spec.model_copy(update={"estimator": variant})
+        policy = spec.policies
         logs: list[str] = []
+        text = trigger.text
         try:
-            rows = await self.repo.examples(
-                spec.name, spec.feature_names(), policy.retrain.train_rows, since
-            )
+            snapshot = snapshot or await self._snapshot(spec, since)
+            rows = snapshot.training
             logs.append(
-                f"{len(rows)} examples" + (f" observed since {since:%H:%M:%S}" if since else "")
+                f"{len(rows)} examples"
+                + (f" observed since {since:%H:%M:%S}" if since else "")
+                + (f" ({snapshot.excluded} held back: regression set)" if snapshot.excluded else "")
             )
             try:
-                data = training.dataset(spec, [(list(r["values"]), r["label"]) for r in rows])
+                data = training.dataset(spec, [(v, label) for _, _, v, label in rows])
                 candidate = await asyncio.to_thread(
                     training.train, spec, data, policy.retrain.holdout_fraction
                 )
@@ -100,20 +257,21 @@ class Runs:
                 await self._finish(
                     known,
                     run_id,
-                    trigger,
+                    text,
                     started,
                     "skipped",
                     str(exc),
                     logs="\n".join(logs),
                     rows=len(rows),
                 )
-                return
+                return snapshot
             logs.append(
                 f"holdout metrics {candidate.metrics}; ONNX max diff {candidate.onnx_max_diff:.2e}"
             )
             champion = await self.registry.champion(spec.name)
             champion_metrics: dict[str, float] = {}
             paired: Paired | None = None
+            regression: tuple[dict[str, float], dict[str, float]] | None = None
             if champion is not None and candidate.holdout is not None:
                 holdout = candidate.holdout
                 theirs, ours = await asyncio.to_thread(
@@ -128,23 +286,21 @@ class Runs:
                     (theirs.argmax(axis=1) == holdout.y).tolist(),
                 )
                 logs.append(f"champion v{champion[0]} on the same holdout: {champion_metrics}")
-            lineage = {
-                "training_rows": len(rows),
-                "example_ids_digest": digest([r["example_id"] for r in rows]),
-                "observed_from": rows[0]["observed_at"].isoformat(),
-                "observed_to": rows[-1]["observed_at"].isoformat(),
-                "estimator": spec.estimator.class_path,
-                "params": candidate.params,
-                "seed": spec.estimator.seed,
-                "trigger": trigger,
-                "parent_version": champion[0] if champion else None,
-                "project_version": known.version,
-                "environment": training.environment(),
-            }
+                regression = await self._regression(spec, candidate.onnx, champion[1], snapshot)
+                if regression is not None:
+                    logs.append(
+                        f"regression set {snapshot.regression[0][:8]}: "  # type: ignore[index]
+                        f"candidate {regression[0]}, champion {regression[1]}"
+                    )
+            code = await asyncio.to_thread(code_provenance)
+            lineage = self._lineage(
+                known, spec, candidate, snapshot, trigger, variant, champion, since
+            ) | {"code": code}
             body: dict[str, Any] = {
                 "run_id": run_id,
                 "project_version": known.version,
-                "metrics": candidate.metrics,
+                "metrics": candidate.metrics
+                | ({f"regression_{k}": v for k, v in regression[0].items()} if regression else {}),
                 "signature": candidate.signature,
                 "profile": candidate.profile,
                 "lineage": lineage,
@@ -159,7 +315,7 @@ class Runs:
                 await self._finish(
                     known,
                     run_id,
-                    trigger,
+                    text,
                     started,
                     "failed",
                     candidate.failure,
@@ -169,39 +325,139 @@ class Runs:
                     metrics=candidate.metrics,
                     params=candidate.params,
                 )
-                return
+                return snapshot
+            if snapshot.regression is None and candidate.holdout is not None:
+                await self._pin_regression_set(spec, run_id, snapshot, len(candidate.holdout.y))
             decision = promotion(
                 policy.promotion,
                 candidate.metrics,
                 champion_metrics if champion else None,
                 champion[0] if champion else None,
                 paired,
+                regression,
             )
-            if decision.promote:
-                await self.registry.promote(
-                    spec.name, version, f"{decision.reason} (run {run_id[:8]})"
+            reason = decision.reason
+            if variant is not None:
+                reason = f"variant of an experiment, not promoted by the run (the gate: {reason})"
+            elif decision.promote:
+                await self.registry.promote(spec.name, version, f"{reason} (run {run_id[:8]})")
+            elif decision.needs_approval:
+                request = await self.registry.request_approval(
+                    spec.name,
+                    version,
+                    f"{reason} (run {run_id[:8]})",
+                    {
+                        "run_id": run_id,
+                        "metrics": candidate.metrics,
+                        "champion_version": champion[0] if champion else None,
+                        "champion_metrics": champion_metrics,
+                    },
                 )
-            logs.append(f"promotion: {decision.reason}")
+                reason = f"{reason}: promotion request {request} awaits an approver"
+            logs.append(f"promotion: {reason}")
             await self._finish(
                 known,
                 run_id,
-                trigger,
+                text,
                 started,
                 "succeeded",
-                decision.reason,
+                reason,
                 logs="\n".join(logs),
                 rows=len(rows),
                 version=version,
                 metrics=candidate.metrics,
                 champion=champion_metrics,
-                promoted=decision.promote,
+                promoted=decision.promote and variant is None,
                 params=candidate.params,
             )
         except Exception as exc:
             log.exception("run %s failed", run_id)
             await self._finish(
-                known, run_id, trigger, started, "failed", f"{exc!r}", logs="\n".join(logs)
+                known, run_id, text, started, "failed", f"{exc!r}", logs="\n".join(logs)
             )
+        return snapshot
+
+    async def _regression(
+        self, spec: ModelProject, candidate: bytes, champion: bytes, snapshot: Snapshot
+    ) -> tuple[dict[str, float], dict[str, float]] | None:
+        """Candidate's and champion's metrics on the fixed regression set."""
+        if snapshot.regression is None:
+            return None
+        rows = await self.repo.examples_by_id(
+            spec.name, spec.feature_names(), snapshot.regression[1]
+        )
+        classes = spec.label.classes
+        known = [
+            (list(r["values"]), classes.index(r["label"])) for r in rows if r["label"] in classes
+        ]
+        if not known:
+            return None
+        x = np.asarray([v for v, _ in known], dtype=np.float32)
+        y = np.asarray([c for _, c in known], dtype=np.int64)
+        ours, theirs = await asyncio.to_thread(
+            lambda: (
+                training.onnx_probabilities(candidate, x),
+                training.onnx_probabilities(champion, x),
+            )
+        )
+        return training.evaluate(ours, y), training.evaluate(theirs, y)
+
+    async def _pin_regression_set(
+        self, spec: ModelProject, run_id: str, snapshot: Snapshot, holdout_rows: int
+    ) -> None:
+        """The first successful run's holdout becomes the project's fixed regression set."""
+        ids = [example_id for example_id, _, _, _ in snapshot.training[-holdout_rows:]]
+        await self.repo.pin_regression_set(spec.name, ids_digest(ids)[:16], run_id, ids)
+
+    def _lineage(
+        self,
+        known: KnownProject,
+        spec: ModelProject,
+        candidate: training.Candidate,
+        snapshot: Snapshot,
+        trigger: Trigger,
+        variant: EstimatorSpec | None,
+        champion: tuple[int, bytes] | None,
+        since: datetime | None,
+    ) -> dict[str, Any]:
+        rows = snapshot.training
+        oldest = min(
+            (order_key(r["example_id"], r["observed_at"]) for r in snapshot.rows),
+            default=None,
+        )
+        features = json.dumps(
+            [f.model_dump(mode="json") for f in spec.features], sort_keys=True
+        ).encode()
+        return {
+            "training_rows": len(rows),
+            "training_set": {
+                "sources": snapshot.sources,
+                "boundary": {"observed_at": oldest[0].isoformat(), "example_id": oldest[1]}
+                if oldest
+                else None,
+                "since": since.isoformat() if since else None,
+                "rows": len(rows),
+                "content_digest": content_digest(rows),
+                "example_ids_digest": ids_digest(r[0] for r in rows),
+                "regression_set": snapshot.regression[0] if snapshot.regression else None,
+                "held_back": snapshot.excluded,
+            },
+            "observed_from": rows[0][1].isoformat() if rows else None,
+            "observed_to": rows[-1][1].isoformat() if rows else None,
+            "feature_names": spec.feature_names(),
+            "features_sha256": hashlib.sha256(features).hexdigest(),
+            "project_version": known.version,
+            "estimator": spec.estimator.class_path,
+            "estimator_spec": spec.estimator.model_dump(mode="json"),
+            "params": candidate.params,
+            "seed": spec.estimator.seed,
+            "holdout_fraction": spec.policies.retrain.holdout_fraction,
+            "holdout_rows": 0 if candidate.holdout is None else len(candidate.holdout.y),
+            "variant": variant is not None,
+            "trigger": trigger.info() | {"text": trigger.text},
+            "parent_version": champion[0] if champion else None,
+            "environment": training.environment(),
+        }
 
     async def _finish(
         self,
@@ -236,6 +492,95 @@ class Runs:
         )
         await self.repo.finish_run(event, params or {}, logs)
         log.info("run %s %s: %s", run_id, status, reason)
+
+    # --- reproduce ------------------------------------------------------------------------------
+
+    async def reproduce(self, project: str, version: int) -> dict[str, Any]:
+        """Read the version's training set again from its recorded offset ranges, check it is
+        the same set (row count and content digest), retrain with the recorded spec, and compare
+        the new model's probabilities with the registered model's on the holdout."""
+        info, artifact = await self.registry.version(project, version)
+        if artifact is None:
+            raise ReproduceFailed(f"version {version} of {project!r} has no artifact")
+        lineage = info["lineage"]
+        recorded = lineage.get("training_set")
+        if not recorded or not recorded.get("boundary"):
+            raise ReproduceFailed(f"version {version} records no training set to read again")
+        if any("unplaced" in s for s in recorded["sources"]):
+            raise ReproduceFailed("some examples were stored before their offsets were recorded")
+        spec = ModelProject.model_validate(
+            await self.registry.project_spec(project, lineage["project_version"])
+        )
+        spec = spec.model_copy(
+            update={"estimator": EstimatorSpec.model_validate(lineage["estimator_spec"])}
+        )
+        assert self.bootstrap_servers is not None
+        try:
+            records = await read_ranges(
+                self.bootstrap_servers,
+                [
+                    (s["topic"], s["partition"], s["first_offset"], s["last_offset"])
+                    for s in recorded["sources"]
+                ],
+            )
+        except LookupError as exc:
+            raise ReproduceFailed(f"the training set is no longer on the broker: {exc}") from exc
+        examples = []
+        for topic, partition, offset, value in records:
+            try:
+                event = EXAMPLE_TOPICS[topic].adapter.validate_json(value)
+            except ValueError:
+                continue  # dead-lettered when it was first read: never an example
+            if (e := materialize(event, topic, partition, offset)) is not None:
+                examples.append(e)
+        boundary = recorded["boundary"]
+        chosen = select(
+            examples,
+            project,
+            lineage["feature_names"],
+            (datetime.fromisoformat(boundary["observed_at"]), boundary["example_id"]),
+        )
+        if recorded["regression_set"]:
+            held = await self.repo.regression_set_by_id(recorded["regression_set"])
+            if held is None:
+                raise ReproduceFailed(f"regression set {recorded['regression_set']} is unknown")
+            chosen = [e for e in chosen if e.example_id not in set(held)]
+        rows = [(e.example_id, e.observed_at, e.values, e.label) for e in chosen]
+        digest = content_digest(rows)
+        if len(rows) != recorded["rows"] or digest != recorded["content_digest"]:
+            raise ReproduceFailed(
+                f"read {len(rows)} examples (digest {digest[:12]}…) from the recorded ranges; "
+                f"the version trained on {recorded['rows']} ({recorded['content_digest'][:12]}…)"
+            )
+        data = training.dataset(spec, [(e.values, e.label) for e in chosen])
+        candidate = await asyncio.to_thread(training.train, spec, data, lineage["holdout_fraction"])
+        assert candidate.holdout is not None
+        x = candidate.holdout.x
+        ours, theirs = await asyncio.to_thread(
+            lambda: (
+                training.onnx_probabilities(candidate.onnx, x),
+                training.onnx_probabilities(artifact, x),
+            )
+        )
+        diff = float(np.abs(ours - theirs).max())
+        return {
+            "project": project,
+            "version": version,
+            "training_rows": len(rows),
+            "content_digest": digest,
+            "holdout_rows": len(candidate.holdout.y),
+            "max_abs_diff": diff,
+            "tolerance": REPRODUCE_TOLERANCE,
+            "reproduced": diff <= REPRODUCE_TOLERANCE,
+            "same_artifact": hashlib.sha256(candidate.onnx).hexdigest() == info["sha256"],
+            "metrics": candidate.metrics,
+            "registered_metrics": info["metrics"],
+            "code": {
+                "recorded": lineage.get("code"),
+                "now": await asyncio.to_thread(code_provenance),
+            },
+            "environment": {"recorded": lineage.get("environment"), "now": training.environment()},
+        }
 
     async def wait(self) -> None:
         if self.tasks:

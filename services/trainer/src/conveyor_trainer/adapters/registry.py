@@ -20,6 +20,19 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def promote(self, project: str, version: int, reason: str) -> None: ...
 
+    @abc.abstractmethod
+    async def version(self, project: str, version: int) -> tuple[dict[str, Any], bytes | None]:
+        """A registered version's record and its verified artifact (None for a failed one)."""
+
+    @abc.abstractmethod
+    async def project_spec(self, project: str, project_version: int) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    async def request_approval(
+        self, project: str, version: int, reason: str, evidence: dict[str, Any]
+    ) -> int:
+        """Open a promotion request for an approver; its id."""
+
 
 class HttpRegistry(Registry):
     def __init__(self, base_url: str) -> None:
@@ -41,6 +54,25 @@ class HttpRegistry(Registry):
 
     async def promote(self, project: str, version: int, reason: str) -> None:
         await self.registry.move_alias(project, "champion", version, actor="trainer", reason=reason)
+
+    async def version(self, project: str, version: int) -> tuple[dict[str, Any], bytes | None]:
+        info = await self.registry.version(project, version)
+        if info["sha256"] is None:
+            return info, None
+        data, claimed = await self.registry.artifact(project, version)
+        verify_artifact(data, f"{project} v{version}", info["sha256"], claimed)
+        return info, data
+
+    async def project_spec(self, project: str, project_version: int) -> dict[str, Any]:
+        return await self.registry.project_spec(project, project_version)
+
+    async def request_approval(
+        self, project: str, version: int, reason: str, evidence: dict[str, Any]
+    ) -> int:
+        request = await self.registry.request_promotion(
+            project, version, requested_by="trainer", reason=reason, evidence=evidence
+        )
+        return int(request["id"])
 
     async def close(self) -> None:
         await self.registry.close()

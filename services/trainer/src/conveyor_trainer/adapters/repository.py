@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -12,9 +11,12 @@ from conveyor_contracts import catalog
 from conveyor_contracts.events import TrainingRunFinished
 from conveyor_db import Database, enqueue
 
+from ..domain.examples import Example
+
 RUN_COLUMNS = (
-    "run_id, project, trigger, status, reason, params, metrics, champion_metrics, "
-    "model_version, promoted, training_rows, started_at, finished_at, logs"
+    "run_id, project, trigger, trigger_info, experiment_id, variant, status, reason, params, "
+    "metrics, champion_metrics, model_version, promoted, training_rows, started_at, "
+    "finished_at, duration_s, logs"
 )
 
 
@@ -30,15 +32,14 @@ class Repository:
     def pool(self) -> asyncpg.Pool:
         return self.db.pool
 
-    async def add_examples(
-        self, rows: list[tuple[str, str, str, datetime, list[str], list[float], str]]
-    ) -> None:
-        """(project, example_id, source, observed_at, names, values, label); once each."""
-        if rows:
+    async def add_examples(self, examples: list[Example]) -> None:
+        """Each example once (a redelivery or a second copy on the topic changes nothing)."""
+        if examples:
             await self.pool.executemany(
                 "INSERT INTO examples (project, example_id, source, observed_at, feature_names, "
-                "values, label) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING",
-                rows,
+                'values, label, topic, "partition", "offset") '
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
+                [e.row() for e in examples],
             )
 
     async def examples(
@@ -46,7 +47,8 @@ class Repository:
     ) -> list[asyncpg.Record]:
         """The most recent `limit` examples (observed since `since`), returned oldest first."""
         rows = await self.pool.fetch(
-            "SELECT example_id, observed_at, values, label FROM examples WHERE project = $1 "
+            'SELECT example_id, observed_at, values, label, topic, "partition", "offset" '
+            "FROM examples WHERE project = $1 "
             "AND feature_names = $2 AND ($3::timestamptz IS NULL OR observed_at >= $3) "
             "ORDER BY observed_at DESC, example_id DESC LIMIT $4",
             project,
@@ -76,14 +78,25 @@ class Repository:
 
     # --- runs -----------------------------------------------------------------------------------
 
-    async def open_run(self, run_id: str, project: str, trigger: str) -> None:
+    async def open_run(
+        self,
+        run_id: str,
+        project: str,
+        trigger: str,
+        trigger_info: dict[str, Any],
+        experiment_id: str | None = None,
+        variant: dict[str, Any] | None = None,
+    ) -> None:
         try:
             await self.pool.execute(
-                "INSERT INTO runs (run_id, project, trigger, status) "
-                "VALUES ($1, $2, $3, 'running')",
+                "INSERT INTO runs (run_id, project, trigger, trigger_info, experiment_id, "
+                "variant, status) VALUES ($1, $2, $3, $4, $5, $6, 'running')",
                 run_id,
                 project,
                 trigger,
+                trigger_info,
+                experiment_id,
+                variant,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ActiveRun(f"project {project!r} already has a run in progress") from exc
@@ -96,7 +109,8 @@ class Repository:
             await con.execute(
                 "UPDATE runs SET status = $2, reason = $3, params = $4, metrics = $5, "
                 "champion_metrics = $6, model_version = $7, promoted = $8, training_rows = $9, "
-                "finished_at = $10, logs = $11 WHERE run_id = $1",
+                "finished_at = $10, logs = $11, "
+                "duration_s = extract(epoch FROM $10 - started_at) WHERE run_id = $1",
                 event.run_id,
                 event.status,
                 event.reason,
@@ -113,11 +127,70 @@ class Repository:
                 con, catalog.TRAINER_RUNS, event, key=event.project, source="conveyor/trainer"
             )
 
-    async def runs(self, project: str) -> list[dict[str, Any]]:
+    async def runs(self, project: str, experiment_id: str | None = None) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE project = $1 ORDER BY started_at", project
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE project = $1 "
+            "AND ($2::text IS NULL OR experiment_id = $2) ORDER BY started_at",
+            project,
+            experiment_id,
         )
         return [dict(r) for r in rows]
+
+    async def runs_by_id(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ANY($1::text[])", run_ids
+        )
+        by_id = {r["run_id"]: dict(r) for r in rows}
+        return [by_id[i] for i in run_ids if i in by_id]
+
+    async def runs_finished_since(self, project: str, since: datetime) -> int:
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM runs WHERE project = $1 AND status <> 'skipped' "
+                "AND finished_at >= $2",
+                project,
+                since,
+            )
+        )
+
+    # --- the regression set ---------------------------------------------------------------------
+
+    async def regression_set(self, project: str) -> tuple[str, list[str]] | None:
+        row = await self.pool.fetchrow(
+            "SELECT set_id, example_ids FROM regression_sets WHERE project = $1", project
+        )
+        return (row["set_id"], list(row["example_ids"])) if row else None
+
+    async def regression_set_by_id(self, set_id: str) -> list[str] | None:
+        ids = await self.pool.fetchval(
+            "SELECT example_ids FROM regression_sets WHERE set_id = $1", set_id
+        )
+        return list(ids) if ids is not None else None
+
+    async def pin_regression_set(
+        self, project: str, set_id: str, run_id: str, ids: list[str]
+    ) -> None:
+        """The first pin stays: the set is fixed once a project has one."""
+        await self.pool.execute(
+            "INSERT INTO regression_sets (project, set_id, run_id, example_ids) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (project) DO NOTHING",
+            project,
+            set_id,
+            run_id,
+            ids,
+        )
+
+    async def examples_by_id(
+        self, project: str, names: list[str], ids: list[str]
+    ) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT example_id, observed_at, values, label FROM examples WHERE project = $1 "
+            "AND feature_names = $2 AND example_id = ANY($3::text[]) "
+            "ORDER BY observed_at, example_id",
+            project,
+            names,
+            ids,
+        )
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
@@ -199,12 +272,3 @@ class Repository:
                 run_id,
             )
         )
-
-
-def digest(ids: list[str]) -> str:
-    """A content digest of the whole training set's identity (every example id, sorted)."""
-    h = hashlib.sha256()
-    for example_id in sorted(ids):
-        h.update(example_id.encode())
-        h.update(b"\n")
-    return h.hexdigest()

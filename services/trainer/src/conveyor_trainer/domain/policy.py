@@ -15,6 +15,7 @@ from conveyor_contracts.project import PromotionPolicy, RetrainPolicy
 class Decision:
     promote: bool
     reason: str
+    needs_approval: bool = False  # it passed the gate; an approver decides
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ def promotion(
     champion: dict[str, float] | None,
     champion_version: int | None,
     paired: Paired | None = None,
+    regression: tuple[dict[str, float], dict[str, float]] | None = None,
 ) -> Decision:
     """Judge a candidate against the policy and, when there is one, the champion — both measured
-    on the same holdout, row for row when `paired` is given."""
+    on the same holdout, row for row when `paired` is given, and on the project's fixed
+    regression set when `regression` (candidate's metrics, champion's) is given."""
     metric = policy.metric
     score = candidate.get(metric)
     if score is None:
@@ -75,10 +78,22 @@ def promotion(
                     f"{verdict}, but not significantly better: {evidence} > {policy.max_p_value}",
                 )
             verdict = f"{verdict}; {evidence}"
+        if regression is not None:
+            ours, theirs = regression[0].get(metric, 0.0), regression[1].get(metric, 0.0)
+            on_set = f"{metric} {ours:.4f} vs {theirs:.4f} on the regression set"
+            if policy.max_regression is not None and theirs - ours > policy.max_regression:
+                return Decision(
+                    False,
+                    f"{verdict}, but it regresses: {on_set} "
+                    f"(more than {policy.max_regression} below the champion)",
+                )
+            verdict = f"{verdict}; {on_set}"
     else:
         verdict = f"{metric} {score:.4f}, no champion yet"
     if policy.mode == "approval":
-        return Decision(False, f"{verdict}; the project requires approval to promote")
+        return Decision(
+            False, f"{verdict}; the project requires approval to promote", needs_approval=True
+        )
     return Decision(True, verdict)
 
 
@@ -94,10 +109,15 @@ def episode_ready(
     last_run_finished: datetime | None,
     now: datetime,
     running: bool,
+    runs_last_day: int = 0,
 ) -> Readiness:
     """Whether a drift episode may start its (single) retraining run now."""
     if running:
         return Readiness(False, "a run of this project is in progress")
+    if runs_last_day >= policy.max_runs_per_day:
+        return Readiness(
+            False, f"daily budget: {runs_last_day} of {policy.max_runs_per_day} runs in 24 hours"
+        )
     if last_run_finished is not None:
         waited = (now - last_run_finished).total_seconds()
         if waited < policy.cooldown_s:

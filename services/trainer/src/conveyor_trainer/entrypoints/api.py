@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from conveyor_runtime import ProjectCache
+from conveyor_contracts.project import EstimatorSpec
+from conveyor_runtime import NotInRegistry, ProjectCache
 
 from ..adapters.repository import ActiveRun, Repository
-from ..runs import Runs
+from ..runs import ReproduceFailed, Runs, Trigger
 
 
 class RunRequest(BaseModel):
@@ -19,10 +20,27 @@ class RunRequest(BaseModel):
     requested_by: str = Field("api", max_length=200)
 
 
+class ExperimentRequest(RunRequest):
+    variants: list[EstimatorSpec] = Field(
+        min_length=1,
+        max_length=20,
+        description="Estimators (class, parameters, scaling, seed) to train on one snapshot of "
+        "the examples, one run each; registered, never promoted by the run.",
+    )
+
+
+class Started(BaseModel):
+    run_id: str
+    experiment_id: str | None = None
+
+
 class RunInfo(BaseModel):
     run_id: str
     project: str
     trigger: str
+    trigger_info: dict[str, Any]
+    experiment_id: str | None
+    variant: dict[str, Any] | None
     status: str
     reason: str
     params: dict[str, Any]
@@ -33,26 +51,84 @@ class RunInfo(BaseModel):
     training_rows: int
     started_at: datetime
     finished_at: datetime | None
+    duration_s: float | None
     logs: str
 
 
 def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
     api = APIRouter(tags=["trainer"])
 
-    @api.post("/projects/{project}/runs", status_code=202)
-    async def start_run(project: str, body: RunRequest) -> dict[str, str]:
+    @api.post("/projects/{project}/runs", status_code=202, response_model=Started)
+    async def start_run(project: str, body: RunRequest) -> Any:
         known = projects.get(project)
         if known is None:
             raise HTTPException(404, detail=f"unknown project {project!r}")
         try:
-            run_id = await runs.start(known, f"{body.requested_by}: {body.reason}")
+            run_id = await runs.start(known, Trigger("person", body.requested_by, body.reason))
         except ActiveRun as exc:
             raise HTTPException(409, detail=str(exc)) from exc
-        return {"run_id": run_id}
+        return Started(run_id=run_id)
+
+    @api.post("/projects/{project}/experiments", status_code=202, response_model=Started)
+    async def start_experiment(project: str, body: ExperimentRequest) -> Any:
+        """Train variants side by side: the same examples, the same holdout, one run each
+        (`GET /projects/{project}/runs?experiment=...`, `GET /runs/compare`)."""
+        known = projects.get(project)
+        if known is None:
+            raise HTTPException(404, detail=f"unknown project {project!r}")
+        try:
+            experiment_id, run_id = await runs.start_experiment(
+                known, Trigger("person", body.requested_by, body.reason), body.variants
+            )
+        except ActiveRun as exc:
+            raise HTTPException(409, detail=str(exc)) from exc
+        return Started(run_id=run_id, experiment_id=experiment_id)
 
     @api.get("/projects/{project}/runs", response_model=list[RunInfo])
-    async def list_runs(project: str) -> Any:
-        return await repo.runs(project)
+    async def list_runs(project: str, experiment: str | None = None) -> Any:
+        return await repo.runs(project, experiment)
+
+    @api.get("/runs/compare")
+    async def compare_runs(
+        run_id: Annotated[list[str], Query(min_length=1, max_length=50)],
+    ) -> dict[str, Any]:
+        """Runs side by side: estimator, parameters, every metric, rows, duration, version."""
+        found = await repo.runs_by_id(run_id)
+        missing = sorted(set(run_id) - {r["run_id"] for r in found})
+        if missing:
+            raise HTTPException(404, detail=f"no runs {missing}")
+        metrics = sorted({m for r in found for m in r["metrics"]})
+        return {
+            "metrics": metrics,
+            "runs": [
+                {
+                    "run_id": r["run_id"],
+                    "status": r["status"],
+                    "estimator": (r["variant"] or {}).get("class_path"),
+                    "params": r["params"],
+                    "metrics": {m: r["metrics"].get(m) for m in metrics},
+                    "champion_metrics": r["champion_metrics"],
+                    "training_rows": r["training_rows"],
+                    "duration_s": r["duration_s"],
+                    "model_version": r["model_version"],
+                    "promoted": r["promoted"],
+                    "reason": r["reason"],
+                }
+                for r in found
+            ],
+            "best": {m: _best(found, m) for m in metrics},
+        }
+
+    @api.post("/projects/{project}/versions/{version}/reproduce")
+    async def reproduce(project: str, version: int) -> dict[str, Any]:
+        """Read the version's training set again from its recorded topic offsets, retrain,
+        and compare the new model's probabilities with the registered ones on the holdout."""
+        try:
+            return await runs.reproduce(project, version)
+        except NotInRegistry as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
+        except ReproduceFailed as exc:
+            raise HTTPException(409, detail=str(exc)) from exc
 
     @api.get("/runs/{run_id}", response_model=RunInfo)
     async def get_run(run_id: str) -> Any:
@@ -66,3 +142,9 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
         return await repo.example_stats(project)
 
     return api
+
+
+def _best(runs: list[dict[str, Any]], metric: str) -> str:
+    """The run with the highest `metric` (every metric here is higher-is-better)."""
+    scored = [(r["metrics"][metric], r["run_id"]) for r in runs if metric in r["metrics"]]
+    return max(scored)[1]
