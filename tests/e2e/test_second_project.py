@@ -16,6 +16,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -49,10 +50,13 @@ class Cli:
             timeout=60,
         )
 
-    def json(self, *args: str) -> object:
+    def json(self, *args: str) -> Any:
         done = self(*args)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, done.stderr + done.stdout
         return json.loads(done.stdout)
+
+    def as_user(self, token: str) -> Cli:
+        return Cli(self.env | {"CONVEYOR_TOKEN": token})
 
 
 def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
@@ -62,6 +66,13 @@ def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
         "DATABASE_URL": asyncio.run(infra.create_database(postgres.url, "wine")),
         "CONVEYOR_HOME": str(home),
     }
+    # Three registry users made with `conveyor token`: two approvers and one without the role.
+    made = {
+        name: Cli(env).json("token", name, *(["--role", "approver"] if name != "dave" else []))
+        for name in ("alice", "carol", "dave")
+    }
+    env["REGISTRY_USERS"] = json.dumps([m["registry_users_entry"] for m in made.values()])
+    tokens = {name: m["token"] for name, m in made.items()}
     up = subprocess.Popen(
         [sys.executable, "-m", "conveyor_cli.main", "up"],
         env=env,
@@ -74,7 +85,7 @@ def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
         until(lambda: (home / "stack.json").exists() or up.poll() is not None, 120, "the stack")
         assert up.poll() is None, up.stdout.read() if up.stdout else ""
         urls = until(lambda: _healthy(home), 60, "every service healthy")
-        _play(Cli(env), urls, kafka.bootstrap_servers)
+        _play(Cli(env), urls, kafka.bootstrap_servers, tokens)
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
         output, _ = up.communicate(timeout=60)
@@ -97,7 +108,7 @@ def _healthy(home: Path) -> dict[str, str] | None:
     return urls if ok else None
 
 
-def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
+def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str]) -> None:
     http = httpx.Client(timeout=10)
     assert cli.json("apply", "wine")["project_version"] == 1
     until(
@@ -121,18 +132,35 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
 
     run = _train(cli, http, url["trainer"], "e2e")
     assert run["status"] == "succeeded", run
-    assert not run["promoted"] and "requires approval" in run["reason"]
+    assert not run["promoted"] and "awaits an approver" in run["reason"], run
     assert run["metrics"]["accuracy"] >= 0.8
     version = run["model_version"]
     assert http.get(url["registry"] + "/projects/wine/aliases").json() == {}
     listing = cli("versions", "wine")
     assert listing.returncode == 0 and "ready" in listing.stderr
 
-    # A person approves by promoting; serving follows the alias.
-    moved = cli.json(
-        "promote", "wine", str(version), "--actor", "alice", "--reason", "reviewed the holdout"
+    # The trainer asked for approval; only an approver's token decides it.
+    (request,) = cli.json("approvals", "wine")
+    assert (request["requested_by"], request["version"]) == ("trainer", version)
+    assert request["evidence"]["metrics"]["accuracy"] == run["metrics"]["accuracy"]
+    nobody = cli("approve", "wine", str(request["id"]))
+    assert nobody.returncode == 1 and "401" in nobody.stdout + nobody.stderr
+    no_role = cli.as_user(tokens["dave"])("approve", "wine", str(request["id"]))
+    assert no_role.returncode == 1 and "approver role" in no_role.stdout + no_role.stderr
+    decided = cli.as_user(tokens["alice"]).json(
+        "approve", "wine", str(request["id"]), "--reason", "reviewed the holdout"
     )
-    assert moved["to_version"] == version
+    assert (decided["state"], decided["decided_by"]) == ("approved", "alice")
+    assert http.get(url["registry"] + "/projects/wine/aliases").json() == {"champion": version}
+
+    # The version can be rebuilt from what its lineage records, exactly.
+    lineage = cli.json("lineage", "wine", str(version))
+    assert lineage["training_set"]["rows"] == lineage["training_rows"] == 178
+    again = cli.json("reproduce", "wine", str(version))
+    assert again["reproduced"] and again["max_abs_diff"] <= 1e-6, again
+    start, complete = cli.json("lineage", "wine", str(version), "--openlineage")
+    assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
+    assert [i["name"] for i in complete["inputs"]] == [catalog.FEATURES_ROWS.name]
     until(
         lambda: (
             http.get(url["serving"] + "/models").json().get("wine", {}).get("version") == version
@@ -160,7 +188,11 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
     run = _train(cli, http, url["trainer"], "e2e again")
     newer = run["model_version"]
     assert run["status"] == "succeeded" and newer == version + 1, run
-    cli.json("promote", "wine", str(newer), "--actor", "carol", "--reason", "second look")
+    # Without a token, promoting asks for approval; an approver's own promotion moves at once.
+    held = cli.json("promote", "wine", str(newer), "--reason", "second look")
+    assert held["state"] == "pending" and held["requested_by"] == "cli"
+    carol = cli.as_user(tokens["carol"])
+    carol.json("promote", "wine", str(newer), "--actor", "ignored", "--reason", "second look")
     rolled = cli.json("rollback", "wine", "--actor", "bob", "--reason", "paging at night")
     assert (rolled["from_version"], rolled["to_version"]) == (newer, version)
     history = cli.json("history", "wine")
@@ -169,7 +201,9 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str) -> None:
         ("carol", version, newer),
         ("bob", newer, version),
     ]
-    assert history[0]["reason"] == "reviewed the holdout"
+    assert (
+        history[0]["reason"] == f"approved request {request['id']} of trainer: reviewed the holdout"
+    )
     until(
         lambda: http.get(url["serving"] + "/models").json()["wine"]["version"] == version,
         30,

@@ -279,3 +279,96 @@ async def test_approval_mode_holds_promotions_for_an_approver(kafka, database_ur
             ("PromotionDecided", first),
         ]
         assert [e.decision for e in events[2:]] == ["rejected", "approved"]
+
+
+async def test_a_version_exports_as_openlineage_run_events(kafka, database_url):
+    spec = unique_project("ol")
+    name = spec.name
+    run_id = uuid.uuid4().hex
+    lineage = {
+        "training_rows": 600,
+        "training_set": {
+            "sources": [
+                {
+                    "topic": "features.rows.v1",
+                    "partition": 0,
+                    "first_offset": 5,
+                    "last_offset": 90,
+                    "rows": 300,
+                },
+                {
+                    "topic": "features.rows.v1",
+                    "partition": 2,
+                    "first_offset": 0,
+                    "last_offset": 70,
+                    "rows": 150,
+                },
+                {
+                    "topic": "feedback.recorded.v1",
+                    "partition": 1,
+                    "first_offset": 3,
+                    "last_offset": 99,
+                    "rows": 150,
+                },
+            ],
+            "rows": 600,
+            "content_digest": "c" * 64,
+            "example_ids_digest": "e" * 64,
+            "boundary": {"observed_at": "2026-03-01T00:00:00+00:00", "example_id": "r1"},
+        },
+        "params": {"C": 1.0, "max_iter": 100},
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "seed": 0,
+        "code": {
+            "git_commit": "a" * 40,
+            "git_dirty": False,
+            "git_url": "file:///src",
+            "uv_lock_sha256": "b" * 64,
+        },
+        "environment": {"sklearn": "1.7.2"},
+        "trigger": {"kind": "person", "by": "ana"},
+        "started_at": "2026-03-01T10:00:00+00:00",
+    }
+    async with running(bootstrap(_settings(kafka, database_url))) as api:
+        await api.post("/projects", json=spec.model_dump(mode="json"))
+        await api.post(f"/projects/{name}/versions", json=_version(run_id, b"m1", lineage=lineage))
+        r = await api.get(f"/projects/{name}/versions/1/openlineage")
+        assert r.status_code == 200, r.text
+        start, complete = r.json()
+        assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
+        assert start["run"]["runId"] == complete["run"]["runId"] == str(uuid.UUID(run_id))
+        assert start["eventTime"] == "2026-03-01T10:00:00+00:00"
+        assert start["job"]["name"] == complete["job"]["name"]
+        assert start["job"]["name"] == f"{name}.train"
+        assert start["job"]["facets"]["sourceCodeLocation"]["version"] == "a" * 40
+        assert all(
+            e["schemaURL"].startswith("https://openlineage.io/spec/") for e in (start, complete)
+        )
+        inputs = {i["name"]: i for i in complete["inputs"]}
+        assert set(inputs) == {"features.rows.v1", "feedback.recorded.v1"}
+        assert (
+            inputs["features.rows.v1"]["namespace"]
+            == f"kafka://{kafka.bootstrap_servers.split(',')[0]}"
+        )
+        offsets = inputs["features.rows.v1"]["inputFacets"]["kafkaOffsets"]["partitions"]
+        assert [(o["partition"], o["first_offset"], o["last_offset"]) for o in offsets] == [
+            (0, 5, 90),
+            (2, 0, 70),
+        ]
+        assert inputs["feedback.recorded.v1"]["inputFacets"]["inputStatistics"]["rowCount"] == 150
+        (model,) = complete["outputs"]
+        assert model["name"] == f"{name}/versions/1"
+        assert model["facets"]["version"]["datasetVersion"] == hashlib.sha256(b"m1").hexdigest()
+        training = start["run"]["facets"]["conveyor_training"]
+        assert (
+            training["content_digest"] == "c" * 64
+            and training["code"]["uv_lock_sha256"] == "b" * 64
+        )
+        params = start["run"]["facets"]["executionParameters"]["parameters"]
+        assert {p["key"]: p["value"] for p in params} == {"C": "1.0", "max_iter": "100"}
+
+        await api.post(f"/projects/{name}/versions", json=_version("run-failed", None))
+        failed = (await api.get(f"/projects/{name}/versions/2/openlineage")).json()
+        assert failed[1]["eventType"] == "FAIL"
+        assert "differ from scikit-learn" in failed[1]["run"]["facets"]["errorMessage"]["message"]
+        assert (await api.get(f"/projects/{name}/versions/9/openlineage")).status_code == 404

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -130,7 +133,10 @@ def _url(service: str) -> str:
 
 
 def _call(method: str, service: str, path: str, **kwargs: Any) -> Any:
-    r = httpx.request(method, _url(service) + path, timeout=30.0, **kwargs)
+    """One API call; CONVEYOR_TOKEN, when set, goes along as the caller's bearer token."""
+    if token := os.environ.get("CONVEYOR_TOKEN"):
+        kwargs["headers"] = {"Authorization": f"Bearer {token}"} | kwargs.get("headers", {})
+    r = httpx.request(method, _url(service) + path, timeout=120.0, **kwargs)
     if r.status_code >= 400:
         console.print(f"[red]{r.status_code}[/red] {r.text}")
         raise typer.Exit(1)
@@ -212,7 +218,8 @@ def promote(
     reason: str = "promoted from the CLI",
     actor: str = "cli",
 ) -> None:
-    """Point an alias (default champion) at a version."""
+    """Point an alias (default champion) at a version. In a project that requires approval,
+    this asks for it (the request is printed) unless CONVEYOR_TOKEN is an approver's."""
     _print(
         _call(
             "PUT",
@@ -239,6 +246,109 @@ def rollback(
             json={"actor": actor, "reason": reason},
         )
     )
+
+
+@app.command()
+def approvals(project: str, state: str = "pending") -> None:
+    """Promotion requests of a project (pending by default; `--state all` for every one)."""
+    params = {} if state == "all" else {"state": state}
+    _print(_call("GET", "registry", f"/projects/{project}/promotions", params=params))
+
+
+@app.command()
+def approve(project: str, request: int, reason: str = "approved from the CLI") -> None:
+    """Accept a promotion request: the alias moves. Needs CONVEYOR_TOKEN of an approver."""
+    path = f"/projects/{project}/promotions/{request}/approve"
+    _print(_call("POST", "registry", path, json={"reason": reason}))
+
+
+@app.command()
+def reject(project: str, request: int, reason: str = "rejected from the CLI") -> None:
+    """Refuse a promotion request. Needs CONVEYOR_TOKEN of an approver."""
+    path = f"/projects/{project}/promotions/{request}/reject"
+    _print(_call("POST", "registry", path, json={"reason": reason}))
+
+
+@app.command()
+def token(
+    name: str,
+    role: Annotated[list[str], typer.Option("--role", help="approver")] = [],  # noqa: B006
+) -> None:
+    """Make a registry user: prints a new token (give it to the user as CONVEYOR_TOKEN) and
+    the entry to add to the registry's REGISTRY_USERS (only the token's sha256 is kept)."""
+    secret = secrets.token_urlsafe(32)
+    entry = {"name": name, "token_sha256": hashlib.sha256(secret.encode()).hexdigest()}
+    _print({"token": secret, "registry_users_entry": entry | {"roles": role}})
+
+
+@app.command()
+def lineage(
+    project: str,
+    version: int,
+    openlineage: Annotated[bool, typer.Option(help="As OpenLineage run events.")] = False,
+) -> None:
+    """What a version was made from: training set, code, environment, trigger, parent."""
+    if openlineage:
+        _print(_call("GET", "registry", f"/projects/{project}/versions/{version}/openlineage"))
+    else:
+        _print(_call("GET", "registry", f"/projects/{project}/versions/{version}")["lineage"])
+
+
+@app.command()
+def reproduce(project: str, version: int) -> None:
+    """Rebuild a version's training set from its recorded offsets, retrain, and compare the
+    new model's predictions with the registered ones on the holdout (exit 1 if they differ)."""
+    result = _call("POST", "trainer", f"/projects/{project}/versions/{version}/reproduce")
+    _print(result)
+    if not result["reproduced"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def experiment(
+    project: str,
+    variant: Annotated[
+        list[str],
+        typer.Option(
+            "--variant",
+            "-v",
+            help='An estimator as JSON, e.g. \'{"class_path": '
+            '"sklearn.ensemble.RandomForestClassifier", "params": {"n_estimators": 50}}\'',
+        ),
+    ],
+    reason: str = "experiment from the CLI",
+) -> None:
+    """Train variants on one snapshot of the examples, one run each (never promoted by the
+    run); `conveyor compare RUN...` puts them side by side."""
+    variants = [json.loads(v) for v in variant]
+    body = {"variants": variants, "reason": reason, "requested_by": "cli"}
+    _print(_call("POST", "trainer", f"/projects/{project}/experiments", json=body))
+
+
+@app.command()
+def compare(run_ids: Annotated[list[str], typer.Argument(help="Run ids.")]) -> None:
+    """Runs side by side: estimator, metrics, rows, duration, version."""
+    data = _call("GET", "trainer", "/runs/compare", params={"run_id": run_ids})
+    table = Table(title="runs")
+    for column in ("run", "estimator", *data["metrics"], "rows", "seconds", "version", "status"):
+        table.add_column(column)
+    for r in data["runs"]:
+        best = {m for m, run in data["best"].items() if run == r["run_id"]}
+        table.add_row(
+            r["run_id"][:8],
+            (r["estimator"] or "project's").rsplit(".", 1)[-1],
+            *(
+                ""
+                if r["metrics"][m] is None
+                else f"{r['metrics'][m]:.4f}" + (" *" if m in best else "")
+                for m in data["metrics"]
+            ),
+            str(r["training_rows"]),
+            "" if r["duration_s"] is None else f"{r['duration_s']:.1f}",
+            str(r["model_version"] or ""),
+            r["status"],
+        )
+    console.print(table)
 
 
 @app.command()

@@ -17,6 +17,9 @@ class RegistrySettings(ServiceSettings):
         description="Registry users as JSON: name, token_sha256 and roles (`approver` decides "
         "promotion requests). `conveyor token NAME --role approver` makes an entry.",
     )
+    registry_public_url: str | None = Field(
+        None, description="The registry's URL as others reach it (OpenLineage namespace)."
+    )
 
 
 def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
@@ -26,5 +29,10 @@ def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
     )
     assert runtime.db is not None
     runtime.http.state.registry_users = settings.registry_users
+    first_broker = settings.kafka_bootstrap_servers.split(",")[0]
+    runtime.http.state.lineage_namespaces = (
+        f"kafka://{first_broker}",
+        settings.registry_public_url or f"http://{settings.http_host}:{settings.http_port}",
+    )
     runtime.http.include_router(router(Repository(runtime.db)))
     return runtime

@@ -295,7 +295,7 @@ class Runs:
             code = await asyncio.to_thread(code_provenance)
             lineage = self._lineage(
                 known, spec, candidate, snapshot, trigger, variant, champion, since
-            ) | {"code": code}
+            ) | {"code": code, "started_at": started.isoformat()}
             body: dict[str, Any] = {
                 "run_id": run_id,
                 "project_version": known.version,

@@ -14,6 +14,7 @@ from conveyor_contracts import ModelProject
 from conveyor_runtime import SHA256_HEADER
 
 from ..adapters.repository import Repository
+from ..domain import openlineage
 from ..domain.model import (
     ALIAS_PATTERN,
     Decision,
@@ -175,6 +176,17 @@ def router(repo: Repository) -> APIRouter:
             return await repo.version(project, version)
         except RegistryError as exc:
             raise _http(exc) from exc
+
+    @api.get("/projects/{project}/versions/{version}/openlineage")
+    async def openlineage_events(project: str, version: int, request: Request) -> list[Any]:
+        """The run that made the version as OpenLineage run events (START, then COMPLETE or
+        FAIL): Kafka inputs with the offset ranges read, the model as output (by sha256)."""
+        try:
+            row = await repo.version(project, version)
+        except RegistryError as exc:
+            raise _http(exc) from exc
+        settings = request.app.state.lineage_namespaces
+        return openlineage.events(row, *settings)
 
     @api.get(
         "/projects/{project}/versions/{version}/artifact",

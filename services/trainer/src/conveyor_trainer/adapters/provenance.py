@@ -41,4 +41,12 @@ def code_provenance() -> dict[str, Any]:
     lock = os.environ.get("CONVEYOR_UV_LOCK_SHA256")
     if lock is None and root is not None:
         lock = hashlib.sha256((root / "uv.lock").read_bytes()).hexdigest()
-    return {"git_commit": commit or None, "git_dirty": dirty, "uv_lock_sha256": lock}
+    url = os.environ.get("CONVEYOR_GIT_URL") or (
+        root and commit and _git(root, "config", "--get", "remote.origin.url")
+    )
+    return {
+        "git_commit": commit or None,
+        "git_dirty": dirty,
+        "git_url": url or None,
+        "uv_lock_sha256": lock,
+    }
