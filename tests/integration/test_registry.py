@@ -372,3 +372,41 @@ async def test_a_version_exports_as_openlineage_run_events(kafka, database_url):
         assert failed[1]["eventType"] == "FAIL"
         assert "differ from scikit-learn" in failed[1]["run"]["facets"]["errorMessage"]["message"]
         assert (await api.get(f"/projects/{name}/versions/9/openlineage")).status_code == 404
+
+
+async def test_a_pending_version_completes_once(kafka, database_url):
+    spec = unique_project("pend")
+    name = spec.name
+    async with running(bootstrap(_settings(kafka, database_url))) as api:
+        await api.post("/projects", json=spec.model_dump(mode="json"))
+        pending = {"run_id": "run-p", "project_version": 1, "status": "pending"}
+        r = await api.post(f"/projects/{name}/versions", json=pending)
+        assert r.status_code == 201 and r.json()["status"] == "pending"
+        r = await api.put(
+            f"/projects/{name}/aliases/champion", json={"version": 1, "actor": "a", "reason": "r"}
+        )
+        assert r.status_code == 409 and "pending" in r.text
+        bad = await api.post(
+            f"/projects/{name}/versions", json=pending | {"run_id": "x", "onnx_base64": "AA=="}
+        )
+        assert bad.status_code == 409 and "pending version carries no artifact" in bad.text
+        done = _version("run-p", b"m") | {"status": "ready"}
+        done.pop("run_id"), done.pop("project_version")
+        r = await api.post(f"/projects/{name}/versions/1/complete", json=done)
+        assert r.status_code == 200 and r.json()["status"] == "ready"
+        assert r.json()["sha256"] == hashlib.sha256(b"m").hexdigest()
+        again = await api.post(f"/projects/{name}/versions/1/complete", json=done)
+        assert again.status_code == 200  # a retry changes nothing
+        other = done | {"onnx_base64": base64.b64encode(b"other").decode()}
+        r = await api.post(f"/projects/{name}/versions/1/complete", json=other)
+        assert r.status_code == 409 and "immutable" in r.text
+        r = await api.post(f"/projects/{name}/versions/7/complete", json=done)
+        assert r.status_code == 404
+        async with Kafka(kafka.bootstrap_servers) as k:
+            events = await k.collect(
+                catalog.REGISTRY_EVENTS.name,
+                lambda e: e.project == name and isinstance(e, ModelVersionRegistered),
+                2,
+                decode=catalog.REGISTRY_EVENTS,
+            )
+        assert [e.status for e in events] == ["pending", "ready"]

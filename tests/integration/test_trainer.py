@@ -41,6 +41,10 @@ class FakeRegistry(Registry):
         self.versions[version] = body
         return {"version": version, "status": body["status"]}
 
+    async def complete(self, project: str, version: int, body: dict[str, Any]) -> None:
+        assert self.versions[version]["status"] == "pending", "a version completes once"
+        self.versions[version] = self.versions[version] | body
+
     async def champion(self, project: str) -> tuple[int, bytes] | None:
         if self.champion_version is None:
             return None

@@ -177,7 +177,10 @@ class ModelVersionRegistered(Event):
     type: Literal["version_registered"] = "version_registered"
     project: ProjectName
     version: int
-    status: Literal["ready", "failed"]
+    status: Literal["pending", "ready", "failed"] = Field(
+        description="`pending` when a run claims the number as it starts training; the same "
+        "version is announced again once `ready` or `failed`."
+    )
     sha256: str | None
     metrics: dict[str, float] = Field(default_factory=dict)
     run_id: str | None = None

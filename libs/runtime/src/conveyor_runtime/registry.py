@@ -82,6 +82,12 @@ class RegistryClient:
         r = await self._request("POST", f"/projects/{project}/versions", json=body)
         return dict(r.json())
 
+    async def complete(self, project: str, version: int, body: dict[str, Any]) -> dict[str, Any]:
+        r = await self._request(
+            "POST", f"/projects/{project}/versions/{version}/complete", json=body
+        )
+        return dict(r.json())
+
     async def move_alias(
         self, project: str, alias: str, version: int, *, actor: str, reason: str
     ) -> dict[str, Any]:

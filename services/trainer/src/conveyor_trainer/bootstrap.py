@@ -41,7 +41,10 @@ def bootstrap(
     @runtime.on_start
     async def _start() -> None:
         if abandoned := await repo.abandon_interrupted():
-            log.warning("%d runs were interrupted by a restart", abandoned)
+            log.warning("%d runs were interrupted by a restart", len(abandoned))
+        for project, version in abandoned:
+            if version is not None:
+                await runs.fail_version(project, version, "interrupted: the trainer restarted")
 
     @runtime.on_stop
     async def _stop() -> None:

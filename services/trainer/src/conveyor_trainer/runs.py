@@ -240,6 +240,7 @@ class Runs:
         policy = spec.policies
         logs: list[str] = []
         text = trigger.text
+        version: int | None = None
         try:
             snapshot = snapshot or await self._snapshot(spec, since)
             rows = snapshot.training
@@ -250,10 +251,19 @@ class Runs:
             )
             try:
                 data = training.dataset(spec, [(v, label) for _, _, v, label in rows])
+                # The version exists (pending) from here: its number is claimed by this run.
+                pending = await self.registry.register(
+                    spec.name,
+                    {"run_id": run_id, "project_version": known.version, "status": "pending"},
+                )
+                version = int(pending["version"])
+                await self.repo.set_run_version(run_id, version)
                 candidate = await asyncio.to_thread(
                     training.train, spec, data, policy.retrain.holdout_fraction
                 )
             except training.TrainingRefused as exc:
+                if version is not None:
+                    await self.fail_version(spec.name, version, f"training refused: {exc}")
                 await self._finish(
                     known,
                     run_id,
@@ -297,8 +307,6 @@ class Runs:
                 known, spec, candidate, snapshot, trigger, variant, champion, since
             ) | {"code": code, "started_at": started.isoformat()}
             body: dict[str, Any] = {
-                "run_id": run_id,
-                "project_version": known.version,
                 "metrics": candidate.metrics
                 | ({f"regression_{k}": v for k, v in regression[0].items()} if regression else {}),
                 "signature": candidate.signature,
@@ -309,8 +317,7 @@ class Runs:
                 body |= {"status": "failed", "failure_reason": candidate.failure}
             else:
                 body |= {"status": "ready", "onnx_base64": encode(candidate.onnx)}
-            registered = await self.registry.register(spec.name, body)
-            version = int(registered["version"])
+            await self.registry.complete(spec.name, version, body)
             if candidate.failure:
                 await self._finish(
                     known,
@@ -372,10 +379,29 @@ class Runs:
             )
         except Exception as exc:
             log.exception("run %s failed", run_id)
+            if version is not None:
+                await self.fail_version(spec.name, version, f"the run failed: {exc!r}")
             await self._finish(
-                known, run_id, text, started, "failed", f"{exc!r}", logs="\n".join(logs)
+                known,
+                run_id,
+                text,
+                started,
+                "failed",
+                f"{exc!r}",
+                logs="\n".join(logs),
+                version=version,
             )
         return snapshot
+
+    async def fail_version(self, project: str, version: int, reason: str) -> None:
+        """Best effort: a pending version whose run ended without a model is marked failed
+        (the trainer's start-up does it again for runs a crash interrupted)."""
+        try:
+            await self.registry.complete(
+                project, version, {"status": "failed", "failure_reason": reason[:2000]}
+            )
+        except Exception:
+            log.exception("could not mark v%d of %s failed", version, project)
 
     async def _regression(
         self, spec: ModelProject, candidate: bytes, champion: bytes, snapshot: Snapshot

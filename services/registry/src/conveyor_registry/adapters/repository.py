@@ -21,6 +21,7 @@ from conveyor_db import Database, enqueue
 from ..domain.model import (
     GATED_ALIASES,
     AliasMove,
+    CompleteVersion,
     Conflict,
     NotFound,
     RegisterVersion,
@@ -104,14 +105,7 @@ class Repository:
     # --- versions -------------------------------------------------------------------------------
 
     async def register(self, project: str, body: RegisterVersion) -> tuple[dict[str, Any], bool]:
-        check_registration(body)
-        artifact: bytes | None = None
-        if body.onnx_base64:
-            try:
-                artifact = base64.b64decode(body.onnx_base64, validate=True)
-            except binascii.Error as exc:
-                raise Conflict(f"onnx_base64 is not valid base64: {exc}") from exc
-        sha = artifact_digest(artifact) if artifact is not None else None
+        artifact, sha = _artifact(body)
         async with self.pool.acquire() as con, con.transaction():
             await self._require_project(con, project)
             # One registration at a time per project: version numbers never collide.
@@ -157,6 +151,58 @@ class Repository:
                     sha256=sha,
                     metrics=body.metrics,
                     run_id=body.run_id,
+                ),
+                key=project,
+                source=SOURCE,
+            )
+            return dict(row), True
+
+    async def complete(
+        self, project: str, version: int, body: CompleteVersion
+    ) -> tuple[dict[str, Any], bool]:
+        """A pending version becomes ready or failed, once: versions are immutable after that
+        (the same completion again is answered with the version, changing nothing)."""
+        artifact, sha = _artifact(body)
+        async with self.pool.acquire() as con, con.transaction():
+            current = await con.fetchrow(
+                f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE project = $1 "
+                "AND version = $2 FOR UPDATE",
+                project,
+                version,
+            )
+            if current is None:
+                raise NotFound(f"project {project!r} has no version {version}")
+            if current["status"] != "pending":
+                if current["status"] == body.status and current["sha256"] == sha:
+                    return dict(current), False
+                raise Conflict(
+                    f"version {version} is already {current['status']}: versions are immutable"
+                )
+            row = await con.fetchrow(
+                "UPDATE model_versions SET status = $3, failure_reason = $4, artifact = $5, "
+                "sha256 = $6, metrics = $7, signature = $8, profile = $9, lineage = $10 "
+                f"WHERE project = $1 AND version = $2 RETURNING {_VERSION_COLUMNS}",
+                project,
+                version,
+                body.status,
+                body.failure_reason,
+                artifact,
+                sha,
+                body.metrics,
+                body.signature,
+                body.profile,
+                body.lineage,
+            )
+            await enqueue(
+                con,
+                catalog.REGISTRY_EVENTS,
+                ModelVersionRegistered(
+                    project=project,
+                    version=version,
+                    status=body.status,
+                    sha256=sha,
+                    metrics=body.metrics,
+                    run_id=row["run_id"],
                 ),
                 key=project,
                 source=SOURCE,
@@ -449,3 +495,15 @@ class Repository:
             "SELECT EXISTS (SELECT 1 FROM projects WHERE name = $1)", project
         ):
             raise NotFound(f"unknown project {project!r}")
+
+
+def _artifact(body: RegisterVersion | CompleteVersion) -> tuple[bytes | None, str | None]:
+    """The decoded ONNX bytes and their sha256 (the registry's own), after the status checks."""
+    check_registration(body)
+    if not body.onnx_base64:
+        return None, None
+    try:
+        artifact = base64.b64decode(body.onnx_base64, validate=True)
+    except binascii.Error as exc:
+        raise Conflict(f"onnx_base64 is not valid base64: {exc}") from exc
+    return artifact, artifact_digest(artifact)

@@ -95,7 +95,7 @@ def valid_alias(name: str) -> bool:
 class RegisterVersion(BaseModel):
     run_id: str = Field(min_length=1, max_length=200)
     project_version: int = Field(ge=1)
-    status: Literal["ready", "failed"]
+    status: Literal["pending", "ready", "failed"]
     failure_reason: str | None = None
     onnx_base64: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -140,8 +140,23 @@ class AliasMove:
         return self.from_version != self.to_version
 
 
-def check_registration(body: RegisterVersion) -> None:
-    """A ready version needs an artifact; a failed one says why and carries none."""
+class CompleteVersion(BaseModel):
+    """What a pending version becomes: ready with its artifact, or failed with the reason."""
+
+    status: Literal["ready", "failed"]
+    failure_reason: str | None = None
+    onnx_base64: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    signature: dict[str, Any] = Field(default_factory=dict)
+    profile: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+
+
+def check_registration(body: RegisterVersion | CompleteVersion) -> None:
+    """A ready version needs an artifact; a failed one says why and carries none; a pending
+    one carries neither yet."""
+    if body.status == "pending" and (body.onnx_base64 or body.failure_reason):
+        raise Conflict("a pending version carries no artifact and no failure yet")
     if body.status == "ready" and not body.onnx_base64:
         raise Conflict("a ready version needs its ONNX artifact (onnx_base64)")
     if body.status == "failed" and not body.failure_reason:

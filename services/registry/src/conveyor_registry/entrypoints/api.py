@@ -17,6 +17,7 @@ from ..adapters.repository import Repository
 from ..domain import openlineage
 from ..domain.model import (
     ALIAS_PATTERN,
+    CompleteVersion,
     Decision,
     Forbidden,
     MoveAlias,
@@ -162,6 +163,18 @@ def router(repo: Repository) -> APIRouter:
             project=project, version=row["version"], sha256=row["sha256"], status=row["status"]
         )
         return JSONResponse(out.model_dump(), status_code=201 if created else 200)
+
+    @api.post("/projects/{project}/versions/{version}/complete", response_model=Registered)
+    async def complete(project: str, version: int, body: CompleteVersion) -> Any:
+        """A pending version becomes ready (with its artifact) or failed (with the reason),
+        once; 409 for a version already completed differently."""
+        try:
+            row, _ = await repo.complete(project, version, body)
+        except RegistryError as exc:
+            raise _http(exc) from exc
+        return Registered(
+            project=project, version=row["version"], sha256=row["sha256"], status=row["status"]
+        )
 
     @api.get("/projects/{project}/versions", response_model=list[VersionInfo])
     async def list_versions(project: str) -> Any:

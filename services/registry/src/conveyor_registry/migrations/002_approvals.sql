@@ -18,3 +18,9 @@ CREATE INDEX promotion_requests_pending ON promotion_requests (project, alias) W
 -- One open request per version and alias: asking twice is the same request.
 CREATE UNIQUE INDEX promotion_requests_once ON promotion_requests (project, alias, version)
     WHERE state = 'pending';
+
+-- A version exists from the moment a run starts training it (pending), then becomes ready or
+-- failed exactly once.
+ALTER TABLE model_versions DROP CONSTRAINT model_versions_status_check;
+ALTER TABLE model_versions ADD CONSTRAINT model_versions_status_check
+    CHECK (status IN ('pending', 'ready', 'failed'));

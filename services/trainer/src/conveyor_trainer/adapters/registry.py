@@ -14,6 +14,10 @@ class Registry(abc.ABC):
     async def register(self, project: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     @abc.abstractmethod
+    async def complete(self, project: str, version: int, body: dict[str, Any]) -> None:
+        """A pending version becomes ready or failed."""
+
+    @abc.abstractmethod
     async def champion(self, project: str) -> tuple[int, bytes] | None:
         """The champion's version and its verified artifact, or None."""
 
@@ -40,6 +44,9 @@ class HttpRegistry(Registry):
 
     async def register(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.registry.register(project, body)
+
+    async def complete(self, project: str, version: int, body: dict[str, Any]) -> None:
+        await self.registry.complete(project, version, body)
 
     async def champion(self, project: str) -> tuple[int, bytes] | None:
         try:

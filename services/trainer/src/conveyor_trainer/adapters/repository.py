@@ -209,13 +209,19 @@ class Repository:
             )
         )
 
-    async def abandon_interrupted(self) -> int:
-        """Runs left 'running' by a process that died: they will never finish."""
-        result = await self.pool.execute(
-            "UPDATE runs SET status = 'failed', reason = 'interrupted: the trainer restarted', "
-            "finished_at = now() WHERE status = 'running'"
+    async def set_run_version(self, run_id: str, version: int) -> None:
+        await self.pool.execute(
+            "UPDATE runs SET model_version = $2 WHERE run_id = $1", run_id, version
         )
-        return int(result.split()[-1])
+
+    async def abandon_interrupted(self) -> list[tuple[str, int | None]]:
+        """Runs left 'running' by a process that died: they will never finish. Their
+        (project, pending version)."""
+        rows = await self.pool.fetch(
+            "UPDATE runs SET status = 'failed', reason = 'interrupted: the trainer restarted', "
+            "finished_at = now() WHERE status = 'running' RETURNING project, model_version"
+        )
+        return [(r["project"], r["model_version"]) for r in rows]
 
     # --- triggers -------------------------------------------------------------------------------
 
