@@ -141,20 +141,7 @@ class Repository:
                 body.profile,
                 body.lineage,
             )
-            await enqueue(
-                con,
-                catalog.REGISTRY_EVENTS,
-                ModelVersionRegistered(
-                    project=project,
-                    version=version,
-                    status=body.status,
-                    sha256=sha,
-                    metrics=body.metrics,
-                    run_id=body.run_id,
-                ),
-                key=project,
-                source=SOURCE,
-            )
+            await _announce(con, row)
             return dict(row), True
 
     async def complete(
@@ -193,20 +180,7 @@ class Repository:
                 body.profile,
                 body.lineage,
             )
-            await enqueue(
-                con,
-                catalog.REGISTRY_EVENTS,
-                ModelVersionRegistered(
-                    project=project,
-                    version=version,
-                    status=body.status,
-                    sha256=sha,
-                    metrics=body.metrics,
-                    run_id=row["run_id"],
-                ),
-                key=project,
-                source=SOURCE,
-            )
+            await _announce(con, row)
             return dict(row), True
 
     async def versions(self, project: str) -> list[dict[str, Any]]:
@@ -497,7 +471,7 @@ class Repository:
             raise NotFound(f"unknown project {project!r}")
 
 
-def _artifact(body: RegisterVersion | CompleteVersion) -> tuple[bytes | None, str | None]:
+def _artifact(body: CompleteVersion) -> tuple[bytes | None, str | None]:
     """The decoded ONNX bytes and their sha256 (the registry's own), after the status checks."""
     check_registration(body)
     if not body.onnx_base64:
@@ -507,3 +481,21 @@ def _artifact(body: RegisterVersion | CompleteVersion) -> tuple[bytes | None, st
     except binascii.Error as exc:
         raise Conflict(f"onnx_base64 is not valid base64: {exc}") from exc
     return artifact, artifact_digest(artifact)
+
+
+async def _announce(con: asyncpg.Connection, row: asyncpg.Record) -> None:
+    """A version's new state on registry.events, in the transaction that made it."""
+    await enqueue(
+        con,
+        catalog.REGISTRY_EVENTS,
+        ModelVersionRegistered(
+            project=row["project"],
+            version=row["version"],
+            status=row["status"],
+            sha256=row["sha256"],
+            metrics=row["metrics"],
+            run_id=row["run_id"],
+        ),
+        key=row["project"],
+        source=SOURCE,
+    )

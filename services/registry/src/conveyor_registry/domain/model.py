@@ -92,16 +92,24 @@ def valid_alias(name: str) -> bool:
     return re.match(ALIAS_PATTERN, name) is not None
 
 
-class RegisterVersion(BaseModel):
-    run_id: str = Field(min_length=1, max_length=200)
-    project_version: int = Field(ge=1)
-    status: Literal["pending", "ready", "failed"]
+class CompleteVersion(BaseModel):
+    """What a pending version becomes: ready with its artifact, or failed with the reason."""
+
+    status: Literal["ready", "failed"]
     failure_reason: str | None = None
     onnx_base64: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     signature: dict[str, Any] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegisterVersion(CompleteVersion):
+    """A new version: ready or failed at once, or pending until its run completes it."""
+
+    run_id: str = Field(min_length=1, max_length=200)
+    project_version: int = Field(ge=1)
+    status: Literal["pending", "ready", "failed"]  # type: ignore[assignment]
 
 
 class MoveAlias(BaseModel):
@@ -140,19 +148,7 @@ class AliasMove:
         return self.from_version != self.to_version
 
 
-class CompleteVersion(BaseModel):
-    """What a pending version becomes: ready with its artifact, or failed with the reason."""
-
-    status: Literal["ready", "failed"]
-    failure_reason: str | None = None
-    onnx_base64: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
-    signature: dict[str, Any] = Field(default_factory=dict)
-    profile: dict[str, Any] = Field(default_factory=dict)
-    lineage: dict[str, Any] = Field(default_factory=dict)
-
-
-def check_registration(body: RegisterVersion | CompleteVersion) -> None:
+def check_registration(body: CompleteVersion) -> None:
     """A ready version needs an artifact; a failed one says why and carries none; a pending
     one carries neither yet."""
     if body.status == "pending" and (body.onnx_base64 or body.failure_reason):
