@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -42,8 +42,7 @@ from .domain.policy import Paired, promotion
 log = logging.getLogger(__name__)
 
 REPRODUCE_TOLERANCE = 1e-6
-EXAMPLE_TOPICS = {catalog.FEATURES_ROWS.name: catalog.FEATURES_ROWS}
-EXAMPLE_TOPICS[catalog.FEEDBACK_RECORDED.name] = catalog.FEEDBACK_RECORDED
+EXAMPLE_TOPICS = {t.name: t for t in (catalog.FEATURES_ROWS, catalog.FEEDBACK_RECORDED)}
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,11 @@ class Snapshot:
     training: list[tuple[str, datetime, list[float], str]]  # id, observed_at, values, label
     sources: list[dict[str, Any]]
     regression: tuple[str, list[str]] | None = None
-    excluded: int = 0
-    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def excluded(self) -> int:
+        """Selected examples held back because they belong to the regression set."""
+        return len(self.rows) - len(self.training)
 
 
 class ReproduceFailed(Exception):
@@ -220,7 +222,6 @@ class Runs:
             training=training_rows,
             sources=offset_ranges((r["topic"], r["partition"], r["offset"]) for r in rows),
             regression=regression,
-            excluded=len(rows) - len(training_rows),
         )
 
     async def _execute(
@@ -570,7 +571,8 @@ class Runs:
             held = await self.repo.regression_set_by_id(recorded["regression_set"])
             if held is None:
                 raise ReproduceFailed(f"regression set {recorded['regression_set']} is unknown")
-            chosen = [e for e in chosen if e.example_id not in set(held)]
+            held_ids = set(held)
+            chosen = [e for e in chosen if e.example_id not in held_ids]
         rows = [(e.example_id, e.observed_at, e.values, e.label) for e in chosen]
         digest = content_digest(rows)
         if len(rows) != recorded["rows"] or digest != recorded["content_digest"]:
