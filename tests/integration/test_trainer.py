@@ -71,51 +71,43 @@ class FakeRegistry(Registry):
         return len(self.requests)
 
 
-async def test_train_register_promote_then_retrain_once_per_episode(kafka, database_url, spans):
-    spec = unique_project("trn")
-    spec = spec.model_copy(
+def _trainer(
+    kafka: Any,
+    database_url: str,
+    prefix: str,
+    retrain: dict[str, Any] | None = None,
+    promotion: dict[str, Any] | None = None,
+) -> tuple[Any, FakeRegistry, Any]:
+    """A project with these policy changes, a fake registry that knows its spec, a trainer."""
+    base = unique_project(prefix)
+    policies = base.policies.model_copy(
         update={
-            "policies": spec.policies.model_copy(
-                update={
-                    "retrain": spec.policies.retrain.model_copy(
-                        update={"min_new_rows": 300, "cooldown_s": 0}
-                    )
-                }
-            )
+            "retrain": base.policies.retrain.model_copy(update=retrain or {}),
+            "promotion": base.policies.promotion.model_copy(update=promotion or {}),
         }
     )
-    name = spec.name
+    spec = base.model_copy(update={"policies": policies})
     registry = FakeRegistry()
-    runtime = bootstrap(
-        TrainerSettings(
-            kafka_bootstrap_servers=kafka.bootstrap_servers,
-            database_url=database_url,
-            trainer_poll_s=0.2,
-        ),
-        registry=registry,
+    registry.specs.append(spec)
+    settings = TrainerSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=database_url,
+        trainer_poll_s=0.2,
     )
+    return spec, registry, bootstrap(settings, registry=registry)
+
+
+async def test_train_register_promote_then_retrain_once_per_episode(kafka, database_url, spans):
+    spec, registry, runtime = _trainer(
+        kafka, database_url, "trn", retrain={"min_new_rows": 300, "cooldown_s": 0}
+    )
+    name = spec.name
     traffic = FraudTraffic(seed=3)
     t0 = datetime(2026, 2, 1, tzinfo=UTC)
-    names = spec.feature_names()
     async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
         await k.apply(spec)
         await until(lambda: runtime.projects.get(name), what="the project")
-        for i in range(800):
-            p = traffic.payment(t0 + timedelta(seconds=60 * i), drifted=False)
-            await k.send(
-                catalog.FEATURES_ROWS,
-                FeatureRowComputed(
-                    project=name,
-                    project_version=1,
-                    record_id=f"r{i}",
-                    entity_id="e",
-                    event_time=t0 + timedelta(seconds=60 * i),
-                    feature_names=names,
-                    values=featurize(spec, p.fields, t0, []),
-                    label=p.truth,
-                ),
-                key="e",
-            )
+        await _labeled_rows(k, spec, traffic, t0, range(800))
         await until(lambda: _count(api, name, 800), 30, "examples")
         await k.send(
             catalog.TRAINER_REQUESTS, StartTraining(project=name, request_id="req-1"), key=name
@@ -170,23 +162,14 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
         await k.send(catalog.MONITOR_DRIFT, episode, key=name, **traced)
         for i in range(400):
             p = traffic.payment(onset, drifted=True)
-            await k.send(
-                catalog.FEEDBACK_RECORDED,
-                FeedbackRecorded(
-                    feedback_id=f"f{i}",
-                    request_id=f"q{i}",
-                    project=name,
-                    entity_id="e",
-                    model_version=1,
-                    feature_names=names,
-                    values=featurize(spec, p.fields, onset, []),
-                    predicted_label="legit",
-                    label=p.truth,
-                    correct=p.truth == "legit",
-                    predicted_at=onset + timedelta(milliseconds=i),
-                    labeled_at=datetime.now(UTC),
-                ),
-                key=f"q{i}",
+            await _feedback(
+                k,
+                spec,
+                f"f{i}",
+                "e",
+                featurize(spec, p.fields, onset, []),
+                p.truth,
+                onset + timedelta(milliseconds=i),
             )
         await until(lambda: registry.champion_version == 2, 60, "the retrained champion")
         second = registry.versions[2]
@@ -233,6 +216,44 @@ EPISODE_TRACE = "6e0c63257de34c926f9efcd03899a8a3"
 EPISODE_SPAN = "51a6f3bd6c14e2ab"
 
 
+async def _labeled_rows(k: Kafka, spec, traffic: FraudTraffic, t0: datetime, ids: range) -> None:
+    """Labeled feature rows r{i} of one entity, a minute apart from t0."""
+    for i in ids:
+        p = traffic.payment(t0 + timedelta(seconds=60 * i), drifted=False)
+        row = FeatureRowComputed(
+            project=spec.name,
+            project_version=1,
+            record_id=f"r{i}",
+            entity_id="e",
+            event_time=t0 + timedelta(seconds=60 * i),
+            feature_names=spec.feature_names(),
+            values=featurize(spec, p.fields, t0, []),
+            label=p.truth,
+        )
+        await k.send(catalog.FEATURES_ROWS, row, key="e")
+
+
+async def _feedback(
+    k: Kafka, spec, feedback_id: str, entity: str, values: list[float], label: str, at: datetime
+) -> None:
+    """A label for a prediction of `legit` on `values`, made at `at`."""
+    event = FeedbackRecorded(
+        feedback_id=feedback_id,
+        request_id=feedback_id,
+        project=spec.name,
+        entity_id=entity,
+        model_version=1,
+        feature_names=spec.feature_names(),
+        values=values,
+        predicted_label="legit",
+        label=label,
+        correct=label == "legit",
+        predicted_at=at,
+        labeled_at=datetime.now(UTC),
+    )
+    await k.send(catalog.FEEDBACK_RECORDED, event, key=feedback_id)
+
+
 async def _count(api, name, n):
     return (await api.get(f"/projects/{name}/examples")).json().get("count", 0) >= n
 
@@ -242,18 +263,8 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url):
     version's examples again from the recorded offsets (rows and feedback, several partitions),
     retrains and matches the registered model on the holdout; a tampered record is refused.
     An experiment trains two variants on one snapshot, compared side by side."""
-    base = unique_project("rep")
-    promotion = base.policies.promotion.model_copy(update={"mode": "approval"})
-    spec = base.model_copy(
-        update={"policies": base.policies.model_copy(update={"promotion": promotion})}
-    )
+    spec, registry, runtime = _trainer(kafka, database_url, "rep", promotion={"mode": "approval"})
     name = spec.name
-    registry = FakeRegistry()
-    registry.specs.append(spec)
-    runtime = bootstrap(
-        TrainerSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url),
-        registry=registry,
-    )
     traffic = FraudTraffic(seed=11)
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     names = spec.feature_names()
@@ -275,25 +286,26 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url):
             await k.send(catalog.FEATURES_ROWS, row, key=f"e{i % 7}")
         for i in range(150):
             p = traffic.payment(t0, drifted=False)
-            await k.send(
-                catalog.FEEDBACK_RECORDED,
-                FeedbackRecorded(
-                    feedback_id=f"f{i}",
-                    request_id=f"q{i}",
-                    project=name,
-                    entity_id=f"e{i % 5}",
-                    model_version=1,
-                    feature_names=names,
-                    values=featurize(spec, p.fields, t0, []),
-                    predicted_label="legit",
-                    label=p.truth,
-                    correct=p.truth == "legit",
-                    predicted_at=t0 + timedelta(seconds=30 * i + 7),
-                    labeled_at=datetime.now(UTC),
-                ),
-                key=f"q{i}",
+            await _feedback(
+                k,
+                spec,
+                f"f{i}",
+                f"e{i % 5}",
+                featurize(spec, p.fields, t0, []),
+                p.truth,
+                t0 + timedelta(seconds=30 * i + 7),
             )
-        await until(lambda: _count(api, name, 600), 30, "examples")
+        for i in range(10):  # labels the project does not know, among the newest examples
+            await _feedback(
+                k,
+                spec,
+                f"x{i}",
+                "e0",
+                featurize(spec, traffic.payment(t0, drifted=False).fields, t0, []),
+                "chargeback",
+                t0 + timedelta(seconds=30 * (490 + i) + 11),
+            )
+        await until(lambda: _count(api, name, 610), 30, "examples")
 
         run = await _run(api, (await api.post(f"/projects/{name}/runs", json={})).json()["run_id"])
         assert run["status"] == "succeeded" and not run["promoted"], run
@@ -305,22 +317,31 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url):
             catalog.FEATURES_ROWS.name,
             catalog.FEEDBACK_RECORDED.name,
         }
-        assert sum(s["rows"] for s in sources) == lineage["training_rows"] == 600
+        assert sum(s["rows"] for s in sources) == lineage["training_rows"] == 610
+        # The regression set is the holdout the model was judged on: the newest 150 of the 600
+        # examples with a known label, none of the unknown ones.
+        pinned = await runtime.db.pool.fetchval(
+            "SELECT example_ids FROM regression_sets WHERE project = $1", name
+        )
+        assert len(pinned) == 150 and not any(x.startswith("feedback:x") for x in pinned)
 
         r = await api.post(f"/projects/{name}/versions/1/reproduce")
         assert r.status_code == 200, r.text
         again = r.json()
         assert again["reproduced"] and again["max_abs_diff"] <= 1e-6, again
-        assert again["training_rows"] == 600 and again["holdout_rows"] == 150
+        assert again["training_rows"] == 610 and again["holdout_rows"] == 150
         assert again["content_digest"] == lineage["training_set"]["content_digest"]
 
         # A record that does not describe what is on the topics is refused, not "reproduced".
         lineage["training_set"]["content_digest"] = "0" * 64
         r = await api.post(f"/projects/{name}/versions/1/reproduce")
-        assert r.status_code == 409 and "the version trained on 600" in r.text
+        assert r.status_code == 409 and "the version trained on 610" in r.text
 
         variants = [
-            {"class_path": "sklearn.linear_model.LogisticRegression", "params": {"C": 0.01}},
+            {
+                "class_path": "sklearn.linear_model.LogisticRegression",
+                "params": {"C": 0.01, "max_iter": 3},
+            },
             {
                 "class_path": "sklearn.tree.DecisionTreeClassifier",
                 "params": {"max_depth": 3},
@@ -343,11 +364,13 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url):
         assert [x["variant"]["class_path"] for x in runs] == [v["class_path"] for v in variants]
         assert all(x["status"] == "succeeded" and not x["promoted"] for x in runs), runs
         assert len(registry.requests) == 1  # variants ask no one to promote them
+        # A run's log holds what the libraries said while it worked, with its own lines.
+        assert "ConvergenceWarning" in runs[0]["logs"] and "promotion:" in runs[0]["logs"]
         table = (
             await api.get("/runs/compare", params={"run_id": [x["run_id"] for x in runs]})
         ).json()
         assert [x["estimator"] for x in table["runs"]] == [v["class_path"] for v in variants]
-        assert {x["training_rows"] for x in table["runs"]} == {450}  # the regression set is held
+        assert {x["training_rows"] for x in table["runs"]} == {460}  # the regression set is held
         assert table["best"]["accuracy"] in {x["run_id"] for x in runs}
         assert table["runs"][1]["params"]["max_depth"] == 3
         assert (await api.get("/runs/compare", params={"run_id": "nope"})).status_code == 404
@@ -359,3 +382,61 @@ async def _run(api, run_id: str) -> dict:
         return run if run["status"] != "running" else None
 
     return await until(finished, 60, f"run {run_id}")
+
+
+async def test_scheduled_runs_within_a_daily_budget(kafka, database_url):
+    """`every_s` starts a run once none started for that long and enough new rows arrived;
+    the daily budget then holds everyone: people get a 429, a Kafka request a skipped run with
+    the reason on trainer.runs, an experiment that would not fit is refused whole."""
+    spec, registry, runtime = _trainer(
+        kafka,
+        database_url,
+        "sch",
+        retrain={"every_s": 2, "min_new_rows": 100, "cooldown_s": 0, "max_runs_per_day": 2},
+    )
+    name = spec.name
+    traffic = FraudTraffic(seed=5)
+    t0 = datetime(2026, 4, 1, tzinfo=UTC)
+
+    async def runs(n: int) -> list[dict] | None:
+        found = (await api.get(f"/projects/{name}/runs")).json()
+        return found if len(found) >= n and all(r["status"] != "running" for r in found) else None
+
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        await k.apply(spec)
+        await until(lambda: runtime.projects.get(name), what="the project")
+        await _labeled_rows(k, spec, traffic, t0, range(300))
+        first = (await until(lambda: runs(1), 60, "the first scheduled run"))[0]
+        assert first["status"] == "succeeded", first
+        assert (
+            first["trigger_info"]["kind"] == "schedule"
+            and first["trigger"] == "scheduler: every 2s"
+        )
+        assert registry.versions[1]["lineage"]["trigger"]["kind"] == "schedule"
+        # Due again after 2 s, but only once 100 new labeled rows arrived since it started.
+        await _labeled_rows(k, spec, traffic, t0, range(300, 450))
+        second = (await until(lambda: runs(2), 60, "the second scheduled run"))[1]
+        assert second["status"] == "succeeded" and second["trigger_info"]["kind"] == "schedule"
+        assert second["started_at"] > first["finished_at"]
+
+        # Two runs in 24 hours: the budget is spent, whoever asks.
+        refused = await api.post(f"/projects/{name}/runs", json={})
+        assert refused.status_code == 429 and "daily budget: 2 of 2" in refused.json()["detail"]
+        experiment = await api.post(
+            f"/projects/{name}/experiments",
+            json={"variants": [{"class_path": "sklearn.linear_model.LogisticRegression"}]},
+        )
+        assert experiment.status_code == 429
+        await k.send(
+            catalog.TRAINER_REQUESTS, StartTraining(project=name, request_id="req-b"), key=name
+        )
+        declined = await k.collect(
+            catalog.TRAINER_RUNS.name,
+            lambda e: e.project == name and e.status == "skipped",
+            1,
+            decode=catalog.TRAINER_RUNS,
+        )
+        assert "not started: daily budget: 2 of 2" in declined[0].reason
+        listed = await until(lambda: runs(3), 30, "the declined request's run")
+        assert [r["status"] for r in listed] == ["succeeded", "succeeded", "skipped"]
+        assert len(registry.versions) == 2

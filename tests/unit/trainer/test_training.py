@@ -7,7 +7,7 @@ import pytest
 from conveyor_contracts.project import ALLOWED_ESTIMATORS, PromotionPolicy, RetrainPolicy
 from conveyor_examples import load_project
 from conveyor_trainer.domain import training
-from conveyor_trainer.domain.policy import Paired, episode_ready, promotion
+from conveyor_trainer.domain.policy import Paired, may_start, promotion, schedule_due
 
 SPEC = load_project("fraud")
 
@@ -125,11 +125,20 @@ def test_a_regression_on_the_fixed_set_blocks_only_when_the_policy_says_so():
 def test_an_episode_waits_for_rows_cool_down_and_the_daily_budget():
     policy = RetrainPolicy(min_new_rows=100, cooldown_s=30, max_runs_per_day=3)
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert not episode_ready(policy, 99, None, now, False).ready
-    assert episode_ready(policy, 100, None, now, False).ready
-    assert not episode_ready(policy, 500, now - timedelta(seconds=10), now, False).ready
-    assert episode_ready(policy, 500, now - timedelta(seconds=31), now, False).ready
-    assert not episode_ready(policy, 500, None, now, True).ready
-    assert episode_ready(policy, 500, None, now, False, runs_last_day=2).ready
-    spent = episode_ready(policy, 500, None, now, False, runs_last_day=3)
+    assert not may_start(policy, 99, None, now, False).ready
+    assert may_start(policy, 100, None, now, False).ready
+    assert not may_start(policy, 500, now - timedelta(seconds=10), now, False).ready
+    assert may_start(policy, 500, now - timedelta(seconds=31), now, False).ready
+    assert not may_start(policy, 500, None, now, True).ready
+    assert may_start(policy, 500, None, now, False, runs_last_day=2).ready
+    spent = may_start(policy, 500, None, now, False, runs_last_day=3)
     assert not spent.ready and "daily budget: 3 of 3" in spent.reason
+
+
+def test_a_schedule_is_due_once_no_run_started_for_every_s():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert not schedule_due(RetrainPolicy(), None, now)  # no schedule unless every_s is set
+    hourly = RetrainPolicy(every_s=3600)
+    assert schedule_due(hourly, None, now)
+    assert not schedule_due(hourly, now - timedelta(seconds=3599), now)
+    assert schedule_due(hourly, now - timedelta(seconds=3600), now)

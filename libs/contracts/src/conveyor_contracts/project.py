@@ -208,15 +208,28 @@ class DriftPolicy(_Spec):
 
 class RetrainPolicy(_Spec):
     on_drift: bool = True
-    min_new_rows: int = Field(300, ge=1, description="Labeled rows since drift onset needed.")
+    min_new_rows: int = Field(
+        300,
+        ge=1,
+        description="Labeled rows needed since drift onset (drift runs) or since the last run "
+        "started (scheduled runs).",
+    )
     train_rows: int = Field(2000, ge=50, description="Most recent labeled rows trained on.")
     holdout_fraction: float = Field(0.25, gt=0, lt=0.9)
     cooldown_s: float = Field(30.0, ge=0)
+    every_s: float | None = Field(
+        None,
+        ge=1,
+        description="Schedule: start a run once no run of the project has started for this "
+        "many seconds (and min_new_rows labeled rows arrived since the last one). Unset: no "
+        "scheduled runs.",
+    )
     max_runs_per_day: int = Field(
         24,
         ge=1,
-        description="Daily budget: runs started by drift episodes once this many runs of the "
-        "project finished in the last 24 hours wait (runs people start are counted, not held).",
+        description="Daily budget: once this many runs of the project started in the last 24 "
+        "hours, no further run starts — drift and scheduled runs wait, requests and people are "
+        "refused with the reason (an experiment needs room for all of its variants).",
     )
 
 

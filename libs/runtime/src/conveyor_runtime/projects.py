@@ -41,5 +41,8 @@ class ProjectCache:
             raise UnknownProject(name)
         return known
 
+    def all(self) -> list[KnownProject]:
+        return [self._projects[name] for name in sorted(self._projects)]
+
     def versions(self) -> dict[str, int]:
         return {name: p.version for name, p in sorted(self._projects.items())}

@@ -10,7 +10,7 @@ from .adapters.registry import HttpRegistry, Registry
 from .adapters.repository import Repository
 from .entrypoints.api import router
 from .handlers import Trainer
-from .runs import Runs
+from .runs import RunLog, Runs
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ def bootstrap(
     assert runtime.db is not None
     repo = Repository(runtime.db)
     registry = registry or HttpRegistry(settings.registry_url)
+    RunLog.capture()
     runs = Runs(repo, registry, settings.kafka_bootstrap_servers)
     trainer = Trainer(runtime.projects, repo, runs)
     runtime.bus.consume(catalog.FEATURES_ROWS, trainer.on_examples)
@@ -51,4 +52,5 @@ def bootstrap(
         await runs.wait()
 
     runtime.every(settings.trainer_poll_s, trainer.check_episodes, name="drift-episodes")
+    runtime.every(settings.trainer_poll_s, trainer.check_schedules, name="schedules")
     return runtime

@@ -13,12 +13,12 @@ from conveyor_contracts.events import (
     FeedbackRecorded,
     StartTraining,
 )
-from conveyor_runtime import ProjectCache
+from conveyor_runtime import KnownProject, ProjectCache
 
 from .adapters.repository import ActiveRun, Repository
 from .domain.examples import materialize
-from .domain.policy import episode_ready
-from .runs import Runs, Trigger
+from .domain.policy import Readiness, may_start, schedule_due
+from .runs import OverBudget, Runs, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,14 @@ class Trainer:
                 rejections.append(Rejection(d, f"unknown project {d.event.project!r}", "validate"))
                 continue
             if await self.repo.record_request(d.event.request_id, d.event.project):
+                trigger = Trigger(
+                    "request", d.event.requested_by, d.event.reason, request_id=d.event.request_id
+                )
                 try:
-                    await self.runs.start(
-                        known,
-                        Trigger(
-                            "request",
-                            d.event.requested_by,
-                            d.event.reason,
-                            request_id=d.event.request_id,
-                        ),
-                        traceparent=d.onward.get("traceparent"),
-                    )
-                except ActiveRun as exc:
-                    log.info("training request %s not started: %s", d.event.request_id, exc)
+                    await self.runs.start(known, trigger, traceparent=d.onward.get("traceparent"))
+                except (ActiveRun, OverBudget) as exc:
+                    # The requester learns why from trainer.runs, as for any run.
+                    await self.runs.decline(known, trigger, f"not started: {exc}")
         return rejections
 
     async def on_drift(self, batch: list[Delivery[DriftDetected | DriftResolved]]) -> None:
@@ -82,19 +77,11 @@ class Trainer:
             known = self.projects.get(episode["project"])
             if known is None:
                 continue
-            policy = known.spec.policies.retrain
             new_rows = await self.repo.count_since(
                 known.spec.name, known.spec.feature_names(), episode["onset_at"]
             )
             now = datetime.now(UTC)
-            readiness = episode_ready(
-                policy,
-                new_rows,
-                await self.repo.last_finished(known.spec.name),
-                now,
-                await self.repo.active(known.spec.name),
-                await self.repo.runs_finished_since(known.spec.name, now - timedelta(days=1)),
-            )
+            readiness = await self._may_start(known, new_rows, now, "onset")
             if not readiness.ready:
                 continue
             try:
@@ -104,5 +91,43 @@ class Trainer:
                     since=episode["onset_at"],
                     traceparent=episode["traceparent"],
                 )
-            except ActiveRun:
+            except (ActiveRun, OverBudget):
                 continue
+
+    async def check_schedules(self) -> None:
+        """Start the scheduled run of each project whose `every_s` has passed since its last
+        run started, when its policy allows it now (the run trains on the newest rows)."""
+        now = datetime.now(UTC)
+        for known in self.projects.all():
+            policy = known.spec.policies.retrain
+            last = await self.repo.last_started(known.spec.name)
+            if not schedule_due(policy, last, now):
+                continue
+            new_rows = await self.repo.count_arrived_since(
+                known.spec.name,
+                known.spec.feature_names(),
+                last or datetime.min.replace(tzinfo=UTC),
+            )
+            readiness = await self._may_start(known, new_rows, now, "the last run")
+            if not readiness.ready:
+                continue
+            try:
+                await self.runs.start(
+                    known, Trigger("schedule", "scheduler", f"every {policy.every_s:g}s")
+                )
+            except (ActiveRun, OverBudget):
+                continue
+
+    async def _may_start(
+        self, known: KnownProject, new_rows: int, now: datetime, rows_since: str
+    ) -> Readiness:
+        name = known.spec.name
+        return may_start(
+            known.spec.policies.retrain,
+            new_rows,
+            await self.repo.last_finished(name),
+            now,
+            await self.repo.active(name),
+            await self.repo.runs_started_since(name, now - timedelta(days=1)),
+            rows_since,
+        )

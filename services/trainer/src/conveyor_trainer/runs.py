@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import warnings
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -43,6 +45,52 @@ log = logging.getLogger(__name__)
 
 REPRODUCE_TOLERANCE = 1e-6
 EXAMPLE_TOPICS = {t.name: t for t in (catalog.FEATURES_ROWS, catalog.FEEDBACK_RECORDED)}
+EXPERIMENT_WAIT_S = 900.0  # how long a variant waits for a run another trigger started
+
+_current_log: ContextVar[RunLog | None] = ContextVar("conveyor_run_log", default=None)
+
+
+class RunLog(logging.Handler):
+    """A run's log: its own lines, and every record logged — by the trainer or any library,
+    Python warnings from fitting included — while the run works, in its task or in the
+    threads it hands work to (they inherit the context)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.lines.append(f"{datetime.now(UTC):%H:%M:%S} {message}")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        at = datetime.fromtimestamp(record.created, UTC)
+        self.lines.append(f"{at:%H:%M:%S} {record.levelname} {record.name}: {record.getMessage()}")
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+    @staticmethod
+    def capture() -> None:
+        """Route log records (and Python warnings, each time they occur) to the log of the run
+        that is working when they are emitted."""
+        root = logging.getLogger()
+        if not any(isinstance(h, _RunLogRouter) for h in root.handlers):
+            root.addHandler(_RunLogRouter(logging.INFO))
+        # Again at each start: whatever swapped `warnings.showwarning` since (a test harness)
+        # does not keep a run's warnings from its log.
+        logging.captureWarnings(False)
+        logging.captureWarnings(True)
+        warnings.filterwarnings("always", category=UserWarning)  # sklearn's, at each fit
+
+
+class _RunLogRouter(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if (run_log := _current_log.get()) is not None:
+            run_log.emit(record)
+
+
+class OverBudget(Exception):
+    """The project's daily budget of runs is spent."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +162,9 @@ class Runs:
         """Open a run and execute it in the background; raises ActiveRun if one is going.
         The run is a span in the trace of what caused it (`traceparent`, else the active span:
         an HTTP request's, say); the version it registers and promotes continues it."""
+        await self.check_budget(known)
         run_id = uuid4().hex
-        await self.repo.open_run(run_id, known.spec.name, trigger.text, trigger.info())
+        await self._open(run_id, known, trigger)
         episode_id = trigger.episode_id
         if episode_id is not None and not await self.repo.start_episode(episode_id, run_id):
             await self._finish(
@@ -131,22 +180,62 @@ class Runs:
         self._spawn(self._traced(known, run_id, trigger, since, traceparent), run_id)
         return run_id
 
+    async def _open(
+        self,
+        run_id: str,
+        known: KnownProject,
+        trigger: Trigger,
+        experiment_id: str | None = None,
+        variant: EstimatorSpec | None = None,
+        status: str = "running",
+    ) -> None:
+        await self.repo.open_run(
+            run_id,
+            known.spec.name,
+            trigger.text,
+            trigger.info(),
+            experiment_id,
+            variant.model_dump(mode="json") if variant else None,
+            status,
+        )
+
+    async def check_budget(self, known: KnownProject, runs: int = 1) -> None:
+        """Raise OverBudget unless `runs` more runs fit in the project's daily budget."""
+        budget = known.spec.policies.retrain.max_runs_per_day
+        used = await self.repo.runs_started_since(
+            known.spec.name, datetime.now(UTC) - timedelta(days=1)
+        )
+        if used + runs > budget:
+            raise OverBudget(
+                f"daily budget: {used} of {budget} runs of {known.spec.name!r} started in the "
+                f"last 24 hours" + (f"; {runs} asked for" if runs > 1 else "")
+            )
+
+    async def decline(
+        self,
+        known: KnownProject,
+        trigger: Trigger,
+        reason: str,
+        experiment_id: str | None = None,
+        variant: EstimatorSpec | None = None,
+    ) -> str:
+        """Record (and announce on trainer.runs) a run that did not train, and why."""
+        run_id = uuid4().hex
+        await self._open(run_id, known, trigger, experiment_id, variant, status="skipped")
+        started = datetime.now(UTC)
+        await self._finish(known, run_id, trigger.text, started, "skipped", reason, logs="")
+        return run_id
+
     async def start_experiment(
         self, known: KnownProject, trigger: Trigger, variants: list[EstimatorSpec]
     ) -> tuple[str, str]:
         """Train each variant on one snapshot of the examples (the same rows, the same
         holdout), one run after another; variants are registered, never promoted by the run.
         Returns the experiment id and the first run's id; raises ActiveRun if one is going."""
+        await self.check_budget(known, len(variants))
         experiment_id = uuid4().hex
         first = uuid4().hex
-        await self.repo.open_run(
-            first,
-            known.spec.name,
-            trigger.text,
-            trigger.info(),
-            experiment_id,
-            variants[0].model_dump(mode="json"),
-        )
+        await self._open(first, known, trigger, experiment_id, variants[0])
         self._spawn(self._experiment(known, trigger, variants, experiment_id, first), first)
         return experiment_id, first
 
@@ -167,23 +256,36 @@ class Runs:
         for i, variant in enumerate(variants):
             run_id = first
             if i:
-                run_id = uuid4().hex
-                while True:  # a run another trigger started between two variants finishes first
-                    try:
-                        await self.repo.open_run(
-                            run_id,
-                            known.spec.name,
-                            trigger.text,
-                            trigger.info(),
-                            experiment_id,
-                            variant.model_dump(mode="json"),
-                        )
-                        break
-                    except ActiveRun:
-                        await asyncio.sleep(1)
+                opened = await self._open_variant(known, trigger, variant, experiment_id)
+                if opened is None:
+                    await self.decline(
+                        known,
+                        trigger,
+                        f"another run of the project held it for {EXPERIMENT_WAIT_S:.0f}s",
+                        experiment_id,
+                        variant,
+                    )
+                    continue
+                run_id = opened
             snapshot = await self._execute(
                 known, run_id, trigger, None, variant=variant, snapshot=snapshot
             )
+
+    async def _open_variant(
+        self, known: KnownProject, trigger: Trigger, variant: EstimatorSpec, experiment_id: str
+    ) -> str | None:
+        """Open the next variant's run; a run another trigger started between two variants
+        finishes first (None if it does not within EXPERIMENT_WAIT_S)."""
+        run_id = uuid4().hex
+        deadline = asyncio.get_running_loop().time() + EXPERIMENT_WAIT_S
+        while True:
+            try:
+                await self._open(run_id, known, trigger, experiment_id, variant)
+                return run_id
+            except ActiveRun:
+                if asyncio.get_running_loop().time() > deadline:
+                    return None
+                await asyncio.sleep(1)
 
     async def _traced(
         self,
@@ -239,13 +341,14 @@ class Runs:
         if variant is not None:
             spec = spec.model_copy(update={"estimator": variant})
         policy = spec.policies
-        logs: list[str] = []
+        logs = RunLog()
+        context = _current_log.set(logs)
         text = trigger.text
         version: int | None = None
         try:
             snapshot = snapshot or await self._snapshot(spec, since)
             rows = snapshot.training
-            logs.append(
+            logs.note(
                 f"{len(rows)} examples"
                 + (f" observed since {since:%H:%M:%S}" if since else "")
                 + (f" ({snapshot.excluded} held back: regression set)" if snapshot.excluded else "")
@@ -272,11 +375,11 @@ class Runs:
                     started,
                     "skipped",
                     str(exc),
-                    logs="\n".join(logs),
+                    logs=str(logs),
                     rows=len(rows),
                 )
                 return snapshot
-            logs.append(
+            logs.note(
                 f"holdout metrics {candidate.metrics}; ONNX max diff {candidate.onnx_max_diff:.2e}"
             )
             champion = await self.registry.champion(spec.name)
@@ -296,10 +399,10 @@ class Runs:
                     (ours.argmax(axis=1) == holdout.y).tolist(),
                     (theirs.argmax(axis=1) == holdout.y).tolist(),
                 )
-                logs.append(f"champion v{champion[0]} on the same holdout: {champion_metrics}")
+                logs.note(f"champion v{champion[0]} on the same holdout: {champion_metrics}")
                 regression = await self._regression(spec, candidate.onnx, champion[1], snapshot)
                 if regression is not None:
-                    logs.append(
+                    logs.note(
                         f"regression set {snapshot.regression[0][:8]}: "  # type: ignore[index]
                         f"candidate {regression[0]}, champion {regression[1]}"
                     )
@@ -327,7 +430,7 @@ class Runs:
                     started,
                     "failed",
                     candidate.failure,
-                    logs="\n".join(logs),
+                    logs=str(logs),
                     rows=len(rows),
                     version=version,
                     metrics=candidate.metrics,
@@ -362,7 +465,7 @@ class Runs:
                     },
                 )
                 reason = f"{reason}: promotion request {request} awaits an approver"
-            logs.append(f"promotion: {reason}")
+            logs.note(f"promotion: {reason}")
             await self._finish(
                 known,
                 run_id,
@@ -370,7 +473,7 @@ class Runs:
                 started,
                 "succeeded",
                 reason,
-                logs="\n".join(logs),
+                logs=str(logs),
                 rows=len(rows),
                 version=version,
                 metrics=candidate.metrics,
@@ -389,9 +492,11 @@ class Runs:
                 started,
                 "failed",
                 f"{exc!r}",
-                logs="\n".join(logs),
+                logs=str(logs),
                 version=version,
             )
+        finally:
+            _current_log.reset(context)
         return snapshot
 
     async def fail_version(self, project: str, version: int, reason: str) -> None:
@@ -432,8 +537,12 @@ class Runs:
     async def _pin_regression_set(
         self, spec: ModelProject, run_id: str, snapshot: Snapshot, holdout_rows: int
     ) -> None:
-        """The first successful run's holdout becomes the project's fixed regression set."""
-        ids = [example_id for example_id, _, _, _ in snapshot.training[-holdout_rows:]]
+        """The first successful run's holdout becomes the project's fixed regression set: the
+        newest `holdout_rows` of the examples the dataset kept (those labeled with one of the
+        project's classes)."""
+        classes = set(spec.label.classes)
+        kept = [example_id for example_id, _, _, label in snapshot.training if label in classes]
+        ids = kept[-holdout_rows:]
         await self.repo.pin_regression_set(spec.name, ids_digest(ids)[:16], run_id, ids)
 
     def _lineage(

@@ -76,6 +76,19 @@ class Repository:
             )
         )
 
+    async def count_arrived_since(self, project: str, names: list[str], since: datetime) -> int:
+        """Examples that reached the trainer since `since` (wall clock, whatever their event
+        time): what a scheduled run counts as new."""
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM examples WHERE project = $1 AND feature_names = $2 "
+                "AND arrived_at >= $3",
+                project,
+                names,
+                since,
+            )
+        )
+
     # --- runs -----------------------------------------------------------------------------------
 
     async def open_run(
@@ -86,17 +99,21 @@ class Repository:
         trigger_info: dict[str, Any],
         experiment_id: str | None = None,
         variant: dict[str, Any] | None = None,
+        status: str = "running",
     ) -> None:
+        """Open a run; one `running` run per project (ActiveRun). A run that will not train
+        is opened `skipped` and finished at once, to record why."""
         try:
             await self.pool.execute(
                 "INSERT INTO runs (run_id, project, trigger, trigger_info, experiment_id, "
-                "variant, status) VALUES ($1, $2, $3, $4, $5, $6, 'running')",
+                "variant, status) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 run_id,
                 project,
                 trigger,
                 trigger_info,
                 experiment_id,
                 variant,
+                status,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ActiveRun(f"project {project!r} already has a run in progress") from exc
@@ -143,14 +160,20 @@ class Repository:
         by_id = {r["run_id"]: dict(r) for r in rows}
         return [by_id[i] for i in run_ids if i in by_id]
 
-    async def runs_finished_since(self, project: str, since: datetime) -> int:
+    async def runs_started_since(self, project: str, since: datetime) -> int:
+        """Runs that trained (or are training): what the daily budget counts."""
         return int(
             await self.pool.fetchval(
                 "SELECT count(*) FROM runs WHERE project = $1 AND status <> 'skipped' "
-                "AND finished_at >= $2",
+                "AND started_at >= $2",
                 project,
                 since,
             )
+        )
+
+    async def last_started(self, project: str) -> datetime | None:
+        return await self.pool.fetchval(
+            "SELECT max(started_at) FROM runs WHERE project = $1 AND status <> 'skipped'", project
         )
 
     # --- the regression set ---------------------------------------------------------------------

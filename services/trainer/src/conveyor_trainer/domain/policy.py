@@ -103,15 +103,17 @@ class Readiness:
     reason: str
 
 
-def episode_ready(
+def may_start(
     policy: RetrainPolicy,
     new_rows: int,
     last_run_finished: datetime | None,
     now: datetime,
     running: bool,
     runs_last_day: int = 0,
+    rows_since: str = "onset",
 ) -> Readiness:
-    """Whether a drift episode may start its (single) retraining run now."""
+    """Whether an automatic run (a drift episode's single run, or a scheduled one) may start
+    now: nothing running, budget left, cool-down over, enough new labeled rows."""
     if running:
         return Readiness(False, "a run of this project is in progress")
     if runs_last_day >= policy.max_runs_per_day:
@@ -123,5 +125,15 @@ def episode_ready(
         if waited < policy.cooldown_s:
             return Readiness(False, f"cool-down: {policy.cooldown_s - waited:.0f}s left")
     if new_rows < policy.min_new_rows:
-        return Readiness(False, f"{new_rows} of {policy.min_new_rows} labeled rows since onset")
-    return Readiness(True, f"{new_rows} labeled rows since onset")
+        return Readiness(
+            False, f"{new_rows} of {policy.min_new_rows} labeled rows since {rows_since}"
+        )
+    return Readiness(True, f"{new_rows} labeled rows since {rows_since}")
+
+
+def schedule_due(policy: RetrainPolicy, last_run_started: datetime | None, now: datetime) -> bool:
+    """A scheduled run is due once no run has started for `every_s` (at once for a project
+    that never trained)."""
+    if policy.every_s is None:
+        return False
+    return last_run_started is None or (now - last_run_started).total_seconds() >= policy.every_s

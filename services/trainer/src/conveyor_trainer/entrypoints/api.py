@@ -12,7 +12,7 @@ from conveyor_contracts.project import EstimatorSpec
 from conveyor_runtime import NotInRegistry, ProjectCache
 
 from ..adapters.repository import ActiveRun, Repository
-from ..runs import ReproduceFailed, Runs, Trigger
+from ..runs import OverBudget, ReproduceFailed, Runs, Trigger
 
 
 class RunRequest(BaseModel):
@@ -67,6 +67,8 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
             run_id = await runs.start(known, Trigger("person", body.requested_by, body.reason))
         except ActiveRun as exc:
             raise HTTPException(409, detail=str(exc)) from exc
+        except OverBudget as exc:
+            raise HTTPException(429, detail=str(exc)) from exc
         return Started(run_id=run_id)
 
     @api.post("/projects/{project}/experiments", status_code=202, response_model=Started)
@@ -82,6 +84,8 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
             )
         except ActiveRun as exc:
             raise HTTPException(409, detail=str(exc)) from exc
+        except OverBudget as exc:
+            raise HTTPException(429, detail=str(exc)) from exc
         return Started(run_id=run_id, experiment_id=experiment_id)
 
     @api.get("/projects/{project}/runs", response_model=list[RunInfo])
