@@ -62,7 +62,13 @@ async def test_projects_versions_aliases_and_their_events(kafka, database_url):
         r = await api.post("/projects", json=bad)
         assert r.status_code == 422 and "entity_key 'nope' is not a record field" in r.text
 
-        r1 = await api.post(f"/projects/{name}/versions", json=_version("run-1", b"model-one"))
+        described = {
+            "input_example": [{"x": 1.5}],
+            "evaluations": {"holdout": {"rows": 3, "metrics": {"accuracy": 0.9}}},
+        }
+        r1 = await api.post(
+            f"/projects/{name}/versions", json=_version("run-1", b"model-one", **described)
+        )
         assert r1.status_code == 201 and r1.json()["version"] == 1
         assert r1.json()["sha256"] == hashlib.sha256(b"model-one").hexdigest()
         again = await api.post(f"/projects/{name}/versions", json=_version("run-1", b"model-one"))
@@ -78,6 +84,8 @@ async def test_projects_versions_aliases_and_their_events(kafka, database_url):
         assert (await api.get(f"/projects/{name}/versions/3/artifact")).status_code == 404
         info = (await api.get(f"/projects/{name}/versions/1")).json()
         assert info["metrics"] == {"accuracy": 0.9} and info["profile"] == {"rows": 10}
+        assert info["input_example"] == described["input_example"]
+        assert info["evaluations"] == described["evaluations"]
 
         move = {"version": 1, "actor": "alice", "reason": "first model"}
         assert (await api.put(f"/projects/{name}/aliases/champion", json=move)).json() == {

@@ -179,6 +179,16 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
         # both models are measured on it.
         assert second["lineage"]["training_set"]["regression_set"]
         assert "regression_accuracy" in second["metrics"]
+        # Metrics on named datasets, the champion's on the same rows beside the candidate's.
+        held, fixed = second["evaluations"]["holdout"], second["evaluations"]["regression_set"]
+        assert held["rows"] == round(second["lineage"]["training_rows"] * 0.25)
+        assert held["metrics"] == {
+            k: v for k, v in second["metrics"].items() if not k.startswith("regression_")
+        }
+        assert held["champion_version"] == 1 and "accuracy" in held["champion_metrics"]
+        assert fixed["rows"] == first["lineage"]["holdout_rows"] == 200
+        assert fixed["metrics"]["accuracy"] == second["metrics"]["regression_accuracy"]
+        assert [list(x) for x in second["input_example"]] == [spec.feature_names()] * 5
         assert "on the regression set" in registry.moves[-1][1]
         # Retraining starts once min_new_rows (300) labeled rows followed the onset, and trains
         # on post-onset rows only: none of the 800 pre-drift rows.

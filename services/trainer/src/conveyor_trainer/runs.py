@@ -385,7 +385,7 @@ class Runs:
             champion = await self.registry.champion(spec.name)
             champion_metrics: dict[str, float] = {}
             paired: Paired | None = None
-            regression: tuple[dict[str, float], dict[str, float]] | None = None
+            regression: tuple[dict[str, float], dict[str, float], int] | None = None
             if champion is not None and candidate.holdout is not None:
                 holdout = candidate.holdout
                 theirs, ours = await asyncio.to_thread(
@@ -403,7 +403,7 @@ class Runs:
                 regression = await self._regression(spec, candidate.onnx, champion[1], snapshot)
                 if regression is not None:
                     logs.note(
-                        f"regression set {snapshot.regression[0][:8]}: "  # type: ignore[index]
+                        f"regression set {snapshot.regression[0][:8]} ({regression[2]} rows): "  # type: ignore[index]
                         f"candidate {regression[0]}, champion {regression[1]}"
                     )
             code = await asyncio.to_thread(code_provenance)
@@ -416,6 +416,10 @@ class Runs:
                 "signature": candidate.signature,
                 "profile": candidate.profile,
                 "lineage": lineage,
+                "input_example": self._input_example(spec, candidate),
+                "evaluations": self._evaluations(
+                    candidate, champion, champion_metrics, snapshot, regression
+                ),
             }
             if candidate.failure:
                 body |= {"status": "failed", "failure_reason": candidate.failure}
@@ -445,7 +449,7 @@ class Runs:
                 champion_metrics if champion else None,
                 champion[0] if champion else None,
                 paired,
-                regression,
+                regression[:2] if regression else None,
             )
             reason = decision.reason
             if variant is not None:
@@ -511,8 +515,8 @@ class Runs:
 
     async def _regression(
         self, spec: ModelProject, candidate: bytes, champion: bytes, snapshot: Snapshot
-    ) -> tuple[dict[str, float], dict[str, float]] | None:
-        """Candidate's and champion's metrics on the fixed regression set."""
+    ) -> tuple[dict[str, float], dict[str, float], int] | None:
+        """Candidate's and champion's metrics on the fixed regression set, and its rows."""
         if snapshot.regression is None:
             return None
         rows = await self.repo.examples_by_id(
@@ -532,7 +536,45 @@ class Runs:
                 training.onnx_probabilities(champion, x),
             )
         )
-        return training.evaluate(ours, y), training.evaluate(theirs, y)
+        return training.evaluate(ours, y), training.evaluate(theirs, y), len(y)
+
+    @staticmethod
+    def _input_example(
+        spec: ModelProject, candidate: training.Candidate, rows: int = 5
+    ) -> list[dict[str, float]]:
+        """The first holdout inputs, by feature name: what a request to the model looks like."""
+        if candidate.holdout is None:
+            return []
+        names = spec.feature_names()
+        return [dict(zip(names, map(float, x), strict=True)) for x in candidate.holdout.x[:rows]]
+
+    @staticmethod
+    def _evaluations(
+        candidate: training.Candidate,
+        champion: tuple[int, bytes] | None,
+        champion_metrics: dict[str, float],
+        snapshot: Snapshot,
+        regression: tuple[dict[str, float], dict[str, float], int] | None,
+    ) -> dict[str, dict[str, Any]]:
+        """Metrics on named datasets, the champion's on the same rows beside the candidate's."""
+        against = {"champion_version": champion[0] if champion else None}
+        evaluations: dict[str, dict[str, Any]] = {
+            "holdout": {
+                "rows": 0 if candidate.holdout is None else len(candidate.holdout.y),
+                "identity": "the newest rows of the training set (time-based split)",
+                "metrics": candidate.metrics,
+                "champion_metrics": champion_metrics,
+            }
+            | against
+        }
+        if regression is not None and snapshot.regression is not None:
+            evaluations["regression_set"] = {
+                "rows": regression[2],
+                "identity": f"regression set {snapshot.regression[0]}",
+                "metrics": regression[0],
+                "champion_metrics": regression[1],
+            } | against
+        return evaluations
 
     async def _pin_regression_set(
         self, spec: ModelProject, run_id: str, snapshot: Snapshot, holdout_rows: int

@@ -41,7 +41,7 @@ _REQUEST_COLUMNS = (
 )
 _VERSION_COLUMNS = (
     "project, version, run_id, project_version, status, failure_reason, sha256, metrics, "
-    "signature, profile, lineage, created_at"
+    "signature, profile, lineage, input_example, evaluations, created_at"
 )
 
 
@@ -125,8 +125,9 @@ class Repository:
             )
             row = await con.fetchrow(
                 "INSERT INTO model_versions (project, version, run_id, project_version, status, "
-                "failure_reason, artifact, sha256, metrics, signature, profile, lineage) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) "
+                "failure_reason, artifact, sha256, metrics, signature, profile, lineage, "
+                "input_example, evaluations) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) "
                 f"RETURNING {_VERSION_COLUMNS}",
                 project,
                 version,
@@ -140,6 +141,8 @@ class Repository:
                 body.signature,
                 body.profile,
                 body.lineage,
+                body.input_example,
+                body.evaluations,
             )
             await _announce(con, row)
             return dict(row), True
@@ -167,7 +170,8 @@ class Repository:
                 )
             row = await con.fetchrow(
                 "UPDATE model_versions SET status = $3, failure_reason = $4, artifact = $5, "
-                "sha256 = $6, metrics = $7, signature = $8, profile = $9, lineage = $10 "
+                "sha256 = $6, metrics = $7, signature = $8, profile = $9, lineage = $10, "
+                "input_example = $11, evaluations = $12 "
                 f"WHERE project = $1 AND version = $2 RETURNING {_VERSION_COLUMNS}",
                 project,
                 version,
@@ -179,6 +183,8 @@ class Repository:
                 body.signature,
                 body.profile,
                 body.lineage,
+                body.input_example,
+                body.evaluations,
             )
             await _announce(con, row)
             return dict(row), True

@@ -102,6 +102,17 @@ class CompleteVersion(BaseModel):
     signature: dict[str, Any] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
+    input_example: list[dict[str, float]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="A few inputs the model was judged on, by feature name: what a request "
+        "looks like.",
+    )
+    evaluations: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Metrics on named datasets: `holdout`, `regression_set`, ... each with its "
+        "rows, its identity and the candidate's and the champion's metrics on it.",
+    )
 
 
 class RegisterVersion(CompleteVersion):

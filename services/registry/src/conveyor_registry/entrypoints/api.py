@@ -56,6 +56,8 @@ class VersionInfo(BaseModel):
     signature: dict[str, Any]
     profile: dict[str, Any]
     lineage: dict[str, Any]
+    input_example: list[dict[str, float]]
+    evaluations: dict[str, dict[str, Any]]
     created_at: datetime
 
 
