@@ -124,6 +124,17 @@ async def test_projects_versions_aliases_and_their_events(kafka, database_url):
         ]
         assert (await api.get(f"/projects/{name}/aliases")).json() == {"champion": 1}
 
+        # The API is documented: every operation above is in the OpenAPI document.
+        paths = (await api.get("/openapi.json")).json()["paths"]
+        for path in (
+            "/projects/{project}/versions/{version}/artifact",
+            "/projects/{project}/aliases/{alias}/rollback",
+            "/projects/{project}/aliases/{alias}/history",
+            "/projects/{project}/promotions/{request_id}/approve",
+            "/projects/{project}/versions/{version}/openlineage",
+        ):
+            assert path in paths, sorted(paths)
+
         async with Kafka(kafka.bootstrap_servers) as k:
             events = await k.collect(
                 catalog.REGISTRY_EVENTS.name,

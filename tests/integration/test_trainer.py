@@ -22,6 +22,7 @@ from conveyor_examples.fraud.traffic import FraudTraffic
 from conveyor_feature.domain.features import featurize
 from conveyor_trainer.adapters.registry import Registry
 from conveyor_trainer.bootstrap import TrainerSettings, bootstrap
+from conveyor_trainer.domain import training
 from conveyor_trainer.domain.training import onnx_probabilities
 from tests.support import Kafka, running, unique_project, until
 
@@ -268,7 +269,7 @@ async def _count(api, name, n):
     return (await api.get(f"/projects/{name}/examples")).json().get("count", 0) >= n
 
 
-async def test_reproduce_a_version_then_compare_variants(kafka, database_url):
+async def test_reproduce_a_version_then_compare_variants(kafka, database_url, monkeypatch):
     """Approval mode: the run asks for approval instead of promoting. `reproduce` reads the
     version's examples again from the recorded offsets (rows and feedback, several partitions),
     retrains and matches the registered model on the holdout; a tampered record is refused.
@@ -385,6 +386,15 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url):
         assert table["runs"][1]["params"]["max_depth"] == 3
         assert (await api.get("/runs/compare", params={"run_id": "nope"})).status_code == 404
 
+        # The ONNX gate: an export whose probabilities differ from scikit-learn's by more than
+        # the tolerance (here, by anything at all) makes a failed version, with the reason.
+        monkeypatch.setattr(training, "ONNX_TOLERANCE", -1.0)
+        run = await _run(api, (await api.post(f"/projects/{name}/runs", json={})).json()["run_id"])
+        failed = registry.versions[run["model_version"]]
+        assert run["status"] == "failed" and failed["status"] == "failed", run
+        assert "ONNX probabilities differ from scikit-learn's" in failed["failure_reason"]
+        assert "onnx_base64" not in failed and len(registry.requests) == 1
+
 
 async def _run(api, run_id: str) -> dict:
     async def finished():
@@ -428,6 +438,11 @@ async def test_scheduled_runs_within_a_daily_budget(kafka, database_url):
         second = (await until(lambda: runs(2), 60, "the second scheduled run"))[1]
         assert second["status"] == "succeeded" and second["trigger_info"]["kind"] == "schedule"
         assert second["started_at"] > first["finished_at"]
+        # Same world, more rows: not better than the champion on the same holdout, so it is
+        # registered (ready) but not promoted, and the run says why with both figures.
+        assert not second["promoted"] and registry.champion_version == 1
+        assert registry.versions[2]["status"] == "ready"
+        assert "vs champion v1" in second["reason"] and "not better" in second["reason"]
 
         # Two runs in 24 hours: the budget is spent, whoever asks.
         refused = await api.post(f"/projects/{name}/runs", json={})
