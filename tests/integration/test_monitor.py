@@ -5,6 +5,8 @@ that links to sampled requests behind it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -274,9 +276,9 @@ async def test_performance_windows_are_one_sided_and_report_label_coverage(kafka
                 assert 0.3 < w["evidence"]["label_coverage"] <= 1.0  # half were labeled
 
 
-async def test_a_shadow_challenger_is_compared_with_the_champion_on_the_same_requests(
-    kafka, database_url
-):
+@asynccontextmanager
+async def _judging_v1(kafka, database_url) -> AsyncIterator[tuple[Kafka, Any, str, list[str]]]:
+    """A monitor judging v1 of a fresh project: (kafka client, monitor's API, name, features)."""
     spec = unique_project("mon")
     name, names = spec.name, spec.feature_names()
     settings = MonitorSettings(
@@ -287,27 +289,64 @@ async def test_a_shadow_challenger_is_compared_with_the_champion_on_the_same_req
         await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
         async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
             await until(lambda: _reference(api, name, 1), 30, "the reference")
-            for i in range(100):
-                values = [0.0] * len(names)
-                champion = _served(name, i, values)  # answers "legit"
-                challenger = champion.model_copy(
-                    update={"model_version": 2, "label": "fraud" if i % 2 == 0 else "legit"}
-                )
-                await k.send(catalog.PREDICTIONS_RESPONSES, champion, key=champion.request_id)
-                await k.send(catalog.PREDICTIONS_SHADOW, challenger, key=champion.request_id)
-                if i < 50:  # half are labeled; the truth is what the challenger said
-                    truth = challenger.label
-                    assert truth is not None
-                    label = _label(champion, f"{name}-f{i}", truth)
-                    await k.send(catalog.FEEDBACK_RECORDED, label, key=champion.request_id)
+            yield k, api, name, names
 
-            async def compared() -> dict | None:
-                rows = (await api.get(f"/projects/{name}/compare")).json()
-                done = rows and rows[0]["requests"] == 100 and rows[0]["labeled"] == 50
-                return rows[0] if done else None
 
-            row = await until(compared, 30, "all requests compared")
-            assert (row["challenger"], row["champion"]) == (2, 1)
-            assert row["agreement"] == pytest.approx(0.5)
-            assert row["challenger_accuracy"] == pytest.approx(1.0)
-            assert row["champion_accuracy"] == pytest.approx(0.5)
+async def test_a_shadow_challenger_is_compared_with_the_champion_on_the_same_requests(
+    kafka, database_url
+):
+    async with _judging_v1(kafka, database_url) as (k, api, name, names):
+        for i in range(100):
+            values = [0.0] * len(names)
+            champion = _served(name, i, values)  # answers "legit"
+            challenger = champion.model_copy(
+                update={"model_version": 2, "label": "fraud" if i % 2 == 0 else "legit"}
+            )
+            await k.send(catalog.PREDICTIONS_RESPONSES, champion, key=champion.request_id)
+            await k.send(catalog.PREDICTIONS_SHADOW, challenger, key=champion.request_id)
+            if i < 50:  # half are labeled; the truth is what the challenger said
+                truth = challenger.label
+                assert truth is not None
+                label = _label(champion, f"{name}-f{i}", truth)
+                await k.send(catalog.FEEDBACK_RECORDED, label, key=champion.request_id)
+
+        async def compared() -> dict | None:
+            rows = (await api.get(f"/projects/{name}/compare")).json()
+            done = rows and rows[0]["requests"] == 100 and rows[0]["labeled"] == 50
+            return rows[0] if done else None
+
+        row = await until(compared, 30, "all requests compared")
+        assert (row["challenger"], row["champion"]) == (2, 1)
+        assert row["agreement"] == pytest.approx(0.5)
+        assert row["challenger_accuracy"] == pytest.approx(1.0)
+        assert row["champion_accuracy"] == pytest.approx(0.5)
+
+
+async def test_a_canary_is_compared_with_the_champion_version_by_version(kafka, database_url):
+    """In canary mode both versions answer (different entities): the monitor keeps requests,
+    labels and accuracy per version."""
+    async with _judging_v1(kafka, database_url) as (k, api, name, names):
+        for i in range(80):
+            answer = _served(name, i, [0.0] * len(names))  # answers "legit"
+            if i % 4 == 0:  # a quarter of the entities go to the canary, v2
+                answer = answer.model_copy(update={"model_version": 2, "label": "fraud"})
+            await k.send(catalog.PREDICTIONS_RESPONSES, answer, key=answer.request_id)
+            truth = "fraud" if i % 8 == 0 else "legit"  # v2 right half the time, v1 always
+            label = _label(answer, f"{name}-f{i}", truth)
+            await k.send(catalog.FEEDBACK_RECORDED, label, key=answer.request_id)
+
+        async def versions() -> list[dict] | None:
+            rows = (await api.get(f"/projects/{name}/versions")).json()
+            done = sum(r["labeled"] for r in rows) == 80
+            return rows if done else None
+
+        rows = await until(versions, 30, "every answer labeled")
+        assert [(r["version"], r["requests"], r["labeled"]) for r in rows] == [
+            (1, 60, 60),
+            (2, 20, 20),
+        ]
+        assert rows[0]["accuracy"] == pytest.approx(1.0)
+        assert rows[1]["accuracy"] == pytest.approx(0.5)
+        recent = (await api.get(f"/projects/{name}/versions", params={"minutes": 5})).json()
+        assert [r["requests"] for r in recent] == [60, 20]
+        assert (await api.get(f"/projects/{name}/versions?minutes=0")).status_code == 422

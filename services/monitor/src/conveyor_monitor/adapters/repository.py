@@ -81,6 +81,25 @@ class Repository:
         )
         return [dict(r) for r in rows]
 
+    async def by_version(self, project: str, minutes: float | None = None) -> list[dict[str, Any]]:
+        """Each version that answered requests (the champion, a canary's challenger) over the
+        last `minutes` (all kept history without): requests, labeled so far, accuracy on them."""
+        rows = await self.pool.fetch(
+            "WITH truth AS (SELECT DISTINCT ON (request_id) request_id, label FROM labels "
+            " WHERE project = $1 AND request_id IS NOT NULL ORDER BY request_id, seq DESC) "
+            "SELECT o.model_version AS version, count(*) AS requests, "
+            " count(t.label) AS labeled, "
+            " (avg((o.predicted = t.label)::int) FILTER (WHERE t.label IS NOT NULL))::float8 "
+            "  AS accuracy, min(o.served_at) AS first_served, max(o.served_at) AS last_served "
+            "FROM observations o LEFT JOIN truth t ON t.request_id = o.request_id "
+            "WHERE o.project = $1 "
+            "AND ($2::float8 IS NULL OR o.served_at > now() - make_interval(secs => $2 * 60)) "
+            "GROUP BY o.model_version ORDER BY o.model_version",
+            project,
+            minutes,
+        )
+        return [dict(r) for r in rows]
+
     async def label_coverage(self, minutes: float = 10.0) -> list[tuple[str, int, float]]:
         """Per project's judged version: the share of its predictions of the last `minutes`
         that have a label so far."""

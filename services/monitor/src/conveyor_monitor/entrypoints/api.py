@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from ..adapters.repository import Repository
 
@@ -20,5 +20,14 @@ def router(repo: Repository) -> APIRouter:
         """Each challenger that scored in shadow mode beside the version that answered the same
         requests: agreement, and both accuracies on the requests labeled so far."""
         return await repo.compare(project)
+
+    @api.get("/projects/{project}/versions")
+    async def by_version(
+        project: str, minutes: Annotated[float | None, Query(gt=0)] = None
+    ) -> list[dict[str, Any]]:
+        """Each version that answered requests — the champion and, in canary mode, the
+        challenger on its share of entities: requests, labeled so far, accuracy on those, and
+        when it served (over the last `minutes` when given)."""
+        return await repo.by_version(project, minutes)
 
     return api
