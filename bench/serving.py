@@ -162,8 +162,12 @@ async def offer(
         at = value.index(marker) + len(marker) - 4  # the id starts at "lat-"
         return value[at : value.index(b'"', at)]
 
+    answers: list[bytes] = []  # serving's, read for its own time once the load is over
+
     def on_record(record, now: float) -> None:
         latencies.append((now - sent_at[request_id(record.value)]) * 1000)
+        if b'"latency_ms":' in record.value:
+            answers.append(record.value)
 
     ready = asyncio.Event()
     n = len(load)
@@ -200,13 +204,21 @@ async def offer(
     finally:
         await producer.stop()
     _, _, answered = await receiver
+    own = [json.loads(a)["latency_ms"] for a in answers]
     return {
         "offered_per_s": round(offered),
         "sent": n,
         "answered": answered,
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
-    }
+    } | (
+        {
+            "own_p50_ms": round(percentile(own, 50), 2),
+            "own_p99_ms": round(percentile(own, 99), 2),
+        }
+        if own
+        else {}
+    )
 
 
 async def kafka_throughput(
@@ -373,6 +385,9 @@ async def main(args: argparse.Namespace) -> dict:
             b'"request_id":"lat-',
         )
         say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms (the relay's: {relay['p99_ms']} ms)")
+        say(
+            f"  of which serving's own time: p50 {lat['own_p50_ms']} ms, p99 {lat['own_p99_ms']} ms"
+        )
         say(f"  sent {lat['sent']}, answered {lat['answered']}")
         serving_url = next(p.url for p in bench.processes if p.name == "serving")
         say(f"HTTP (Open Inference Protocol v2), concurrency {args.concurrency} …")
