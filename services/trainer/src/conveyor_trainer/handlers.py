@@ -100,6 +100,8 @@ class Trainer:
         now = datetime.now(UTC)
         for known in self.projects.all():
             policy = known.spec.policies.retrain
+            if policy.every_s is None:
+                continue  # no schedule: no query on each poll
             last = await self.repo.last_started(known.spec.name)
             if not schedule_due(policy, last, now):
                 continue

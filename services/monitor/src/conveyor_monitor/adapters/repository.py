@@ -17,6 +17,13 @@ from .notifier import notify
 SOURCE = "conveyor/monitor"
 
 
+# Each labeled request of project $1 with its newest label.
+_TRUTH = (
+    "WITH truth AS (SELECT DISTINCT ON (request_id) request_id, label FROM labels "
+    " WHERE project = $1 AND request_id IS NOT NULL ORDER BY request_id, seq DESC)"
+)
+
+
 class Repository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -64,8 +71,7 @@ class Repository:
         they agree, and their accuracy on the requests labeled so far (the newest label of a
         request counts)."""
         rows = await self.pool.fetch(
-            "WITH truth AS (SELECT DISTINCT ON (request_id) request_id, label FROM labels "
-            " WHERE project = $1 AND request_id IS NOT NULL ORDER BY request_id, seq DESC) "
+            f"{_TRUTH} "
             "SELECT s.model_version AS challenger, o.model_version AS champion, "
             " count(*) AS requests, avg((s.predicted = o.predicted)::int)::float8 AS agreement, "
             " count(t.label) AS labeled, "
@@ -85,8 +91,7 @@ class Repository:
         """Each version that answered requests (the champion, a canary's challenger) over the
         last `minutes` (all kept history without): requests, labeled so far, accuracy on them."""
         rows = await self.pool.fetch(
-            "WITH truth AS (SELECT DISTINCT ON (request_id) request_id, label FROM labels "
-            " WHERE project = $1 AND request_id IS NOT NULL ORDER BY request_id, seq DESC) "
+            f"{_TRUTH} "
             "SELECT o.model_version AS version, count(*) AS requests, "
             " count(t.label) AS labeled, "
             " (avg((o.predicted = t.label)::int) FILTER (WHERE t.label IS NOT NULL))::float8 "
