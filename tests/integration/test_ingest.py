@@ -6,6 +6,7 @@ import pytest
 
 from conveyor_contracts import catalog
 from conveyor_contracts.events import RecordAccepted, RecordSubmitted
+from conveyor_contracts.project import QualityPolicy
 from conveyor_ingest.bootstrap import IngestSettings, bootstrap
 from tests.support import Kafka, headers_of, running, unique_project, until
 
@@ -56,7 +57,7 @@ async def test_records_over_kafka_and_http(kafka, database_url):
         r = await api.post(f"/projects/{name}/records", json={"fields": GOOD | {"amount": 7.0}})
         assert r.status_code == 201 and len(r.json()["accepted"]) == 1
         again = await api.post(f"/projects/{name}/records", json={"fields": GOOD | {"amount": 7.0}})
-        assert again.json() == {"accepted": [], "duplicates": 1}
+        assert again.json()["accepted"] == [] and again.json()["duplicates"] == 1
         r = await api.post(
             f"/projects/{name}/records/batch",
             json={
@@ -109,3 +110,97 @@ async def test_records_over_kafka_and_http(kafka, database_url):
         await until(lambda: runtime.relay is not None and runtime.relay.published >= 3)
         rows = await runtime.db.pool.fetchval("SELECT count(*) FROM outbox WHERE key IS NOT NULL")
         assert rows == 3
+
+
+def _quality_project(on_finding: str):
+    spec = unique_project("qual")
+    fields = dict(spec.record_schema.fields)
+    fields["amount"] = fields["amount"].model_copy(update={"expected_max": 500.0})
+    quality = QualityPolicy(
+        on_finding=on_finding, window=50, min_batch=10, profile_records=40, max_outliers=0.05
+    )
+    return spec.model_copy(
+        update={
+            "record_schema": spec.record_schema.model_copy(update={"fields": fields}),
+            "policies": spec.policies.model_copy(update={"quality": quality}),
+        }
+    )
+
+
+def _normal(i: int) -> dict:
+    return GOOD | {"customer": f"c-{i % 7}", "amount": 20.0 + i % 30, "hour": i % 24}
+
+
+async def test_quality_is_flagged_or_refused_as_the_project_chooses(kafka, database_url):
+    spec = _quality_project("flag")
+    name = spec.name
+    runtime = bootstrap(
+        IngestSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url)
+    )
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        await k.apply(spec)
+        await until(lambda: runtime.projects.get(name), what="the project to be known")
+        batch = [{"record_id": f"n-{i}", "fields": _normal(i)} for i in range(60)]
+        r = await api.post(f"/projects/{name}/records/batch", json={"records": batch})
+        assert r.status_code == 201 and r.json()["flagged"] == {}
+        assert r.json()["quality"]["breaches"] == [] and not r.json()["quality"]["profiled"]
+        profile = (await api.get(f"/projects/{name}/quality")).json()["profile"]
+        assert profile["records"] == 40 and 30 < profile["fields"]["amount"]["mean"] < 40
+
+        # Policy `flag`: stored and announced with the findings; the batch is over its limit.
+        odd = [{"record_id": f"o-{i}", "fields": _normal(i) | {"amount": 5000.0}} for i in range(4)]
+        batch = [{"record_id": f"m-{i}", "fields": _normal(i)} for i in range(16)] + odd
+        r = await api.post(f"/projects/{name}/records/batch", json={"records": batch})
+        body = r.json()
+        assert r.status_code == 201 and len(body["accepted"]) == 20
+        assert sorted(body["flagged"]) == ["o-0", "o-1", "o-2", "o-3"]
+        assert any(f.startswith("amount: outliers: 5000.0 is +") for f in body["flagged"]["o-0"])
+        assert "amount: outliers 20.0% > 5.0%" in body["quality"]["breaches"]
+        await k.send(
+            catalog.RECORDS_SUBMITTED,
+            RecordSubmitted(project=name, record_id="k-odd", fields=_normal(1) | {"amount": 900.0}),
+            key="c-1",
+        )
+        flagged = await k.collect(
+            catalog.RECORDS_ACCEPTED.name,
+            lambda e: e.project == name and e.record_id == "k-odd",
+            1,
+            decode=catalog.RECORDS_ACCEPTED,
+        )
+        assert "amount: out_of_range: 900.0 is above the usual 500" in flagged[0].flags
+        reports = await k.collect(
+            catalog.QUALITY_REPORTS.name,
+            lambda e: e.project == name,
+            2,
+            decode=catalog.QUALITY_REPORTS,
+        )
+        window, over = sorted(reports, key=lambda e: e.scope, reverse=True)
+        assert (window.scope, window.records, window.breaches) == ("window", 50, [])
+        assert over.scope == "batch" and over.records == 20 and over.fields["amount"].outliers == 4
+        stats = (await api.get(f"/projects/{name}/records/stats")).json()
+        assert stats["flagged"] == 5 and stats["accepted"] == 81
+
+        # Policy `reject`: refused with every finding, over HTTP and Kafka alike.
+        await k.apply(_quality_project("reject").model_copy(update={"name": name}), version=2)
+        await until(lambda: runtime.projects.get(name).version == 2, what="version 2")
+        r = await api.post(
+            f"/projects/{name}/records", json={"fields": _normal(2) | {"amount": 800.0}}
+        )
+        assert r.status_code == 422
+        problems = r.json()["detail"]["errors"][0]["problems"]
+        assert problems[0] == "amount: out_of_range: 800.0 is above the usual 500"
+        assert problems[1].startswith("amount: outliers: 800.0 is +")
+        await k.send(
+            catalog.RECORDS_SUBMITTED,
+            RecordSubmitted(project=name, record_id="k-bad", fields=_normal(3) | {"amount": 700.0}),
+            key="c-3",
+        )
+        dead = await k.collect(
+            catalog.RECORDS_SUBMITTED.dlq, lambda d: headers_of(d).get("dlq_stage") == "quality", 1
+        )
+        assert (
+            "quality: amount: out_of_range: 700.0 is above the usual 500"
+            in headers_of(dead[0])["dlq_error"]
+        )
+        stats = (await api.get(f"/projects/{name}/records/stats")).json()
+        assert stats["rejected_quality"] == 2 and stats["accepted"] == 81

@@ -77,13 +77,24 @@ RECORDS_SUBMITTED = _t(
 RECORDS_ACCEPTED = _t(
     subject="records.accepted",
     major=1,
-    minor=0,
+    minor=1,
     schema=ev.RecordAccepted,
     key="entity id",
     partitions=3,
     producers=("ingest",),
     consumers=("feature",),
     description="Records that met their project's data contract, stored in the raw log.",
+)
+QUALITY_REPORTS = _t(
+    subject="quality.reports",
+    major=1,
+    minor=0,
+    schema=ev.QualityReported,
+    key="project",
+    partitions=1,
+    producers=("ingest",),
+    consumers=("apps",),
+    description="Data quality per batch (when over a limit) and per window of records.",
 )
 FEATURES_ROWS = _t(
     subject="features.rows",
@@ -166,7 +177,7 @@ FEEDBACK_RECORDED = _t(
 REGISTRY_EVENTS = _t(
     subject="registry.events",
     major=1,
-    minor=4,
+    minor=5,
     schema=ev.RegistryEvent,
     key="project",
     partitions=1,
@@ -215,6 +226,7 @@ TRAINER_RUNS = _t(
 CATALOG: tuple[TopicSpec, ...] = (
     RECORDS_SUBMITTED,
     RECORDS_ACCEPTED,
+    QUALITY_REPORTS,
     FEATURES_ROWS,
     PREDICTIONS_REQUESTS,
     PREDICTIONS_ENRICHED,

@@ -63,6 +63,39 @@ class RecordAccepted(Event):
     event_time: datetime
     ingested_at: datetime
     fields: dict[str, Any]
+    flags: list[str] = Field(
+        default_factory=list,
+        description="Quality findings the record was accepted with (policy `flag`), each "
+        "`field: check: why`.",
+    )
+
+
+class FieldQuality(BaseModel):
+    """How often each check fired for one field."""
+
+    nulls: int = 0
+    out_of_range: int = 0
+    unseen: int = 0
+    outliers: int = 0
+
+
+class QualityReported(Event):
+    """The quality of a batch or a window of a project's records (those that met the contract)."""
+
+    type_name: ClassVar[str] = "conveyor.quality.reported"
+    project: ProjectName
+    project_version: int
+    scope: Literal["batch", "window"]
+    records: int = Field(description="Records checked (duplicates are not counted).")
+    flagged: int = Field(description="Records with at least one finding.")
+    rejected: int = Field(description="Records rejected for their findings (policy `reject`).")
+    fields: dict[str, FieldQuality] = Field(description="Counts per field with any finding.")
+    breaches: list[str] = Field(
+        description="Shares over the policy's limits, e.g. `amount: outliers 4.0% > 1.0%`."
+    )
+    profiled: bool = Field(description="Whether a profile existed (else no outlier/unseen check).")
+    first_at: datetime = Field(description="When the first record of the batch or window arrived.")
+    last_at: datetime
 
 
 # --- feature ------------------------------------------------------------------------------------

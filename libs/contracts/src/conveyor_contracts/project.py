@@ -38,6 +38,12 @@ class FieldSpec(_Spec):
     max: float | None = Field(None, description="Largest allowed value (numbers).")
     allowed: list[str] | None = Field(None, description="Allowed values (strings).")
     pattern: str | None = Field(None, description="Regular expression a string must match.")
+    expected_min: float | None = Field(
+        None,
+        description="Usual lower bound (numbers): below it is a quality finding, not a "
+        "contract violation.",
+    )
+    expected_max: float | None = Field(None, description="Usual upper bound (numbers).")
     description: str = ""
 
     @field_validator("pattern")
@@ -269,11 +275,46 @@ class ServingPolicy(_Spec):
     canary_share: float = Field(0.1, ge=0, le=1, description="Share of entities in the canary.")
 
 
+class QualityPolicy(_Spec):
+    """Checks beyond the contract, on records that meet it.
+
+    Per record: a number outside its field's `expected_min`/`expected_max` (out of range), a
+    string the project's profile never saw or a categorical feature does not declare (unseen),
+    a number more than `outlier_z` standard deviations from the profile's mean (outlier). Per
+    batch and per window of records: the share of each finding and of empty optional fields
+    (nulls; the label is exempt), compared with the limits below. The profile is built from
+    the project's first `profile_records` accepted records (and rebuilt on request).
+    """
+
+    on_finding: Literal["flag", "reject"] = Field(
+        "flag",
+        description="`flag`: a record with findings is stored and announced with them; "
+        "`reject`: it is dead-lettered (HTTP: 422) with every finding.",
+    )
+    window: int = Field(1000, ge=10, description="Records per quality window.")
+    min_batch: int = Field(
+        50, ge=1, description="Smallest batch whose shares are compared with the limits."
+    )
+    max_null_rate: float = Field(0.05, ge=0, le=1)
+    max_out_of_range: float = Field(0.01, ge=0, le=1)
+    max_unseen: float = Field(0.01, ge=0, le=1)
+    max_outliers: float = Field(0.01, ge=0, le=1)
+    outlier_z: float = Field(4.0, gt=0)
+    profile_records: int = Field(500, ge=20)
+    max_categories: int = Field(
+        100,
+        ge=1,
+        description="A string field with more distinct values in the profile is not treated "
+        "as categorical (no unseen check), unless a categorical feature reads it.",
+    )
+
+
 class Policies(_Spec):
     drift: DriftPolicy = DriftPolicy()
     retrain: RetrainPolicy = RetrainPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
     serving: ServingPolicy = ServingPolicy()
+    quality: QualityPolicy = QualityPolicy()
 
 
 class ModelProject(_Spec):

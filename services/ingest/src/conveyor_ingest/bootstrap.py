@@ -7,6 +7,7 @@ from conveyor_runtime import Runtime, ServiceSettings
 from .adapters.repository import RawLog
 from .entrypoints.api import router
 from .handlers import Ingest
+from .watch import QualityWatch
 
 
 class IngestSettings(ServiceSettings):
@@ -19,7 +20,8 @@ def bootstrap(settings: IngestSettings | None = None) -> Runtime:
         "ingest", settings, migrations=package_migrations("conveyor_ingest"), outbox=True
     )
     assert runtime.db is not None
-    ingest = Ingest(runtime.projects, RawLog(runtime.db))
+    log = RawLog(runtime.db)
+    ingest = Ingest(runtime.projects, log, QualityWatch(log, runtime.bus))
     runtime.bus.consume(catalog.RECORDS_SUBMITTED, ingest.on_submitted)
     runtime.http.include_router(router(ingest))
     return runtime

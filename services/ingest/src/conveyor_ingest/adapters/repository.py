@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -28,10 +29,12 @@ class RawLog:
         async with self.db.pool.acquire() as con, con.transaction():
             inserted = await con.fetch(
                 "INSERT INTO raw_records (record_id, project, project_version, entity_id, "
-                "event_time, fields, source, ingested_at) "
-                "SELECT r.id, $1, $2, r.entity, r.t, r.f::jsonb, r.s, $7 FROM unnest("
-                "$3::text[], $4::text[], $5::timestamptz[], $6::text[], $8::text[]) "
-                "AS r(id, entity, t, f, s) ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
+                "event_time, fields, source, ingested_at, flags) "
+                "SELECT r.id, $1, $2, r.entity, r.t, r.f::jsonb, r.s, $7, "
+                "coalesce(r.flags::text[], '{}') FROM unnest($3::text[], $4::text[], "
+                "$5::timestamptz[], $6::text[], $8::text[], $9::text[]) "
+                "AS r(id, entity, t, f, s, flags) "
+                "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
                 project,
                 project_version,
                 [r.record_id for r in records],
@@ -40,6 +43,7 @@ class RawLog:
                 [json.dumps(r.fields) for r in records],
                 now,
                 sources,
+                [_pg_array(r.flags) if r.flags else None for r in records],
             )
             new_ids = {row["record_id"] for row in inserted}
             events = [
@@ -53,6 +57,7 @@ class RawLog:
                         event_time=r.event_time,
                         ingested_at=now,
                         fields=r.fields,
+                        flags=list(r.flags),
                     ),
                 )
                 for r in _first_of_each(records)
@@ -69,13 +74,45 @@ class RawLog:
                 )
         return [r.record_id for _k, r in events], duplicates
 
-    async def reject(self, rows: list[tuple[str | None, str, str, object]]) -> None:
+    async def reject(
+        self, rows: list[tuple[str | None, str, str, object]], stage: str = "contract"
+    ) -> None:
         """Keep rejected records (project, source, reason, payload) for the data team."""
         if rows:
             await self.db.pool.executemany(
-                "INSERT INTO rejects (project, source, reason, payload) VALUES ($1, $2, $3, $4)",
-                [(p, s, reason, _jsonable(payload)) for p, s, reason, payload in rows],
+                "INSERT INTO rejects (project, source, reason, payload, stage) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                [(p, s, reason, _jsonable(payload), stage) for p, s, reason, payload in rows],
             )
+
+    async def profile(self, project: str) -> dict[str, Any] | None:
+        data = await self.db.pool.fetchval(
+            "SELECT profile FROM profiles WHERE project = $1", project
+        )
+        return None if data is None else dict(data)
+
+    async def save_profile(self, project: str, profile: dict[str, Any], *, replace: bool) -> bool:
+        """Store a project's profile; unless `replace`, only when it has none. True if stored."""
+        conflict = "DO UPDATE SET profile = EXCLUDED.profile, built_at = EXCLUDED.built_at"
+        status = await self.db.pool.execute(
+            "INSERT INTO profiles (project, profile, built_at) VALUES ($1, $2, $3) "
+            f"ON CONFLICT (project) {conflict if replace else 'DO NOTHING'}",
+            project,
+            profile,
+            datetime.fromisoformat(profile["built_at"]),
+        )
+        return status.endswith(" 1")
+
+    async def sample(self, project: str, n: int, *, newest: bool) -> list[dict[str, Any]]:
+        """The fields of a project's first (or newest) `n` records, by arrival."""
+        order = "DESC" if newest else "ASC"
+        rows = await self.db.pool.fetch(
+            "SELECT fields FROM raw_records WHERE project = $1 "
+            f"ORDER BY ingested_at {order}, record_id {order} LIMIT $2",
+            project,
+            n,
+        )
+        return [dict(r["fields"]) for r in rows]
 
     async def counts(self, project: str) -> dict[str, int]:
         pool: asyncpg.Pool = self.db.pool
@@ -84,7 +121,22 @@ class RawLog:
                 await pool.fetchval("SELECT count(*) FROM raw_records WHERE project = $1", project)
             ),
             "rejected": int(
-                await pool.fetchval("SELECT count(*) FROM rejects WHERE project = $1", project)
+                await pool.fetchval(
+                    "SELECT count(*) FROM rejects WHERE project = $1 AND stage = 'contract'",
+                    project,
+                )
+            ),
+            "rejected_quality": int(
+                await pool.fetchval(
+                    "SELECT count(*) FROM rejects WHERE project = $1 AND stage = 'quality'",
+                    project,
+                )
+            ),
+            "flagged": int(
+                await pool.fetchval(
+                    "SELECT count(*) FROM raw_records WHERE project = $1 AND flags <> '{}'",
+                    project,
+                )
             ),
             "duplicates": int(
                 await pool.fetchval(
@@ -102,6 +154,13 @@ def _first_of_each(records: list[Accepted]) -> list[Accepted]:
             seen.add(r.record_id)
             out.append(r)
     return out
+
+
+def _pg_array(items: tuple[str, ...]) -> str:
+    """A text[] literal (passed as text so unnest can take an array per row)."""
+    return (
+        "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
+    )
 
 
 def _jsonable(payload: object) -> object:

@@ -19,6 +19,7 @@ class Accepted:
     entity_id: str
     event_time: datetime
     fields: dict[str, Any]
+    flags: tuple[str, ...] = ()  # quality findings it was accepted with
 
 
 class ContractViolation(ValueError):

@@ -1,16 +1,17 @@
-"""POST records over HTTP: the same validation as the Kafka path."""
+"""POST records over HTTP: the same validation as the Kafka path; a project's quality."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from conveyor_contracts.events import QualityReported
 from conveyor_runtime import UnknownProject
 
 from ..domain.contract import ContractViolation
-from ..handlers import Ingest
+from ..handlers import Ingest, quality_reason
 
 
 class RecordIn(BaseModel):
@@ -25,19 +26,36 @@ class BatchIn(BaseModel):
 class Stored(BaseModel):
     accepted: list[str] = Field(description="Ids of records stored now.")
     duplicates: int = Field(description="Records already in the raw log (not re-emitted).")
+    flagged: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Records stored now with quality findings (policy `flag`): id → findings.",
+    )
+    quality: QualityReported | None = Field(
+        None, description="The quality of the records checked now (duplicates left out)."
+    )
+
+
+class Quality(BaseModel):
+    profile: dict[str, Any] | None = Field(description="What the project's records look like.")
+    window: QualityReported | None = Field(description="The window filling now, if any.")
 
 
 def router(ingest: Ingest) -> APIRouter:
     api = APIRouter(tags=["ingest"])
 
+    def _known(project: str):
+        try:
+            return ingest.projects.require(project)
+        except UnknownProject as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
+
     async def _ingest(project: str, records: list[RecordIn], source: str) -> Stored:
+        _known(project)
         accepted = []
         errors: list[tuple[int, list[str]]] = []  # (index in the request, problems)
         for index, record in enumerate(records):
             try:
                 accepted.append(ingest.check(project, record.fields, record.record_id, source))
-            except UnknownProject as exc:
-                raise HTTPException(404, detail=str(exc)) from exc
             except ContractViolation as exc:
                 errors.append((index, exc.problems))
         if errors:
@@ -47,16 +65,31 @@ def router(ingest: Ingest) -> APIRouter:
                     for index, problems in errors
                 ]
             )
-            message = (
-                "the record does not meet the data contract"
-                if len(records) == 1
-                else f"{len(errors)} of {len(records)} records do not meet the data contract; "
-                "none of the batch was accepted"
+            raise _refused(errors, len(records), "meet the data contract")
+        candidates, reject = await ingest.inspect(project, [(a, source) for a in accepted])
+        if reject and any(c.findings for c in candidates):
+            refused = [c for c in candidates if c.findings]
+            await ingest.store(project, [], refused)
+            await ingest.log.reject(
+                [(project, source, quality_reason(c), c.record.fields) for c in refused],
+                stage="quality",
             )
-            detail = [{"index": index, "problems": problems} for index, problems in errors]
-            raise HTTPException(422, detail={"message": message, "errors": detail})
-        outcome = await ingest.store(project, accepted, [source] * len(accepted))
-        return Stored(accepted=outcome.accepted, duplicates=outcome.duplicates)
+            errors = [
+                (i, list(map(str, c.findings))) for i, c in enumerate(candidates) if c.findings
+            ]
+            raise _refused(errors, len(records), "pass the project's quality checks")
+        outcome = await ingest.store(project, candidates)
+        stored = set(outcome.accepted)
+        return Stored(
+            accepted=outcome.accepted,
+            duplicates=outcome.duplicates,
+            flagged={
+                c.record.record_id: list(map(str, c.findings))
+                for c in candidates
+                if c.findings and c.record.record_id in stored
+            },
+            quality=outcome.quality,
+        )
 
     @api.post("/projects/{project}/records", response_model=Stored, status_code=201)
     async def post_record(project: str, record: RecordIn) -> Stored:
@@ -64,10 +97,45 @@ def router(ingest: Ingest) -> APIRouter:
 
     @api.post("/projects/{project}/records/batch", response_model=Stored, status_code=201)
     async def post_batch(project: str, batch: BatchIn) -> Stored:
+        """All or nothing: one record that fails its contract (or, under policy `reject`, its
+        quality checks) refuses the batch, and the 422 lists every failing record."""
         return await _ingest(project, batch.records, "http")
 
     @api.get("/projects/{project}/records/stats")
     async def stats(project: str) -> dict[str, int]:
         return await ingest.log.counts(project)
 
+    @api.get("/projects/{project}/quality", response_model=Quality)
+    async def quality(project: str) -> Quality:
+        known = _known(project)
+        checker = await ingest.watch.checker(known)
+        window = ingest.watch.window(project)
+        return Quality(
+            profile=None if checker.profile is None else checker.profile.to_json(),
+            window=window.report(checker, known.version, "window")
+            if window and window.records
+            else None,
+        )
+
+    @api.post("/projects/{project}/quality/profile")
+    async def rebuild_profile(
+        project: str, records: int = Query(1000, ge=20, le=100_000)
+    ) -> dict[str, Any]:
+        """Profile the project anew from its newest records (after a change the team accepts
+        as the new normal)."""
+        profile = await ingest.watch.rebuild(_known(project), records)
+        if profile is None:
+            raise HTTPException(409, detail=f"project {project!r} has too few records to profile")
+        return profile.to_json()
+
     return api
+
+
+def _refused(errors: list[tuple[int, list[str]]], total: int, what: str) -> HTTPException:
+    message = (
+        f"the record does not {what}"
+        if total == 1
+        else f"{len(errors)} of {total} records do not {what}; none of the batch was accepted"
+    )
+    detail = [{"index": index, "problems": problems} for index, problems in errors]
+    return HTTPException(422, detail={"message": message, "errors": detail})
