@@ -133,6 +133,16 @@ async def test_rows_and_enrichment(kafka, database_url):
                 },
             )
         ).json()
-        # Point in time: only the records at minutes 0 and 10 are before minute 15.
-        assert ts[0]["values"][names.index("payments_1h")] == 2.0
-        assert ts[0]["values"][names.index("amount_mean_1h")] == 15.0
+        # Point in time: the newest row at or before minute 15 is b's (minute 10), which saw a.
+        assert ts[0]["status"] == "present" and ts[0]["as_of"] == (
+            T0 + timedelta(minutes=10)
+        ).isoformat().replace("+00:00", "Z")
+        assert ts[0]["values"][names.index("payments_1h")] == 1.0
+        assert ts[0]["values"][names.index("amount_mean_1h")] == 10.0
+        # b came after c but within the allowed lateness: c's row was revised to what an
+        # in-order stream gives (a and b before it).
+        c = await runtime.db.pool.fetchrow(
+            "SELECT values, revision FROM rows WHERE project = $1 AND record_id = 'c'", name
+        )
+        assert c["values"][names.index("payments_1h")] == 2.0
+        assert c["values"][names.index("amount_mean_1h")] == 15.0

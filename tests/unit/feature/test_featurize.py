@@ -2,7 +2,16 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from conveyor_examples import load_project
-from conveyor_feature.domain.features import PastRecord, featurize
+from conveyor_feature.domain.features import (
+    PastRecord,
+    affected_by,
+    entity_positions,
+    featurize,
+    revise,
+    status,
+)
+from conveyor_feature.handlers import Features
+from conveyor_runtime import ProjectCache
 
 SPEC = load_project("fraud")
 T = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -62,3 +71,38 @@ def test_no_history_gives_defaults():
     v = featurize(SPEC, FIELDS, T, [])
     assert _f(v, "payments_1h") == 0.0 and _f(v, "amount_mean_1h") == 0.0
     assert _f(v, "since_last_s") == 86400.0
+
+
+def test_freshness_is_now_minus_the_newest_event_time():
+    features = Features(ProjectCache(), store=None, bus=None)  # type: ignore[arg-type]
+    features.newest["fraud"] = datetime.now(UTC) - timedelta(seconds=90)
+    (observation,) = features._freshness(None)  # type: ignore[arg-type]
+    assert observation.attributes == {"project": "fraud"}
+    assert 90 <= observation.value < 100
+
+
+def test_a_late_record_revises_only_the_rows_its_windows_reach():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    spec = SPEC  # windows of one hour, and time since last
+    names = spec.feature_names()
+    assert [names[i] for i in entity_positions(spec)] == [
+        "amount_mean_1h",
+        "payments_1h",
+        "since_last_s",
+    ]
+    history = [
+        PastRecord(rid, t0 + timedelta(minutes=m), {"amount": 10.0})
+        for rid, m in (("a", 0), ("b", 30), ("c", 200), ("d", 250))
+    ]
+    late = PastRecord("late", t0 + timedelta(minutes=20), {"amount": 40.0})
+    assert affected_by(spec, late, history) == ["b"]  # c is 3 h later: out of reach
+    late = PastRecord("late", t0 + timedelta(minutes=199), {"amount": 40.0})
+    assert affected_by(spec, late, history) == ["c", "d"]
+    old = [9.0] * len(names)
+    new = revise(spec, old, t0 + timedelta(minutes=30), [*history, late])
+    assert [v for i, v in enumerate(new) if i not in entity_positions(spec)] == [9.0] * 8
+    assert new[names.index("payments_1h")] == 1.0  # only a is before b within the hour
+    assert status(t0, None, 60) == "missing"
+    assert status(t0 + timedelta(seconds=61), t0, 60) == "expired"
+    assert status(t0 + timedelta(seconds=60), t0, 60) == "present"
+    assert status(t0, t0 + timedelta(seconds=1), None) == "missing"  # not known yet at t0

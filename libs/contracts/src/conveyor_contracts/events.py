@@ -113,6 +113,11 @@ class FeatureRowComputed(Event):
     feature_names: FeatureNames
     values: FeatureValues
     label: str | None = None
+    revision: int = Field(
+        0,
+        description="0 when first computed; higher when a late record (within the project's "
+        "allowed lateness) changed the row: the highest revision of a record id holds.",
+    )
 
 
 class PredictionRequested(Event):

@@ -328,6 +328,20 @@ class ModelProject(_Spec):
     )
     record_schema: RecordSchema
     features: list[Feature] = Field(min_length=1)
+    allowed_lateness_s: float = Field(
+        3600.0,
+        ge=0,
+        description="A record up to this much older than its entity's newest record revises "
+        "the later rows it changes (they then equal an in-order stream's). An older one still "
+        "gets its row and joins the online state, but rows already written stay as they are.",
+    )
+    feature_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        description="How long an entity's feature values stay valid: an online value from an "
+        "older record reads as `expired`, a training label joins only rows at most this old. "
+        "Unset: values never expire.",
+    )
     label: LabelSpec
     estimator: EstimatorSpec
     policies: Policies = Policies()

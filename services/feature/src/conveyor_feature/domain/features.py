@@ -84,10 +84,11 @@ def _aggregate(feature: AggregateFeature, earlier: Sequence[PastRecord], at: dat
     xs = [x for r in in_window if (x := numeric(r.values.get(feature.field))) is not None]
     if not xs:
         return feature.default
+    # fsum is exactly rounded: the same records give the same value in any arrival order.
     if feature.agg == "sum":
-        return float(sum(xs))
+        return math.fsum(xs)
     if feature.agg == "mean":
-        return float(sum(xs) / len(xs))
+        return math.fsum(xs) / len(xs)
     return float(min(xs) if feature.agg == "min" else max(xs))
 
 
@@ -108,3 +109,64 @@ def event_time_of(spec: ModelProject, fields: dict[str, Any], default: datetime)
     if spec.event_time_field and isinstance(fields.get(spec.event_time_field), str):
         return datetime.fromisoformat(fields[spec.event_time_field])
     return default
+
+
+def entity_positions(spec: ModelProject) -> list[int]:
+    """The columns that depend on the entity's history (aggregates, time since last)."""
+    out: list[int] = []
+    column = 0
+    for feature in spec.features:
+        width = len(feature.categories) if isinstance(feature, CategoricalFeature) else 1
+        if isinstance(feature, AggregateFeature | SinceLastFeature):
+            out.extend(range(column, column + width))
+        column += width
+    return out
+
+
+def state_fields(spec: ModelProject) -> list[str]:
+    """The fields of an entity's newest record that the online state keeps (plain features)."""
+    return sorted(
+        {f.field for f in spec.features if isinstance(f, NumericFeature | CategoricalFeature)}
+    )
+
+
+def affected_by(spec: ModelProject, late: PastRecord, history: Sequence[PastRecord]) -> list[str]:
+    """Ids of the entity's later records whose history-dependent features `late` changes: those
+    within the longest window after it, and the next one (its time since last)."""
+    later = sorted((r for r in history if r.event_time > late.event_time), key=_at)
+    if not later:
+        return []
+    windows = [f.window_s for f in spec.features if isinstance(f, AggregateFeature)]
+    reach = max(windows, default=0.0)
+    ids = [r.record_id for r in later if (r.event_time - late.event_time).total_seconds() <= reach]
+    if (
+        any(isinstance(f, SinceLastFeature) for f in spec.features)
+        and later[0].record_id not in ids
+    ):
+        ids.append(later[0].record_id)
+    return ids
+
+
+def revise(
+    spec: ModelProject, old: Sequence[float], at: datetime, history: Sequence[PastRecord]
+) -> list[float]:
+    """A row's values with its history-dependent columns computed again from `history` (its
+    plain columns depend on the record alone and stay)."""
+    fresh = featurize(spec, {}, at, history)
+    values = list(old)
+    for i in entity_positions(spec):
+        values[i] = fresh[i]
+    return values
+
+
+def status(at: datetime, source_time: datetime | None, ttl_s: float | None) -> str:
+    """`present`, `expired` (its source is older than the TTL) or `missing` (no source)."""
+    if source_time is None or source_time > at:
+        return "missing"
+    if ttl_s is not None and (at - source_time).total_seconds() > ttl_s:
+        return "expired"
+    return "present"
+
+
+def _at(record: PastRecord) -> datetime:
+    return record.event_time

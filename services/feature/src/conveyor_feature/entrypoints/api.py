@@ -1,16 +1,31 @@
-"""Online lookup and point-in-time training sets."""
+"""Online reads with each value's status, and point-in-time training sets from the offline rows."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from conveyor_contracts import ModelProject
+from conveyor_contracts.project import CategoricalFeature, NumericFeature
 from conveyor_runtime import ProjectCache
 
 from ..adapters.store import FeatureStore
-from ..domain.features import featurize
+from ..domain.features import featurize, status
+
+Status = Literal["present", "expired", "missing"]
+
+
+class FeatureValue(BaseModel):
+    name: str
+    value: float
+    status: Status = Field(
+        description="`present`; `expired`: its source is older than the project's TTL (the "
+        "default is used); `missing`: nothing to compute it from (the default is used)."
+    )
+    source_time: datetime | None = Field(description="Event time of the record it comes from.")
 
 
 class Vector(BaseModel):
@@ -18,27 +33,37 @@ class Vector(BaseModel):
     at: datetime
     feature_names: list[str]
     values: list[float]
+    features: list[FeatureValue]
 
 
 class LabelAt(BaseModel):
     entity_id: str
-    at: datetime = Field(description="The moment the label describes; features as of just before.")
+    at: datetime = Field(description="The moment the label describes.")
     label: str
-    fields: dict[str, object] = Field(default_factory=dict, description="The record's own fields.")
 
 
 class TrainingSetRequest(BaseModel):
     labels: list[LabelAt] = Field(min_length=1, max_length=100_000)
 
 
-class TrainingRow(Vector):
+class TrainingRow(BaseModel):
+    entity_id: str
+    at: datetime
     label: str
+    status: Status = Field(
+        description="`present`: joined with the entity's newest row at or before `at`; "
+        "`expired`: that row is older than the TTL; `missing`: the entity has no row by then. "
+        "Not present: `values` are null."
+    )
+    as_of: datetime | None = Field(description="Event time of the joined row.")
+    feature_names: list[str]
+    values: list[float] | None
 
 
 def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
     api = APIRouter(tags=["feature"])
 
-    def _spec(project: str):
+    def _spec(project: str) -> ModelProject:
         known = projects.get(project)
         if known is None:
             raise HTTPException(404, detail=f"unknown project {project!r}")
@@ -46,35 +71,86 @@ def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
 
     @api.get("/projects/{project}/entities/{entity_id}/features", response_model=Vector)
     async def online(project: str, entity_id: str, at: datetime | None = None) -> Vector:
-        """The per-entity feature vector as of `at` (default now); the record's own fields are
-        absent, so plain features take their defaults."""
+        """The entity's feature vector as of `at` (default now): plain features from its newest
+        record, aggregates over its records before `at`; each value with its status."""
         spec = _spec(project)
         at = at or datetime.now(UTC)
         if at.tzinfo is None:
             raise HTTPException(422, detail="at: a timestamp needs a time zone")
         history = (await store.histories(project, [entity_id])).get(entity_id, [])
+        state = (await store.states(project, [entity_id])).get(entity_id)
+        ttl = spec.feature_ttl_s
+        state_time = state.event_time if state else None
+        state_ok = status(at, state_time, ttl) == "present"
+        values = featurize(spec, state.fields if state and state_ok else {}, at, history)
+        newest_before = max((r.event_time for r in history if r.event_time < at), default=None)
+        features: list[FeatureValue] = []
+        column = 0
+        for feature in spec.features:
+            if isinstance(feature, NumericFeature | CategoricalFeature):
+                source = (
+                    state_time if state and state.fields.get(feature.field) is not None else None
+                )
+            else:
+                source = newest_before
+            names = (
+                [f"{feature.name}={c}" for c in feature.categories]
+                if isinstance(feature, CategoricalFeature)
+                else [feature.name]
+            )
+            for name in names:
+                features.append(
+                    FeatureValue(
+                        name=name,
+                        value=values[column],
+                        status=status(at, source, ttl),
+                        source_time=source,
+                    )
+                )
+                column += 1
         return Vector(
             entity_id=entity_id,
             at=at,
             feature_names=spec.feature_names(),
-            values=featurize(spec, {}, at, history),
+            values=values,
+            features=features,
         )
 
     @api.post("/projects/{project}/training-set", response_model=list[TrainingRow])
     async def training_set(project: str, body: TrainingSetRequest) -> list[TrainingRow]:
-        """Each label joined with features as of its moment: history strictly before `at`."""
+        """Each label at time t joined with the entity's feature row as of t — the newest row at
+        or before t, never a later one — within the project's TTL."""
         spec = _spec(project)
-        histories = await store.histories(project, sorted({x.entity_id for x in body.labels}))
-        return [
-            TrainingRow(
-                entity_id=x.entity_id,
-                at=x.at,
-                label=x.label,
-                feature_names=spec.feature_names(),
-                values=featurize(spec, x.fields, x.at, histories.get(x.entity_id, [])),
+        for x in body.labels:
+            if x.at.tzinfo is None:
+                raise HTTPException(422, detail="at: a timestamp needs a time zone")
+        joined = await store.training_set(project, [(x.entity_id, x.at) for x in body.labels])
+        out = []
+        for x, row in zip(body.labels, joined, strict=True):
+            state = status(x.at, row.event_time if row else None, spec.feature_ttl_s)
+            out.append(
+                TrainingRow(
+                    entity_id=x.entity_id,
+                    at=x.at,
+                    label=x.label,
+                    status=state,
+                    as_of=row.event_time if row else None,
+                    feature_names=row.names if row else spec.feature_names(),
+                    values=row.values if row and state == "present" else None,
+                )
             )
-            for x in body.labels
-        ]
+        return out
+
+    @api.get("/projects/{project}/freshness")
+    async def freshness(project: str) -> dict[str, object]:
+        """Now minus the newest event time in the project's online state (also the metric
+        `conveyor_feature_freshness_seconds`)."""
+        _spec(project)
+        newest = await store.newest_event_time(project)
+        return {
+            "newest_event_time": newest,
+            "freshness_s": None if newest is None else (datetime.now(UTC) - newest).total_seconds(),
+        }
 
     @api.get("/projects/{project}/rows/count")
     async def rows(project: str) -> dict[str, int]:

@@ -33,12 +33,17 @@ class Repository:
         return self.db.pool
 
     async def add_examples(self, examples: list[Example]) -> None:
-        """Each example once (a redelivery or a second copy on the topic changes nothing)."""
+        """Each example once (a redelivery or a second copy on the topic changes nothing); a
+        feature row's higher revision replaces its values."""
         if examples:
             await self.pool.executemany(
                 "INSERT INTO examples (project, example_id, source, observed_at, feature_names, "
-                'values, label, topic, "partition", "offset") '
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
+                'values, label, topic, "partition", "offset", revision) '
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (project, example_id) "
+                "DO UPDATE SET values = EXCLUDED.values, feature_names = EXCLUDED.feature_names, "
+                'topic = EXCLUDED.topic, "partition" = EXCLUDED."partition", '
+                '"offset" = EXCLUDED."offset", revision = EXCLUDED.revision '
+                "WHERE examples.revision < EXCLUDED.revision",
                 [e.row() for e in examples],
             )
 

@@ -29,6 +29,7 @@ class Example:
     topic: str
     partition: int
     offset: int
+    revision: int = 0  # a feature row revised by late records: the highest one holds
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -42,6 +43,7 @@ class Example:
             self.topic,
             self.partition,
             self.offset,
+            self.revision,
         )
 
 
@@ -76,6 +78,7 @@ def materialize(
         topic,
         partition,
         offset,
+        event.revision,
     )
 
 
@@ -135,11 +138,14 @@ def select(
     boundary: tuple[datetime, str],
 ) -> list[Example]:
     """The training set again from what the recorded ranges hold: each example id once (its
-    first occurrence, as the trainer stored it), the project's feature layout, at or after the
-    boundary (the oldest example the run took), in training order."""
+    first occurrence, or its highest revision — as the trainer stored it), the project's
+    feature layout, at or after the boundary (the oldest example the run took), in training
+    order."""
     seen: dict[str, Example] = {}
     for e in examples:
-        if e.project != project or e.example_id in seen or e.feature_names != feature_names:
+        if e.project != project or e.feature_names != feature_names:
+            continue
+        if e.example_id in seen and seen[e.example_id].revision >= e.revision:
             continue
         if order_key(e.example_id, e.observed_at) >= boundary:
             seen[e.example_id] = e
