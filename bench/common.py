@@ -18,13 +18,17 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import BaseModel
 
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess, tail
+from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
 
 # The client settings serving's bus uses, so the relay ceiling is measured like for like.
 MAX_BATCH = 256
 PRODUCER = {"acks": "all", "linger_ms": 0}
+
+Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
 @dataclass
@@ -106,6 +110,34 @@ async def produce(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+def message(topic: TopicSpec, key: str, event: BaseModel) -> Message:
+    """`event` as a service would produce it onto `topic`: its JSON and its envelope headers."""
+    headers = envelope_for(topic, event, source="bench").to_headers()
+    return (
+        key.encode(),
+        event.model_dump_json().encode(),
+        [(k, v.encode()) for k, v in headers.items()],
+    )
+
+
+async def apply_project(bench: Bench, registry_url: str, spec: ModelProject) -> None:
+    """Apply `spec` through the registry and wait until its `project_applied` is on
+    registry.events: a service started after that knows the project before it takes work."""
+    async with httpx.AsyncClient(base_url=registry_url, timeout=30) as client:
+        (await client.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
+    mine = f'"type":"project_applied","project":"{spec.name}"'.encode()
+    _, _, seen = await receive(
+        bench.broker.bootstrap_servers,
+        catalog.REGISTRY_EVENTS.name,
+        1,
+        lambda r: mine in r.value,
+        timeout_s=30,
+        fetch_wait=fetch_wait_ms(bench.broker),
+    )
+    if not seen:
+        raise SystemExit(f"project {spec.name} applied, but not announced on registry.events")
 
 
 def fetch_wait_ms(broker: infra.Broker) -> int:

@@ -178,9 +178,9 @@ class Runtime:
             await self.db.close()
 
     async def _publish_raw(
-        self, topic: str, value: bytes, key: str | None, headers: dict[str, str]
+        self, topic: str, messages: list[tuple[str | None, bytes, dict[str, str]]]
     ) -> None:
-        await self.bus.publish_raw(topic, value, key=key, headers=headers)
+        await self.bus.send(topic, messages)
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
