@@ -4,7 +4,14 @@ from . import tracing
 from .bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection, sampled
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
-from .topics import create_topic, end_offsets, ensure_topics, read_ranges, topic_names
+from .topics import (
+    create_topic,
+    end_offsets,
+    ensure_topics,
+    published_ids,
+    read_ranges,
+    topic_names,
+)
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -19,6 +26,7 @@ __all__ = [
     "create_topic",
     "end_offsets",
     "ensure_topics",
+    "published_ids",
     "read_ranges",
     "sampled",
     "topic_names",

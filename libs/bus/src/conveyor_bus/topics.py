@@ -134,3 +134,39 @@ async def read_ranges(
     finally:
         await consumer.stop()
     return out
+
+
+async def published_ids(
+    bootstrap_servers: str, topic: str, ids: set[str], *, depth: int = 5000
+) -> set[str]:
+    """Which of the event ids (`ce_id` headers) are among the last `depth` records of each of
+    `topic`'s partitions: what an outbox relay that crashed mid-publish already delivered."""
+    found: set[str] = set()
+    if not ids:
+        return found
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="conveyor-outbox"
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return found
+        consumer.assign(tps)
+        for tp, end in (await consumer.end_offsets(tps)).items():
+            consumer.seek(tp, max(0, end - depth))
+        # Read until the partitions stay quiet: a broker may report a high-water mark short of
+        # its last multi-record batch (Tansu does), so the end offset is no stopping point.
+        quiet = 0
+        while quiet < 3 and found != ids:
+            batch = await consumer.getmany(timeout_ms=200)
+            quiet = 0 if batch else quiet + 1
+            for records in batch.values():
+                for r in records:
+                    ce_id = dict(r.headers).get("ce_id")
+                    if ce_id is not None and ce_id.decode() in ids:
+                        found.add(ce_id.decode())
+    finally:
+        await consumer.stop()
+    return found

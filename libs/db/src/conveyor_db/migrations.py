@@ -34,6 +34,13 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at 
 """
 
 
+# Outbox rows a relay began to publish: if it dies before marking them published, the next
+# relay checks the topic for them instead of publishing them again.
+OUTBOX_ATTEMPTS_SQL = """
+CREATE TABLE IF NOT EXISTS outbox_attempts (id bigint PRIMARY KEY);
+"""
+
+
 class MigrationError(DatabaseError):
     pass
 
@@ -55,7 +62,7 @@ async def migrate(
         raise MigrationError(f"bad schema name {schema!r}")
     migrations = _files(source) if source is not None else []
     if outbox:
-        migrations.insert(0, ("000_outbox", OUTBOX_SQL))
+        migrations[:0] = [("000_outbox", OUTBOX_SQL), ("000_outbox_attempts", OUTBOX_ATTEMPTS_SQL)]
     applied_now: list[str] = []
     async with pool.acquire() as con, con.transaction():
         await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")

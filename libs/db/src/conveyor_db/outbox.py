@@ -35,6 +35,8 @@ OLDEST = _meter.create_gauge(
 
 # Publish (key, value, headers) messages to a topic, in order, and wait for every ack.
 Publish = Callable[[str, list[tuple[str | None, bytes, dict[str, str]]]], Awaitable[None]]
+# Which of these event ids (`ce_id`) are on the topic already.
+Published = Callable[[str, set[str]], Awaitable[set[str]]]
 
 
 async def enqueue(
@@ -103,6 +105,7 @@ class OutboxRelay:
         self,
         pool: asyncpg.Pool,
         publish: Publish,
+        published: Published | None = None,
         *,
         batch: int = 500,
         idle_s: float = 0.05,
@@ -111,6 +114,7 @@ class OutboxRelay:
     ) -> None:
         self._pool = pool
         self._publish = publish
+        self._published = published
         self._batch = batch
         self._idle_s = idle_s
         self._keep_s = keep_published_s
@@ -127,6 +131,14 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
+            ids = [r["id"] for r in rows]
+            rows = await self._not_yet_on_the_topic(con, rows)
+            # Note the attempt where a crash cannot roll it back (its own transaction).
+            await self._pool.execute(
+                "INSERT INTO outbox_attempts (id) SELECT unnest($1::bigint[]) "
+                "ON CONFLICT DO NOTHING",
+                ids,
+            )
             # One producer call per topic for the whole batch: handing the producer each
             # message from its own task costs several times the CPU when its buffer fills.
             by_topic: dict[str, list[tuple[str | None, bytes, dict[str, str]]]] = {}
@@ -135,12 +147,39 @@ class OutboxRelay:
                     (r["key"], bytes(r["value"]), dict(r["headers"]))
                 )
             await asyncio.gather(*(self._publish(t, m) for t, m in by_topic.items()))
+            await con.execute("DELETE FROM outbox_attempts WHERE id = ANY($1::bigint[])", ids)
             await con.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
             )
         self.published += len(rows)
-        return len(rows)
+        return len(ids)
+
+    async def _not_yet_on_the_topic(
+        self, con: asyncpg.Connection, rows: list[asyncpg.Record]
+    ) -> list[asyncpg.Record]:
+        """Rows an earlier attempt began to publish (its relay died before marking them) may be
+        on the topic already: those are left out, so a crash publishes nothing twice."""
+        tried = {
+            r["id"]
+            for r in await con.fetch(
+                "SELECT id FROM outbox_attempts WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+        }
+        if not tried or self._published is None:
+            return rows
+        wanted: dict[str, set[str]] = {}
+        for r in rows:
+            if r["id"] in tried and "ce_id" in r["headers"]:
+                wanted.setdefault(r["topic"], set()).add(r["headers"]["ce_id"])
+        already: set[str] = set()
+        for topic, ce_ids in wanted.items():
+            already |= await self._published(topic, ce_ids)
+        if already:
+            log.warning(
+                "outbox: %d events were published before a restart; not again", len(already)
+            )
+        return [r for r in rows if r["headers"].get("ce_id") not in already]
 
     async def backlog(self) -> int:
         return int(

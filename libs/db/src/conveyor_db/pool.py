@@ -22,7 +22,9 @@ class DatabaseSettings(BaseSettings):
         "postgresql://postgres@127.0.0.1:5432/postgres",
         description="PostgreSQL URL; each service uses its own schema inside this database.",
     )
-    database_pool_size: int = Field(5, ge=1, description="Connections per service process.")
+    database_pool_size: int = Field(
+        5, ge=2, description="Connections per service process (the outbox relay needs two)."
+    )
 
 
 async def _init_connection(con: asyncpg.Connection) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Response
 
-from conveyor_bus import Bus, Delivery, end_offsets, ensure_topics
+from conveyor_bus import Bus, Delivery, end_offsets, ensure_topics, published_ids
 from conveyor_contracts import catalog
 from conveyor_contracts.events import ProjectApplied
 from conveyor_db import Database, OutboxRelay
@@ -140,7 +140,9 @@ class Runtime:
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
             if self.db.outbox:
-                self.relay = OutboxRelay(self.db.pool, self._publish_raw, service=self.name)
+                self.relay = OutboxRelay(
+                    self.db.pool, self._publish_raw, self._published_ids, service=self.name
+                )
         await ensure_topics(self.settings.kafka_bootstrap_servers)
         ends = await end_offsets(
             self.settings.kafka_bootstrap_servers, catalog.REGISTRY_EVENTS.name
@@ -181,6 +183,9 @@ class Runtime:
         self, topic: str, messages: list[tuple[str | None, bytes, dict[str, str]]]
     ) -> None:
         await self.bus.send(topic, messages)
+
+    async def _published_ids(self, topic: str, ids: set[str]) -> set[str]:
+        return await published_ids(self.settings.kafka_bootstrap_servers, topic, ids)
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:

@@ -1,0 +1,422 @@
+"""Services killed hard (SIGKILL) in the middle of a stream and started again: nothing is lost,
+nothing is stored twice, nothing is announced twice, and what is computed is what an
+uninterrupted run computes.
+
+Each service runs as its own OS process (as `conveyor up` runs it) against the session's broker
+and this test's database, so a kill leaves what a crashed machine would: what Postgres committed,
+what the broker acknowledged, the consumer group's last commit. The kill is aimed at the moment a
+crash tests most for announcements: part of the work stored, and the outbox relay waiting for the
+acknowledgements of a batch it has produced but not yet marked published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from conveyor_bus import ensure_topics
+from conveyor_cli import infra
+from conveyor_cli.stack import ServiceProcess, tail
+from conveyor_contracts import TopicSpec, catalog, envelope_for
+from conveyor_contracts.events import RecordAccepted, RecordSubmitted
+from tests.support import Kafka, headers_of, unique_project, until
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+CUSTOMERS = 6
+MERCHANTS = ("grocery", "fuel", "travel", "electronics", "online")
+Probe = Callable[[], Awaitable[int]]
+
+
+class Service:
+    """One Conveyor service as a process of its own, which a test can kill and start again."""
+
+    def __init__(self, name: str, kafka: infra.Broker, database_url: str, logs: Path) -> None:
+        port = infra.free_port()
+        env = os.environ | kafka.client_env() | {"DATABASE_URL": database_url}
+        env |= {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING"}
+        self.process = ServiceProcess(name, port, logs / f"{name}.log", env)
+
+    @property
+    def schema(self) -> str:
+        return self.process.name  # each service keeps its tables in a schema of its name
+
+    def start(self) -> None:
+        self.process.start()
+
+    def kill(self) -> None:
+        """SIGKILL: no stop hook runs, no offset is committed, no outbox row is marked."""
+        assert self.process.proc is not None
+        os.killpg(self.process.proc.pid, signal.SIGKILL)
+        self.process.proc.wait(10)
+
+    def check_alive(self) -> None:
+        if not self.process.alive():
+            raise AssertionError(f"{self.process.name} exited:\n{tail(self.process.log_path)}")
+
+
+@asynccontextmanager
+async def service(
+    name: str, kafka: infra.Broker, database_url: str, logs: Path
+) -> AsyncIterator[Service]:
+    svc = Service(name, kafka, database_url, logs)
+    try:
+        yield svc
+    finally:
+        svc.process.stop()
+
+
+class Topic:
+    """The events of some projects on a topic, read from its beginning in the background while
+    the test runs (with their headers)."""
+
+    def __init__(self, kafka: infra.Broker, topic: TopicSpec, *projects: str) -> None:
+        self.topic = topic
+        self.events: dict[str, list[tuple[Any, dict[str, str]]]] = defaultdict(list)
+        self._projects = {p.encode(): p for p in projects}
+        self._last_read = 0.0
+        self._bootstrap = kafka.bootstrap_servers
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=int(kafka.client_env().get("KAFKA_FETCH_MAX_WAIT_MS", 500)),
+        )
+
+    async def __aenter__(self) -> Topic:
+        await ensure_topics(self._bootstrap)  # as a service would: the first test may be first
+        await self._consumer.start()
+        tps = [TopicPartition(self.topic.name, p) for p in range(self.topic.partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100)
+            for r in (r for records in batch.values() for r in records):
+                project = next((p for b, p in self._projects.items() if b in r.value), None)
+                if project is None:
+                    continue
+                event = self.topic.adapter.validate_json(r.value)
+                if event.project == project:
+                    self.events[project].append((event, headers_of(r)))
+                    self._last_read = loop.time()
+
+    def ids(self, project: str) -> set[str]:
+        return {e.record_id for e, _ in self.events[project]}
+
+    async def settled(self, project: str, ids: set[str]) -> list[tuple[Any, dict[str, str]]]:
+        """Every event of `project` once each of `ids` has been read and nothing more has come
+        for a second. Call it when the producer is done (its outbox drained): all it published
+        was acknowledged, so is readable. (Not `Kafka.snapshot`: that stops at the end offsets the
+        broker reports, and Tansu reports a high-water mark short of a partition's last
+        multi-record batch; see `conveyor_bus.read_ranges`.)"""
+        loop = asyncio.get_running_loop()
+
+        def done() -> bool:
+            if not self._task.done():
+                return ids <= self.ids(project) and loop.time() - self._last_read > 1.0
+            raise AssertionError(f"reading {self.topic.name} failed") from self._task.exception()
+
+        await until(done, 30, f"every {project} event on {self.topic.name}")
+        return list(self.events[project])
+
+
+async def count(db: asyncpg.Connection, table: str, project: str) -> int:
+    """Rows of `project` in a service's table (0 until the service has created it)."""
+    try:
+        return int(await db.fetchval(f"SELECT count(*) FROM {table} WHERE project = $1", project))
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return 0
+
+
+async def unpublished(db: asyncpg.Connection, schema: str, limit: int | None = None) -> list[str]:
+    """Record ids of the events a service's outbox holds not marked published, oldest first: the
+    first 500 are the relay's batch in flight, if it has one."""
+    try:
+        rows = await db.fetch(
+            f"SELECT convert_from(value, 'UTF8')::jsonb ->> 'record_id' AS record_id "
+            f"FROM {schema}.outbox "
+            "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            limit,
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return []
+    return [r["record_id"] for r in rows]
+
+
+async def relay_waiting(db: asyncpg.Connection, service: str) -> bool:
+    """Whether the service's outbox relay has, for 20 ms or more, been waiting for the broker to
+    acknowledge a batch it produced: its transaction holds the rows it selected FOR UPDATE, not
+    yet marked published, and some of the batch has most likely reached the topic."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = $1 AND state = 'idle in transaction' "
+            # the relay's last statement before it produces: which rows an earlier attempt began
+            "AND query LIKE '%SELECT id FROM outbox_attempts%' "
+            "AND clock_timestamp() - state_change >= interval '20 milliseconds'",
+            f"conveyor-{service}",
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Crash:
+    done: int  # of the work, when the process died
+    in_flight: set[str]  # record ids of the relay's batch: produced, not marked published
+
+
+async def kill_partway(
+    svc: Service, db: asyncpg.Connection, progress: Probe, total: int, what: str
+) -> Crash:
+    """SIGKILL `svc` part-way through `total`, at the moment a crash tests most: work stored and
+    the outbox relay waiting for the acknowledgements of a batch it is producing (or, should that
+    moment not be seen, at three fifths)."""
+
+    async def moment() -> bool:
+        svc.check_alive()
+        done = await progress()
+        if done < total // 5:
+            return False
+        return done >= 3 * total // 5 or await relay_waiting(db, svc.schema)
+
+    try:
+        async with asyncio.timeout(45):
+            while not await moment():
+                await asyncio.sleep(0.002)  # the relay's wait lasts milliseconds
+    except TimeoutError:
+        raise AssertionError(f"{what}: not a fifth done after 45s") from None
+    svc.kill()
+    # The relay takes the oldest unpublished events, at most 500, in id order.
+    crash = Crash(await progress(), set(await unpublished(db, svc.schema, 500)))
+    assert crash.done < total, f"the kill came after all {total} {what}: not mid-stream"
+    return crash
+
+
+async def until_done(svc: Service, db: asyncpg.Connection, probe: Probe, n: int, what: str) -> None:
+    """Wait until `probe()` counts `n` and the service's outbox is drained."""
+
+    async def done() -> bool:
+        svc.check_alive()
+        return await probe() == n and not await unpublished(db, svc.schema, 1)
+
+    await until(done, 45, what)
+
+
+async def produce(k: Kafka, topic: TopicSpec, events: list[tuple[str, Any]]) -> None:
+    """Produce (key, event) pairs with their envelopes, batched by the producer (waiting for each
+    acknowledgement in turn would take longer than the rest of the test)."""
+    for key, event in events:
+        headers = envelope_for(topic, event, source="test").to_headers()
+        await k.producer.send(
+            topic.name,
+            event.model_dump_json().encode(),
+            key=key.encode(),
+            headers=[(h, v.encode()) for h, v in headers.items()],
+        )
+    await k.producer.flush()
+
+
+def repeats(events: list[tuple[Any, dict[str, str]]], crash: Crash) -> str:
+    """What an assertion of "each record id once" says when it fails."""
+    copies: dict[str, list[str | None]] = defaultdict(list)
+    for e, h in events:
+        copies[e.record_id].append(h.get("ce_id"))
+    twice = {rid: ce_ids for rid, ce_ids in copies.items() if len(ce_ids) > 1}
+    same = sum(len(set(ce_ids)) == 1 for ce_ids in twice.values())
+    return (
+        f"{len(twice)} record ids announced more than once ({len(events)} events in all; "
+        f"{same} of the repeats carry the same ce_id twice), e.g. {dict(list(twice.items())[:2])}. "
+        f"The kill came with {crash.done} done and the relay's batch of {len(crash.in_flight)} "
+        f"events not marked published; {len(crash.in_flight & set(twice))} of those are the "
+        f"repeats, {len(set(twice) - crash.in_flight)} repeats are from outside that batch."
+    )
+
+
+# --- feature ------------------------------------------------------------------------------------
+
+
+def accepted_records(project: str, n: int) -> list[RecordAccepted]:
+    """`n` records of a few customers, each customer's in event-time order (so no row is
+    revised), close enough together that the hour-long aggregates and since_last have history;
+    some unlabeled."""
+    out = []
+    for i in range(n):
+        customer = f"c-{i % CUSTOMERS}"
+        at = T0 + timedelta(seconds=20 * i + (i * 7) % 13)
+        fields = {
+            "customer": customer,
+            "ts": at.isoformat(),
+            "amount": float(1 + (i * 37) % 500) + 0.25,
+            "merchant": MERCHANTS[(i // CUSTOMERS) % len(MERCHANTS)],
+            "hour": at.hour,
+            "foreign": i % 5 == 0,
+        }
+        if i % 9:
+            fields["outcome"] = "fraud" if i % 13 == 0 else "legit"
+        out.append(
+            RecordAccepted(
+                project=project,
+                project_version=1,
+                record_id=f"r-{i}",
+                entity_id=customer,
+                event_time=at,
+                ingested_at=T0,
+                fields=fields,
+            )
+        )
+    return out
+
+
+async def feature_state(db: asyncpg.Connection, project: str) -> tuple[dict[str, Any], set[Any]]:
+    """The project's feature rows by record id, and its online store (each entity's records and
+    its newest one), leaving out when things were written."""
+    rows = await db.fetch(
+        "SELECT record_id, entity_id, event_time, feature_names, values, label, revision "
+        "FROM feature.rows WHERE project = $1",
+        project,
+    )
+    online = await db.fetch(
+        "SELECT 'event', entity_id, record_id, event_time, values::text FROM feature.entity_events "
+        "WHERE project = $1 UNION ALL SELECT 'newest', entity_id, record_id, event_time, "
+        "fields::text FROM feature.entity_state WHERE project = $1",
+        project,
+    )
+    by_id = {r["record_id"]: {k: v for k, v in r.items() if k != "record_id"} for r in rows}
+    return by_id, {tuple(r.values()) for r in online}
+
+
+async def test_feature_killed_mid_stream_computes_what_an_uninterrupted_run_does(
+    kafka, database_url, tmp_path
+):
+    n = 2000
+    a = unique_project("kill-fa")
+    b = a.model_copy(update={"name": a.name.replace("kill-fa", "kill-fb")})
+    ids = {f"r-{i}" for i in range(n)}
+    db = await asyncpg.connect(database_url)
+    try:
+        async with (
+            Kafka(kafka.bootstrap_servers) as k,
+            Topic(kafka, catalog.FEATURES_ROWS, a.name, b.name) as announced,
+            service("feature", kafka, database_url, tmp_path) as feature,
+        ):
+            await k.apply(a)
+            await k.apply(b)
+
+            def rows_of(project: str) -> Probe:
+                return lambda: count(db, "feature.rows", project)
+
+            # One process serves A from start to end, then B until it is killed part-way: a
+            # restarted consumer waits ~18 s to rejoin its group on the embedded broker. (This
+            # test comes first so that it need not work through the ingest test's records.)
+            await produce(
+                k, catalog.RECORDS_ACCEPTED, [(r.entity_id, r) for r in accepted_records(a.name, n)]
+            )
+            feature.start()
+            await until_done(feature, db, rows_of(a.name), n, f"all {n} rows of {a.name}")
+            await produce(
+                k, catalog.RECORDS_ACCEPTED, [(r.entity_id, r) for r in accepted_records(b.name, n)]
+            )
+            crash = await kill_partway(feature, db, rows_of(b.name), n, f"rows of {b.name}")
+            feature.start()
+            await until_done(feature, db, rows_of(b.name), n, f"all {n} rows of {b.name}")
+            rows_a, online_a = await feature_state(db, a.name)
+            rows_b, online_b = await feature_state(db, b.name)
+            announced_a = await announced.settled(a.name, ids)
+            announced_b = await announced.settled(b.name, ids)
+    finally:
+        await db.close()
+
+    assert set(rows_a) == ids
+    names = a.feature_names()  # history mattered: rows saw their customer's earlier records
+    assert max(r["values"][names.index("payments_1h")] for r in rows_a.values()) > 1
+    differing = sorted(rid for rid in ids if rows_a[rid] != rows_b.get(rid))
+    assert not differing, (
+        f"{len(differing)} rows differ, e.g. {differing[0]}: "
+        f"{rows_a[differing[0]]} vs {rows_b.get(differing[0])}"
+    )
+    assert online_b == online_a
+    assert {e.record_id for e, _ in announced_a} == ids and len(announced_a) == n
+    assert {e.record_id for e, _ in announced_b} == ids
+    assert len(announced_b) == n, repeats(announced_b, crash)
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+
+async def test_ingest_killed_mid_stream_stores_and_announces_each_record_once(
+    kafka, database_url, tmp_path
+):
+    n = 5000
+    spec = unique_project("kill-ing")
+    name = spec.name
+    ids = [f"{name}-{i}" for i in range(n)]  # raw_records is keyed by record id alone
+    submitted = []
+    for i, rid in enumerate(ids):
+        customer = f"c-{i % CUSTOMERS}"
+        fields = {
+            "customer": customer,
+            "ts": (T0 + timedelta(seconds=20 * i)).isoformat(),
+            "amount": float(1 + i % 500),
+            "merchant": MERCHANTS[i % len(MERCHANTS)],
+            "hour": i % 24,
+            "foreign": i % 7 == 0,
+            "outcome": "fraud" if i % 11 == 0 else "legit",
+        }
+        submitted.append((customer, RecordSubmitted(project=name, record_id=rid, fields=fields)))
+    db = await asyncpg.connect(database_url)
+    try:
+        async with (
+            Kafka(kafka.bootstrap_servers) as k,
+            Topic(kafka, catalog.RECORDS_ACCEPTED, name) as accepted,
+            service("ingest", kafka, database_url, tmp_path) as ingest,
+        ):
+            await k.apply(spec)
+            await produce(k, catalog.RECORDS_SUBMITTED, submitted)
+
+            async def stored() -> int:
+                return await count(db, "ingest.raw_records", name)
+
+            ingest.start()
+            crash = await kill_partway(ingest, db, stored, n, "records stored")
+            ingest.start()
+            await until_done(ingest, db, stored, n, f"all {n} records stored and relayed")
+            events = await accepted.settled(name, set(ids))
+            rows = await db.fetch(
+                "SELECT record_id FROM ingest.raw_records WHERE project = $1", name
+            )
+            rejects = await count(db, "ingest.rejects", name)
+            dead = [
+                r
+                for r in await k.snapshot(catalog.RECORDS_SUBMITTED.dlq)
+                if name.encode() in r.value
+            ]
+    finally:
+        await db.close()
+
+    assert sorted(r["record_id"] for r in rows) == sorted(ids)
+    assert rejects == 0 and dead == []
+    assert all(isinstance(e, RecordAccepted) for e, _ in events)
+    assert {e.record_id for e, _ in events} == set(ids)
+    assert len(events) == n, repeats(events, crash)
