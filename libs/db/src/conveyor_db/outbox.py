@@ -1,9 +1,12 @@
 """The transactional outbox: an event is written in the same transaction as the change it
 announces, and a relay publishes it afterwards.
 
-A crash between commit and publish loses nothing (the row waits in the table); a crash between
-publish and marking it published sends the event again with the same `ce_id`, which consumers
-ignore as a duplicate.
+A crash between commit and publish loses nothing (the row waits in the table). Before producing
+a batch the relay notes its rows in `outbox_attempts`, committed on its own; a relay that finds
+noted rows still unpublished (its predecessor died between producing and marking them) first
+reads the topic's tail and leaves out the events whose `ce_id` is there — so a crash publishes
+nothing twice. (A broker that loses acknowledged records, or a tail deeper than the search,
+would still let a repeat through; consumers stay idempotent on their natural ids.)
 """
 
 from __future__ import annotations
