@@ -8,6 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from conveyor_contracts import catalog
 from conveyor_contracts.events import FeatureRowComputed
 from conveyor_db import Database, enqueue_many
@@ -82,17 +84,7 @@ class FeatureStore:
             project,
             record_ids,
         )
-        return {
-            r["record_id"]: StoredRow(
-                r["entity_id"],
-                r["event_time"],
-                list(r["feature_names"]),
-                list(r["values"]),
-                r["label"],
-                r["revision"],
-            )
-            for r in rows
-        }
+        return {r["record_id"]: _stored(r) for r in rows}
 
     async def newest_event_time(self, project: str) -> datetime | None:
         value: datetime | None = await self.db.pool.fetchval(
@@ -207,19 +199,7 @@ class FeatureStore:
             [e for e, _ in labels],
             [t for _, t in labels],
         )
-        return [
-            None
-            if r["entity_id"] is None
-            else StoredRow(
-                r["entity_id"],
-                r["event_time"],
-                list(r["feature_names"]),
-                list(r["values"]),
-                r["label"],
-                r["revision"],
-            )
-            for r in rows
-        ]
+        return [None if r["entity_id"] is None else _stored(r) for r in rows]
 
     async def prune(self, project: str, keep_s: float) -> int:
         """Forget records older than `keep_s` before the project's newest event time."""
@@ -236,3 +216,14 @@ class FeatureStore:
         return int(
             await self.db.pool.fetchval("SELECT count(*) FROM rows WHERE project = $1", project)
         )
+
+
+def _stored(r: asyncpg.Record) -> StoredRow:
+    return StoredRow(
+        r["entity_id"],
+        r["event_time"],
+        list(r["feature_names"]),
+        list(r["values"]),
+        r["label"],
+        r["revision"],
+    )
