@@ -71,8 +71,14 @@ def test_each_constraint(change, expected):
 
 
 def test_the_record_size_limit():
-    problems = _problems(GOOD | {"customer": "c-" + "1" * 5000})
+    big = GOOD | {"foreign": "x" * 5000}
+    problems = _problems(big)
     assert any("bytes is over the limit of 4096" in p for p in problems)
+    # The carrying message's size, when over the limit, makes the record measured all the same.
+    with pytest.raises(ContractViolation, match="bytes is over the limit of 4096"):
+        validate(SPEC, big, record_id=None, source="t", now=NOW, size_at_most=6000)
+    ok = validate(SPEC, GOOD, record_id=None, source="t", now=NOW, size_at_most=300)
+    assert ok.entity_id == "c-1"
 
 
 def test_not_an_object():

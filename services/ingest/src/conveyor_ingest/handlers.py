@@ -49,11 +49,23 @@ class Ingest:
         self.log = log
         self.watch = watch
 
-    def check(self, project: str, fields: Any, record_id: str | None, source: str) -> Accepted:
+    def check(
+        self,
+        project: str,
+        fields: Any,
+        record_id: str | None,
+        source: str,
+        size_at_most: int | None = None,
+    ) -> Accepted:
         """Raises UnknownProject or ContractViolation."""
         known = self.projects.require(project)
         return validate(
-            known.spec, fields, record_id=record_id, source=source, now=datetime.now(UTC)
+            known.spec,
+            fields,
+            record_id=record_id,
+            source=source,
+            now=datetime.now(UTC),
+            size_at_most=size_at_most,
         )
 
     async def inspect(
@@ -101,7 +113,9 @@ class Ingest:
         for delivery in batch:
             event = delivery.event
             try:
-                accepted = self.check(event.project, event.fields, event.record_id, event.source)
+                accepted = self.check(
+                    event.project, event.fields, event.record_id, event.source, len(delivery.value)
+                )
             except (UnknownProject, ContractViolation) as exc:
                 rejections.append(Rejection(delivery, str(exc), "validate"))
                 invalid.append((event.project, event.source, str(exc), event.fields))

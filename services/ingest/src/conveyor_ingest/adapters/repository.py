@@ -49,7 +49,7 @@ class RawLog:
             events = [
                 (
                     r.entity_id,
-                    RecordAccepted(
+                    RecordAccepted.model_construct(  # every field checked already
                         project=project,
                         project_version=project_version,
                         record_id=r.record_id,

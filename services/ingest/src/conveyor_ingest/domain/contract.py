@@ -95,16 +95,25 @@ def derive_record_id(project: str, source: str, fields: dict[str, Any]) -> str:
 
 
 def validate(
-    spec: ModelProject, fields: Any, *, record_id: str | None, source: str, now: datetime
+    spec: ModelProject,
+    fields: Any,
+    *,
+    record_id: str | None,
+    source: str,
+    now: datetime,
+    size_at_most: int | None = None,
 ) -> Accepted:
-    """Check a record against the contract; raises ContractViolation naming every problem."""
+    """Check a record against the contract; raises ContractViolation naming every problem.
+    `size_at_most` bounds the record's encoded size (the message that carried it): within the
+    limit, the record need not be encoded again to be measured."""
     if not isinstance(fields, dict):
         raise ContractViolation([f"record: expected a JSON object, got {type(fields).__name__}"])
     schema = spec.record_schema
-    size = len(json.dumps(fields, default=str).encode())
     problems: list[str] = []
-    if size > schema.max_bytes:
-        problems.append(f"record: {size} bytes is over the limit of {schema.max_bytes}")
+    if size_at_most is None or size_at_most > schema.max_bytes:
+        size = len(json.dumps(fields, default=str).encode())
+        if size > schema.max_bytes:
+            problems.append(f"record: {size} bytes is over the limit of {schema.max_bytes}")
     for name in sorted(set(fields) - set(schema.fields)):
         problems.append(f"{name}: not a field of project {spec.name!r}")
     normalized: dict[str, Any] = {}
