@@ -6,8 +6,8 @@ from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
 
 from .adapters.repository import Repository
-from .domain.model import User
-from .entrypoints.api import router
+from .domain.model import RegistryError, User
+from .entrypoints.api import registry_error, router
 
 
 class RegistrySettings(ServiceSettings):
@@ -35,4 +35,5 @@ def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
         settings.registry_public_url or f"http://{settings.http_host}:{settings.http_port}",
     )
     runtime.http.include_router(router(Repository(runtime.db)))
+    runtime.http.add_exception_handler(RegistryError, registry_error)
     return runtime

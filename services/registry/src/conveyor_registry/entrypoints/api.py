@@ -23,7 +23,6 @@ from ..domain.model import (
     MoveAlias,
     NotFound,
     RegisterVersion,
-    RegistryError,
     RequestPromotion,
     Rollback,
     Unauthenticated,
@@ -103,10 +102,7 @@ def _caller(request: Request, credentials: Bearer) -> User | None:
     token; 401 for a token no one has."""
     if credentials is None:
         return None
-    try:
-        return authenticate(request.app.state.registry_users, credentials.credentials)
-    except Unauthenticated as exc:
-        raise _http(exc) from exc
+    return authenticate(request.app.state.registry_users, credentials.credentials)
 
 
 Caller = Annotated[User | None, Depends(_caller)]
@@ -125,11 +121,15 @@ def _approver(user: Caller) -> User:
 Approver = Annotated[User, Depends(_approver)]
 
 
-def _http(exc: RegistryError) -> HTTPException:
+async def registry_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Every registry error an endpoint (or its dependencies) raises, as its HTTP status:
+    installed once on the app (`app.add_exception_handler(RegistryError, registry_error)`)."""
     if isinstance(exc, Unauthenticated):
-        return HTTPException(401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
     status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, Forbidden) else 409
-    return HTTPException(status, detail=str(exc))
+    return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
 def router(repo: Repository) -> APIRouter:
@@ -150,17 +150,11 @@ def router(repo: Repository) -> APIRouter:
         project: str, version: Annotated[int | None, Query(ge=1)] = None
     ) -> dict[str, Any]:
         """The project's latest spec, or the one it had at `version`."""
-        try:
-            return await repo.project(project, version)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.project(project, version)
 
     @api.post("/projects/{project}/versions", response_model=Registered, status_code=201)
     async def register(project: str, body: RegisterVersion) -> Any:
-        try:
-            row, created = await repo.register(project, body)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        row, created = await repo.register(project, body)
         out = Registered(
             project=project, version=row["version"], sha256=row["sha256"], status=row["status"]
         )
@@ -170,36 +164,24 @@ def router(repo: Repository) -> APIRouter:
     async def complete(project: str, version: int, body: CompleteVersion) -> Any:
         """A pending version becomes ready (with its artifact) or failed (with the reason),
         once; 409 for a version already completed differently."""
-        try:
-            row, _ = await repo.complete(project, version, body)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        row, _ = await repo.complete(project, version, body)
         return Registered(
             project=project, version=row["version"], sha256=row["sha256"], status=row["status"]
         )
 
     @api.get("/projects/{project}/versions", response_model=list[VersionInfo])
     async def list_versions(project: str) -> Any:
-        try:
-            return await repo.versions(project)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.versions(project)
 
     @api.get("/projects/{project}/versions/{version}", response_model=VersionInfo)
     async def get_version(project: str, version: int) -> Any:
-        try:
-            return await repo.version(project, version)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.version(project, version)
 
     @api.get("/projects/{project}/versions/{version}/openlineage")
     async def openlineage_events(project: str, version: int, request: Request) -> list[Any]:
         """The run that made the version as OpenLineage run events (START, then COMPLETE or
         FAIL): Kafka inputs with the offset ranges read, the model as output (by sha256)."""
-        try:
-            row = await repo.version(project, version)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        row = await repo.version(project, version)
         settings = request.app.state.lineage_namespaces
         return openlineage.events(row, *settings)
 
@@ -208,10 +190,7 @@ def router(repo: Repository) -> APIRouter:
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
     async def get_artifact(project: str, version: int) -> Response:
-        try:
-            data, sha = await repo.artifact(project, version)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        data, sha = await repo.artifact(project, version)
         return Response(
             data,
             media_type="application/octet-stream",
@@ -220,10 +199,7 @@ def router(repo: Repository) -> APIRouter:
 
     @api.get("/projects/{project}/aliases")
     async def list_aliases(project: str) -> dict[str, int]:
-        try:
-            return await repo.aliases(project)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.aliases(project)
 
     @api.put(
         "/projects/{project}/aliases/{alias}",
@@ -235,39 +211,28 @@ def router(repo: Repository) -> APIRouter:
         not an approver, the move becomes a pending promotion request (202). With a bearer
         token, the recorded actor is the token's user."""
         actor = user.name if user else body.actor
-        try:
-            if await repo.requires_approval(project, alias) and not (user and user.approver):
-                request, _ = await repo.request_promotion(
-                    project,
-                    RequestPromotion(
-                        alias=alias, version=body.version, requested_by=actor, reason=body.reason
-                    ),
-                )
-                out = PromotionRequest.model_validate(request)
-                return JSONResponse(out.model_dump(mode="json"), status_code=202)
-            move = await repo.move_alias(project, alias, body.version, actor, body.reason)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        if await repo.requires_approval(project, alias) and not (user and user.approver):
+            request, _ = await repo.request_promotion(
+                project,
+                RequestPromotion(
+                    alias=alias, version=body.version, requested_by=actor, reason=body.reason
+                ),
+            )
+            out = PromotionRequest.model_validate(request)
+            return JSONResponse(out.model_dump(mode="json"), status_code=202)
+        move = await repo.move_alias(project, alias, body.version, actor, body.reason)
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
 
     @api.post("/projects/{project}/aliases/{alias}/rollback", response_model=Moved)
     async def rollback(project: str, alias: AliasName, body: Rollback, user: Caller) -> Any:
         """Move the alias back to where its last move took it from: always allowed (the way
         out of a bad release needs no approval), and recorded like any move."""
-        try:
-            move = await repo.rollback(
-                project, alias, user.name if user else body.actor, body.reason
-            )
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        move = await repo.rollback(project, alias, user.name if user else body.actor, body.reason)
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
 
     @api.get("/projects/{project}/aliases/{alias}/history", response_model=list[HistoryEntry])
     async def alias_history(project: str, alias: AliasName) -> Any:
-        try:
-            return await repo.history(project, alias)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.history(project, alias)
 
     @api.post("/projects/{project}/promotions", response_model=PromotionRequest, status_code=201)
     async def request_promotion(project: str, body: RequestPromotion, user: Caller) -> Any:
@@ -275,10 +240,7 @@ def router(repo: Repository) -> APIRouter:
         passes the gate of an approval-mode project). Asking again returns the open request."""
         if user is not None:
             body = body.model_copy(update={"requested_by": user.name})
-        try:
-            request, created = await repo.request_promotion(project, body)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        request, created = await repo.request_promotion(project, body)
         out = PromotionRequest.model_validate(request)
         return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
 
@@ -289,17 +251,11 @@ def router(repo: Repository) -> APIRouter:
             str | None, Query(pattern="^(pending|approved|rejected|superseded)$")
         ] = None,
     ) -> Any:
-        try:
-            return await repo.promotion_requests(project, state)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.promotion_requests(project, state)
 
     @api.get("/projects/{project}/promotions/{request_id}", response_model=PromotionRequest)
     async def get_promotion(project: str, request_id: int) -> Any:
-        try:
-            return await repo.promotion_request(project, request_id)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.promotion_request(project, request_id)
 
     @api.post(
         "/projects/{project}/promotions/{request_id}/approve", response_model=PromotionRequest
@@ -307,17 +263,11 @@ def router(repo: Repository) -> APIRouter:
     async def approve(project: str, request_id: int, body: Decision, user: Approver) -> Any:
         """Accept the request: the alias moves, with the approver as its actor. Needs a bearer
         token of a user with the `approver` role, not the one who asked (403 otherwise)."""
-        try:
-            return await repo.decide(project, request_id, user, True, body.reason)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.decide(project, request_id, user, True, body.reason)
 
     @api.post("/projects/{project}/promotions/{request_id}/reject", response_model=PromotionRequest)
     async def reject(project: str, request_id: int, body: Decision, user: Approver) -> Any:
         """Refuse the request; the alias stays. Same rules as approving."""
-        try:
-            return await repo.decide(project, request_id, user, False, body.reason)
-        except RegistryError as exc:
-            raise _http(exc) from exc
+        return await repo.decide(project, request_id, user, False, body.reason)
 
     return api
