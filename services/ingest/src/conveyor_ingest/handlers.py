@@ -80,8 +80,8 @@ class Ingest:
     async def store(
         self, project: str, kept: Sequence[Candidate], refused: Sequence[Candidate] = ()
     ) -> Outcome:
-        """Store the kept records (flagged with their findings), count everything checked into
-        the project's quality; refused records are the caller's to report."""
+        """Store the kept records (flagged with their findings) and keep the refused ones among
+        the rejects (stage `quality`); count everything checked into the project's quality."""
         known = self.projects.require(project)
         records = [
             dataclasses.replace(c.record, flags=tuple(map(str, c.findings)))
@@ -97,6 +97,10 @@ class Ingest:
             Checked(c.record.fields, c.findings, False) for c in kept if c.record.record_id in new
         ] + [Checked(c.record.fields, c.findings, True) for c in refused]
         report = await self.watch.observe(known, await self.watch.checker(known), checked)
+        await self.log.reject(
+            [(project, c.source, quality_reason(c), c.record.fields) for c in refused],
+            stage="quality",
+        )
         for outcome, n in (
             ("accepted", len(ids)),
             ("duplicate", duplicates),
@@ -135,10 +139,6 @@ class Ingest:
                 else:
                     kept.append(candidate)
             await self.store(project, kept, refused)
-            await self.log.reject(
-                [(project, c.source, quality_reason(c), c.record.fields) for c in refused],
-                stage="quality",
-            )
         return rejections
 
 

@@ -110,9 +110,7 @@ class QualityWatch:
         sample = await self.log.sample(known.spec.name, records, newest=True)
         if len(sample) < 2:
             return None
-        profile = build_profile(known.spec, sample, datetime.now(UTC))
-        await self.log.save_profile(known.spec.name, profile.to_json(), replace=True)
-        self._checkers.pop(known.spec.name, None)
+        profile, _ = await self._save_profile(known, sample, replace=True)
         return profile
 
     async def _maybe_profile(self, known: KnownProject, seen: int) -> None:
@@ -127,10 +125,18 @@ class QualityWatch:
         sample = await self.log.sample(name, n, newest=False)
         if len(sample) < n:
             return
-        profile = build_profile(known.spec, sample, datetime.now(UTC))
-        if await self.log.save_profile(name, profile.to_json(), replace=False):
+        if (await self._save_profile(known, sample, replace=False))[1]:
             log.info("profiled %s from its first %d records", name, n)
-        self._checkers.pop(name, None)
+
+    async def _save_profile(
+        self, known: KnownProject, sample: list[dict[str, Any]], *, replace: bool
+    ) -> tuple[Profile, bool]:
+        """Profile `sample` and store it (unless `replace`, only when the project has none);
+        the project's checker is built again on its next use. True if stored."""
+        profile = build_profile(known.spec, sample, datetime.now(UTC))
+        stored = await self.log.save_profile(known.spec.name, profile.to_json(), replace=replace)
+        self._checkers.pop(known.spec.name, None)
+        return profile, stored
 
     def _export_shares(self, project: str, window: Tally) -> None:
         shares = {key: n / window.records for key, n in window.counts.items()}

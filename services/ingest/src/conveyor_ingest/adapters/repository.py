@@ -6,8 +6,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from conveyor_contracts import catalog
 from conveyor_contracts.events import RecordAccepted
 from conveyor_db import Database, enqueue_many
@@ -115,35 +113,17 @@ class RawLog:
         return [dict(r["fields"]) for r in rows]
 
     async def counts(self, project: str) -> dict[str, int]:
-        pool: asyncpg.Pool = self.db.pool
-        return {
-            "accepted": int(
-                await pool.fetchval("SELECT count(*) FROM raw_records WHERE project = $1", project)
-            ),
-            "rejected": int(
-                await pool.fetchval(
-                    "SELECT count(*) FROM rejects WHERE project = $1 AND stage = 'contract'",
-                    project,
-                )
-            ),
-            "rejected_quality": int(
-                await pool.fetchval(
-                    "SELECT count(*) FROM rejects WHERE project = $1 AND stage = 'quality'",
-                    project,
-                )
-            ),
-            "flagged": int(
-                await pool.fetchval(
-                    "SELECT count(*) FROM raw_records WHERE project = $1 AND flags <> '{}'",
-                    project,
-                )
-            ),
-            "duplicates": int(
-                await pool.fetchval(
-                    "SELECT coalesce(max(count), 0) FROM duplicates WHERE project = $1", project
-                )
-            ),
-        }
+        row = await self.db.pool.fetchrow(
+            "SELECT (SELECT count(*) FROM raw_records WHERE project = $1) AS accepted, "
+            "(SELECT count(*) FROM raw_records WHERE project = $1 AND flags <> '{}') AS flagged, "
+            "(SELECT count(*) FROM rejects WHERE project = $1 AND stage = 'contract') "
+            "AS rejected, "
+            "(SELECT count(*) FROM rejects WHERE project = $1 AND stage = 'quality') "
+            "AS rejected_quality, "
+            "(SELECT coalesce(max(count), 0) FROM duplicates WHERE project = $1) AS duplicates",
+            project,
+        )
+        return {name: int(value) for name, value in row.items()}
 
 
 def _first_of_each(records: list[Accepted]) -> list[Accepted]:

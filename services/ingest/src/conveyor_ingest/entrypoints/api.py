@@ -11,7 +11,7 @@ from conveyor_contracts.events import QualityReported
 from conveyor_runtime import UnknownProject
 
 from ..domain.contract import ContractViolation
-from ..handlers import Ingest, quality_reason
+from ..handlers import Ingest
 
 
 class RecordIn(BaseModel):
@@ -70,10 +70,6 @@ def router(ingest: Ingest) -> APIRouter:
         if reject and any(c.findings for c in candidates):
             refused = [c for c in candidates if c.findings]
             await ingest.store(project, [], refused)
-            await ingest.log.reject(
-                [(project, source, quality_reason(c), c.record.fields) for c in refused],
-                stage="quality",
-            )
             errors = [
                 (i, list(map(str, c.findings))) for i, c in enumerate(candidates) if c.findings
             ]
