@@ -373,12 +373,19 @@ class ModelProject(_Spec):
             raise ValueError("; ".join(problems))
         return self
 
+    def columns(self) -> list[tuple[Feature, str]]:
+        """The model's inputs in order, each with the feature it comes from (categoricals expand
+        one column per value)."""
+        return [
+            (feature, name)
+            for feature in self.features
+            for name in (
+                [f"{feature.name}={c}" for c in feature.categories]
+                if isinstance(feature, CategoricalFeature)
+                else [feature.name]
+            )
+        ]
+
     def feature_names(self) -> list[str]:
-        """The ordered names of the model's inputs (categoricals expand one column per value)."""
-        names: list[str] = []
-        for feature in self.features:
-            if isinstance(feature, CategoricalFeature):
-                names.extend(f"{feature.name}={c}" for c in feature.categories)
-            else:
-                names.append(feature.name)
-        return names
+        """The ordered names of the model's inputs."""
+        return [name for _, name in self.columns()]

@@ -77,7 +77,7 @@ class Features:
         names = spec.feature_names()
         rows: dict[str, NewRow] = {}
         states: dict[str, State] = {}
-        to_revise: dict[str, str] = {}  # record id → entity id
+        to_revise: set[str] = set()  # ids of stored rows a late record changes
         for r in sorted(records, key=lambda r: (r.event_time, r.record_id)):
             history = histories.setdefault(r.entity_id, [])
             if any(p.record_id == r.record_id for p in history):
@@ -89,9 +89,7 @@ class Features:
             if newest is not None and r.event_time < newest:
                 lateness = (newest - r.event_time).total_seconds()
                 if lateness <= spec.allowed_lateness_s:
-                    to_revise.update(
-                        (i, r.entity_id) for i in affected_by(spec, past, history) if i not in rows
-                    )
+                    to_revise.update(i for i in affected_by(spec, past, history) if i not in rows)
                 else:
                     LATE.add(1, {"project": project})
             history.append(past)
@@ -105,24 +103,24 @@ class Features:
                 values,
                 None if label is None else str(label),
             )
-            state = states.get(r.entity_id)
-            if state is None or (state.event_time, state.record_id) < (r.event_time, r.record_id):
-                states[r.entity_id] = State(
-                    r.entity_id, r.record_id, r.event_time, {f: r.fields.get(f) for f in plain}
-                )
+            # In event-time order, an entity's last record here is its newest of the batch; the
+            # store keeps it only if it is newer than the entity's state.
+            states[r.entity_id] = State(
+                r.entity_id, r.record_id, r.event_time, {f: r.fields.get(f) for f in plain}
+            )
         revised = await self._revisions(known, to_revise, histories)
         await self.store.append(
             project, known.version, list(rows.values()), revised, list(states.values())
         )
         if states:
-            newest_now = max(x.event_time for x in states.values())
-            if project not in self.newest:
-                stored = await self.store.newest_event_time(project)
-                newest_now = max(newest_now, stored) if stored else newest_now
-            self.newest[project] = max(newest_now, self.newest.get(project, newest_now))
+            newest = max(x.event_time for x in states.values())
+            known_newest = self.newest.get(project)
+            if known_newest is None:  # first batch since start: the store has it, this included
+                known_newest = await self.store.newest_event_time(project) or newest
+            self.newest[project] = max(newest, known_newest)
 
     async def _revisions(
-        self, known: KnownProject, to_revise: dict[str, str], histories: dict[str, list[PastRecord]]
+        self, known: KnownProject, to_revise: set[str], histories: dict[str, list[PastRecord]]
     ) -> list[NewRow]:
         """The stored rows late records changed, recomputed from the entities' full histories."""
         if not to_revise:

@@ -113,14 +113,11 @@ def event_time_of(spec: ModelProject, fields: dict[str, Any], default: datetime)
 
 def entity_positions(spec: ModelProject) -> list[int]:
     """The columns that depend on the entity's history (aggregates, time since last)."""
-    out: list[int] = []
-    column = 0
-    for feature in spec.features:
-        width = len(feature.categories) if isinstance(feature, CategoricalFeature) else 1
-        if isinstance(feature, AggregateFeature | SinceLastFeature):
-            out.extend(range(column, column + width))
-        column += width
-    return out
+    return [
+        i
+        for i, (feature, _) in enumerate(spec.columns())
+        if isinstance(feature, AggregateFeature | SinceLastFeature)
+    ]
 
 
 def state_fields(spec: ModelProject) -> list[str]:

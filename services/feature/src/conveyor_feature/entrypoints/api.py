@@ -84,30 +84,19 @@ def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
         state_ok = status(at, state_time, ttl) == "present"
         values = featurize(spec, state.fields if state and state_ok else {}, at, history)
         newest_before = max((r.event_time for r in history if r.event_time < at), default=None)
-        features: list[FeatureValue] = []
-        column = 0
-        for feature in spec.features:
+        features = []
+        for value, (feature, name) in zip(values, spec.columns(), strict=True):
             if isinstance(feature, NumericFeature | CategoricalFeature):
                 source = (
                     state_time if state and state.fields.get(feature.field) is not None else None
                 )
             else:
                 source = newest_before
-            names = (
-                [f"{feature.name}={c}" for c in feature.categories]
-                if isinstance(feature, CategoricalFeature)
-                else [feature.name]
-            )
-            for name in names:
-                features.append(
-                    FeatureValue(
-                        name=name,
-                        value=values[column],
-                        status=status(at, source, ttl),
-                        source_time=source,
-                    )
+            features.append(
+                FeatureValue(
+                    name=name, value=value, status=status(at, source, ttl), source_time=source
                 )
-                column += 1
+            )
         return Vector(
             entity_id=entity_id,
             at=at,
