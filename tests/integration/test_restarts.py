@@ -173,8 +173,8 @@ async def relay_waiting(db: asyncpg.Connection, service: str) -> bool:
         await db.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND application_name = $1 AND state = 'idle in transaction' "
-            # the relay's last statement before it produces: which rows an earlier attempt began
-            "AND query LIKE '%SELECT id FROM outbox_attempts%' "
+            # the relay's last statement on this connection before it produces
+            "AND query LIKE '%FROM outbox o LEFT JOIN outbox_attempts%FOR UPDATE%' "
             "AND clock_timestamp() - state_change >= interval '20 milliseconds'",
             f"conveyor-{service}",
         )

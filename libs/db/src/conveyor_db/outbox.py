@@ -128,14 +128,15 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         async with self._pool.acquire() as con, con.transaction():
             rows = await con.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL "
-                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "SELECT o.id, o.topic, o.key, o.value, o.headers, a.id IS NOT NULL AS tried "
+                "FROM outbox o LEFT JOIN outbox_attempts a ON a.id = o.id "
+                "WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
                 self._batch,
             )
             if not rows:
                 return 0
             ids = [r["id"] for r in rows]
-            rows = await self._not_yet_on_the_topic(con, rows)
+            rows = await self._not_yet_on_the_topic(rows)
             # Note the attempt where a crash cannot roll it back (its own transaction).
             await self._pool.execute(
                 "INSERT INTO outbox_attempts (id) SELECT unnest($1::bigint[]) "
@@ -150,30 +151,22 @@ class OutboxRelay:
                     (r["key"], bytes(r["value"]), dict(r["headers"]))
                 )
             await asyncio.gather(*(self._publish(t, m) for t, m in by_topic.items()))
-            await con.execute("DELETE FROM outbox_attempts WHERE id = ANY($1::bigint[])", ids)
             await con.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
+                "WITH done AS (DELETE FROM outbox_attempts WHERE id = ANY($1::bigint[])) "
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                ids,
             )
         self.published += len(rows)
         return len(ids)
 
-    async def _not_yet_on_the_topic(
-        self, con: asyncpg.Connection, rows: list[asyncpg.Record]
-    ) -> list[asyncpg.Record]:
-        """Rows an earlier attempt began to publish (its relay died before marking them) may be
-        on the topic already: those are left out, so a crash publishes nothing twice."""
-        tried = {
-            r["id"]
-            for r in await con.fetch(
-                "SELECT id FROM outbox_attempts WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-            )
-        }
-        if not tried or self._published is None:
+    async def _not_yet_on_the_topic(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        """Rows an earlier attempt began to publish (`tried`: its relay died before marking them)
+        may be on the topic already: those are left out, so a crash publishes nothing twice."""
+        if self._published is None or not any(r["tried"] for r in rows):
             return rows
         wanted: dict[str, set[str]] = {}
         for r in rows:
-            if r["id"] in tried and "ce_id" in r["headers"]:
+            if r["tried"] and "ce_id" in r["headers"]:
                 wanted.setdefault(r["topic"], set()).add(r["headers"]["ce_id"])
         already: set[str] = set()
         for topic, ce_ids in wanted.items():
