@@ -133,13 +133,12 @@ class Features:
                 continue  # written under another feature layout: left as it was
             values = revise(spec, row.values, row.event_time, histories[row.entity_id])
             if values != row.values:
-                kept = next(p.values for p in histories[row.entity_id] if p.record_id == record_id)
                 out.append(
                     NewRow(
                         record_id,
                         row.entity_id,
                         row.event_time,
-                        kept,
+                        {},  # its record is in the history already: only the row changes
                         row.names,
                         values,
                         row.label,

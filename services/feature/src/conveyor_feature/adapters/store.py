@@ -97,8 +97,8 @@ class FeatureStore:
         project: str,
         project_version: int,
         rows: list[NewRow],
-        revised: list[NewRow] = (),  # type: ignore[assignment]
-        states: list[State] = (),  # type: ignore[assignment]
+        revised: list[NewRow],
+        states: list[State],
     ) -> int:
         """Store records and their rows once, revise rows late records changed, move entities'
         state forward (never back: an older record does not replace a newer one); announce new
