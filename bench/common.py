@@ -4,12 +4,14 @@ embedded), service processes, a plain aiokafka relay (the ceiling), and percenti
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,9 +22,12 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
+from conveyor_bus import create_topic
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess, tail
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
+
+HERE = Path(__file__).resolve().parent
 
 # The client settings serving's bus uses, so the relay ceiling is measured like for like.
 MAX_BATCH = 256
@@ -231,3 +236,110 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]
+
+
+async def ceiling(bench: Bench, messages: list[Message], load: list[Message], rate: float) -> dict:
+    """The relay, as its own process like serving: how fast it drains `messages`, and its
+    end-to-end latency when offered `load` at `rate`."""
+    bootstrap = bench.broker.bootstrap_servers
+    source, sink = (
+        f"bench.relay.in.{uuid.uuid4().hex[:6]}",
+        f"bench.relay.out.{uuid.uuid4().hex[:6]}",
+    )
+    await create_topic(bootstrap, source, catalog.PREDICTIONS_ENRICHED.partitions)
+    await create_topic(bootstrap, sink, catalog.PREDICTIONS_RESPONSES.partitions)
+    await produce(bootstrap, source, messages)
+    wait = fetch_wait_ms(bench.broker)
+    code = (
+        f"import asyncio, sys; sys.path.insert(0, {str(HERE)!r}); from common import relay; "
+        f"asyncio.run(relay({bootstrap!r}, {source!r}, {sink!r}, 'bench-relay', {wait}))"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    try:
+        cpu0 = cpu_seconds(proc.pid)
+        first, last, count = await receive(
+            bootstrap, sink, len(messages), lambda r: True, timeout_s=300, fetch_wait=wait
+        )
+        say(f"  relay used {(cpu_seconds(proc.pid) - cpu0) / count * 1e6:.0f} CPU-µs a message")
+        if count < len(messages):
+            raise SystemExit(f"relay forwarded {count} of {len(messages)}")
+        say(f"  {count / (last - first):,.0f} msg/s")
+        say(f"  relay latency at {rate:.0f} messages/s …")
+        at_load = await offer(bench, source, sink, load, rate, b'"request_id":"lat-')
+    finally:
+        proc.terminate()
+        await proc.wait()
+    say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms")
+    return {"per_s": count / (last - first), **at_load}
+
+
+async def offer(
+    bench: Bench, source: str, sink: str, load: list[Message], rate: float, marker: bytes
+) -> dict:
+    """Send `load` to `source` at `rate` and time each answer's arrival on `sink` (matched by
+    request id); sent and answered are counted."""
+    bootstrap = bench.broker.bootstrap_servers
+    sent_at: dict[bytes, float] = {}
+    latencies: list[float] = []
+
+    def request_id(value: bytes) -> bytes:
+        at = value.index(marker) + len(marker) - 4  # the id starts at "lat-"
+        return value[at : value.index(b'"', at)]
+
+    answers: list[bytes] = []  # serving's, read for its own time once the load is over
+
+    def on_record(record, now: float) -> None:
+        latencies.append((now - sent_at[request_id(record.value)]) * 1000)
+        if b'"latency_ms":' in record.value:
+            answers.append(record.value)
+
+    ready = asyncio.Event()
+    n = len(load)
+    receiver = asyncio.create_task(
+        receive(
+            bootstrap,
+            sink,
+            n,
+            lambda r: marker in r.value,
+            timeout_s=n / rate + 60,
+            on_record=on_record,
+            ready=ready,
+            fetch_wait=fetch_wait_ms(bench.broker),
+        )
+    )
+    await ready.wait()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    tick = 0.005
+    start = time.perf_counter()
+    futures = []
+    i = 0
+    try:
+        while i < n:
+            due = min(n, int((time.perf_counter() - start) * rate) + 1)
+            while i < due:
+                key, value, headers = load[i]
+                sent_at[request_id(value)] = time.perf_counter()
+                futures.append(await producer.send(source, value, key=key, headers=headers))
+                i += 1
+            await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
+        await asyncio.gather(*futures)
+        offered = n / (time.perf_counter() - start)
+    finally:
+        await producer.stop()
+    _, _, answered = await receiver
+    own = [json.loads(a)["latency_ms"] for a in answers]
+    return {
+        "offered_per_s": round(offered),
+        "sent": n,
+        "answered": answered,
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+    } | (
+        {
+            "own_p50_ms": round(percentile(own, 50), 2),
+            "own_p99_ms": round(percentile(own, 99), 2),
+        }
+        if own
+        else {}
+    )

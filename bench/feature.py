@@ -32,17 +32,15 @@ from common import (
     Message,
     apply_project,
     bench_stack,
+    ceiling,
     cpu_seconds,
     fetch_wait_ms,
     message,
+    offer,
     produce,
     receive,
     say,
 )
-
-# Serving's bench measures its relay ceiling and its paced load this way: the same code here
-# makes the two hops' figures comparable.
-from serving import ceiling, offer
 
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess
