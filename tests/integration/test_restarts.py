@@ -151,8 +151,10 @@ async def count(db: asyncpg.Connection, table: str, project: str) -> int:
 
 
 async def unpublished(db: asyncpg.Connection, schema: str, limit: int | None = None) -> list[str]:
-    """Record ids of the events a service's outbox holds not marked published, oldest first: the
-    first 500 are the relay's batch in flight, if it has one."""
+    """Record ids of events a service owes, oldest first: its outbox's rows not marked published
+    (the first 500 are the relay's batch in flight, if it has one), then the records its oldest
+    announcement names (ingest's, conveyor_db.announce: the batch in flight, if any)."""
+    owed: list[str] = []
     try:
         rows = await db.fetch(
             f"SELECT convert_from(value, 'UTF8')::jsonb ->> 'record_id' AS record_id "
@@ -160,21 +162,26 @@ async def unpublished(db: asyncpg.Connection, schema: str, limit: int | None = N
             "WHERE published_at IS NULL ORDER BY id LIMIT $1",
             limit,
         )
+        owed += [r["record_id"] for r in rows]
+        keys = await db.fetchval(f"SELECT keys FROM {schema}.announcements ORDER BY id LIMIT 1")
+        owed += keys or []
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        return []
-    return [r["record_id"] for r in rows]
+        pass
+    return owed
 
 
 async def relay_waiting(db: asyncpg.Connection, service: str) -> bool:
-    """Whether the service's outbox relay has, for 20 ms or more, been waiting for the broker to
-    acknowledge a batch it produced: its transaction holds the rows it selected FOR UPDATE, not
-    yet marked published, and some of the batch has most likely reached the topic."""
+    """Whether the service, for 20 ms or more, has been waiting for the broker to acknowledge
+    a batch it produced: its outbox relay's (or announcer's) transaction holds the rows it
+    selected FOR UPDATE, not yet marked published, and some of the batch has most likely
+    reached the topic."""
     return bool(
         await db.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND application_name = $1 AND state = 'idle in transaction' "
-            # the relay's last statement on this connection before it produces
-            "AND query LIKE '%FROM outbox o LEFT JOIN outbox_attempts%FOR UPDATE%' "
+            # the relay's (announcer's) last statement on this connection before it produces
+            "AND (query LIKE '%FROM outbox o LEFT JOIN outbox_attempts%FOR UPDATE%' "
+            "OR query LIKE '%FROM announcements WHERE id = $1 FOR UPDATE%') "
             "AND clock_timestamp() - state_change >= interval '20 milliseconds'",
             f"conveyor-{service}",
         )
@@ -208,7 +215,8 @@ async def kill_partway(
     except TimeoutError:
         raise AssertionError(f"{what}: not a fifth done after 45s") from None
     svc.kill()
-    # The relay takes the oldest unpublished events, at most 500, in id order.
+    # The relay takes the oldest unpublished events, at most 500, in id order; the announcer
+    # its oldest note.
     crash = Crash(await progress(), set(await unpublished(db, svc.schema, 500)))
     assert crash.done < total, f"the kill came after all {total} {what}: not mid-stream"
     return crash

@@ -9,8 +9,9 @@ compatible (minor) change; anything else needs a new topic version.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from hashlib import sha1
 from typing import Annotated, Any, ClassVar, Literal
-from uuid import uuid4
+from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +20,19 @@ from .project import ModelProject
 
 def new_id() -> str:
     return uuid4().hex
+
+
+_DERIVED = uuid5(NAMESPACE_URL, "https://conveyor.dev/events").bytes
+
+
+def derived_id(*parts: str) -> str:
+    """An event id that is a function of what the event is about (a record's announcement has
+    the same id however often it is rebuilt): `uuid5(namespace, parts).hex`, without building
+    a UUID object (a third of the cost, on a path taken once a record)."""
+    digest = bytearray(sha1(_DERIVED + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 def utcnow() -> datetime:

@@ -4,15 +4,18 @@ DatabaseError
 └── MigrationError   a migration failed, or an applied one was edited afterwards
 """
 
+from .announce import Announcer, Message
 from .database import Database
 from .migrations import MigrationError, migrate, package_migrations
 from .outbox import OutboxRelay, enqueue, enqueue_many
 from .pool import DatabaseError, DatabaseSettings, create_pool
 
 __all__ = [
+    "Announcer",
     "Database",
     "DatabaseError",
     "DatabaseSettings",
+    "Message",
     "MigrationError",
     "OutboxRelay",
     "create_pool",

@@ -141,7 +141,7 @@ class Runtime:
                 log.info("migrations applied: %s", ", ".join(applied))
             if self.db.outbox:
                 self.relay = OutboxRelay(
-                    self.db.pool, self._publish_raw, self._published_ids, service=self.name
+                    self.db.pool, self.send, self.published_ids, service=self.name
                 )
         await ensure_topics(self.settings.kafka_bootstrap_servers)
         ends = await end_offsets(
@@ -179,12 +179,13 @@ class Runtime:
         if self.db is not None:
             await self.db.close()
 
-    async def _publish_raw(
+    async def send(
         self, topic: str, messages: list[tuple[str | None, bytes, dict[str, str]]]
     ) -> None:
         await self.bus.send(topic, messages)
 
-    async def _published_ids(self, topic: str, ids: set[str]) -> set[str]:
+    async def published_ids(self, topic: str, ids: set[str]) -> set[str]:
+        """Which of these event ids are on `topic` already (its tail searched)."""
         return await published_ids(self.settings.kafka_bootstrap_servers, topic, ids)
 
     @asynccontextmanager

@@ -1,26 +1,36 @@
-"""The raw log: each record stored once, its announcement in the same transaction."""
+"""The raw log: each record stored once, its announcement owed in the same transaction."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from conveyor_contracts import catalog
-from conveyor_contracts.events import RecordAccepted
-from conveyor_db import Database, enqueue_many
+import asyncpg
+from opentelemetry import propagate
+
+from conveyor_contracts import catalog, shared_headers
+from conveyor_contracts.events import RecordAccepted, derived_id
+from conveyor_db import Announcer, Database, Message
 
 from ..domain.contract import Accepted
 
+SOURCE = "conveyor/ingest"
+
 
 class RawLog:
-    def __init__(self, db: Database) -> None:
+    """Stores records and owes their announcement in the same transaction (announcements by
+    reference: conveyor_db.announce); the announcement goes out after the commit."""
+
+    def __init__(self, db: Database, announcer: Announcer | None = None) -> None:
         self.db = db
+        self.announcer = announcer
 
     async def store(
         self, project: str, project_version: int, records: list[Accepted], sources: list[str]
     ) -> tuple[list[str], int]:
-        """Store new records and enqueue RecordAccepted for them; returns (new ids, duplicates)."""
+        """Store new records and announce RecordAccepted for them; returns (new ids, duplicates)."""
         if not records:
             return [], 0
         now = datetime.now(UTC)
@@ -44,25 +54,9 @@ class RawLog:
                 [_pg_array(r.flags) if r.flags else None for r in records],
             )
             new_ids = {row["record_id"] for row in inserted}
-            events = [
-                (
-                    r.entity_id,
-                    RecordAccepted.model_construct(  # every field checked already
-                        project=project,
-                        project_version=project_version,
-                        record_id=r.record_id,
-                        entity_id=r.entity_id,
-                        event_time=r.event_time,
-                        ingested_at=now,
-                        fields=r.fields,
-                        flags=list(r.flags),
-                    ),
-                )
-                for r in _first_of_each(records)
-                if r.record_id in new_ids
-            ]
-            await enqueue_many(con, catalog.RECORDS_ACCEPTED, events, source="conveyor/ingest")
-            duplicates = len(records) - len(events)
+            new = [r for r in _first_of_each(records) if r.record_id in new_ids]
+            note = await self._announcer().note(con, [r.record_id for r in new]) if new else None
+            duplicates = len(records) - len(new)
             if duplicates:
                 await con.execute(
                     "INSERT INTO duplicates (project, count) VALUES ($1, $2) ON CONFLICT (project)"
@@ -70,7 +64,40 @@ class RawLog:
                     project,
                     duplicates,
                 )
-        return [r.record_id for _k, r in events], duplicates
+        if note is not None:
+            messages = announcements(
+                [(r.record_id, r.entity_id, r.event_time, r.fields, r.flags) for r in new],
+                project,
+                project_version,
+                now,
+                _trace_context(),
+            )
+            await self._announcer().announce(note, messages)
+        return [r.record_id for r in new], duplicates
+
+    async def rebuild(self, con: asyncpg.Connection, record_ids: list[str]) -> list[Message]:
+        """The announcements of stored records, as `store` made them (a sweep publishes what a
+        stopped process owed)."""
+        rows = await con.fetch(
+            "SELECT r.* FROM unnest($1::text[]) WITH ORDINALITY AS k(id, i) "
+            "JOIN raw_records r ON r.record_id = k.id ORDER BY k.i",
+            record_ids,
+        )
+        out: list[Message] = []
+        for r in rows:
+            out += announcements(
+                [(r["record_id"], r["entity_id"], r["event_time"], r["fields"], r["flags"])],
+                r["project"],
+                r["project_version"],
+                r["ingested_at"],
+                {},
+            )
+        return out
+
+    def _announcer(self) -> Announcer:
+        if self.announcer is None:
+            raise RuntimeError("the raw log has no announcer")
+        return self.announcer
 
     async def reject(
         self, rows: list[tuple[str | None, str, str, object]], stage: str = "contract"
@@ -124,6 +151,47 @@ class RawLog:
             project,
         )
         return {name: int(value) for name, value in row.items()}
+
+
+def announcements(
+    records: list[tuple[str, str, datetime, dict[str, Any], Sequence[str]]],
+    project: str,
+    project_version: int,
+    ingested_at: datetime,
+    trace: dict[str, str],
+) -> list[Message]:
+    """RecordAccepted for (record id, entity, event time, fields, flags), keyed by entity, each
+    with an id derived from its record id."""
+    shared = (
+        shared_headers(
+            RecordAccepted.type_name,
+            SOURCE,
+            datetime.now(UTC),
+            catalog.RECORDS_ACCEPTED.dataschema,
+        )
+        | trace
+    )
+    out: list[Message] = []
+    for record_id, entity_id, event_time, fields, flags in records:
+        event = RecordAccepted.model_construct(  # every field checked already
+            project=project,
+            project_version=project_version,
+            record_id=record_id,
+            entity_id=entity_id,
+            event_time=event_time,
+            ingested_at=ingested_at,
+            fields=fields,
+            flags=list(flags),
+        )
+        headers = shared | {"ce_id": derived_id(SOURCE, record_id)}
+        out.append((entity_id, event.model_dump_json().encode(), headers))
+    return out
+
+
+def _trace_context() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 def _first_of_each(records: list[Accepted]) -> list[Accepted]:
