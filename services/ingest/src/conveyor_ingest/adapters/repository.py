@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from opentelemetry import propagate
+from pydantic_core import to_json
 
 from conveyor_contracts import catalog, shared_headers
 from conveyor_contracts.events import RecordAccepted, derived_id
@@ -34,29 +36,51 @@ class RawLog:
         if not records:
             return [], 0
         now = datetime.now(UTC)
+        unique = _first_of_each(records)
         async with self.db.pool.acquire() as con, con.transaction():
-            inserted = await con.fetch(
-                "INSERT INTO raw_records (record_id, project, project_version, entity_id, "
-                "event_time, fields, source, ingested_at, flags) "
-                "SELECT r.id, $1, $2, r.entity, r.t, r.f::jsonb, r.s, $7, "
-                "coalesce(r.flags::text[], '{}') FROM unnest($3::text[], $4::text[], "
-                "$5::timestamptz[], $6::text[], $8::text[], $9::text[]) "
-                "AS r(id, entity, t, f, s, flags) "
-                "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
-                project,
-                project_version,
-                [r.record_id for r in records],
-                [r.entity_id for r in records],
-                [r.event_time for r in records],
-                [json.dumps(r.fields) for r in records],
-                now,
-                sources,
-                [_pg_array(r.flags) if r.flags else None for r in records],
+            insert = asyncio.ensure_future(
+                con.fetch(
+                    "INSERT INTO raw_records (record_id, project, project_version, entity_id, "
+                    "event_time, fields, source, ingested_at, flags) "
+                    "SELECT r.id, $1, $2, r.entity, r.t, r.f::jsonb, r.s, $7, "
+                    "coalesce(r.flags::text[], '{}') FROM unnest($3::text[], $4::text[], "
+                    "$5::timestamptz[], $6::text[], $8::text[], $9::text[]) "
+                    "AS r(id, entity, t, f, s, flags) "
+                    "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
+                    project,
+                    project_version,
+                    [r.record_id for r in records],
+                    [r.entity_id for r in records],
+                    [r.event_time for r in records],
+                    [to_json(r.fields).decode() for r in records],
+                    now,
+                    sources,
+                    [_pg_array(r.flags) if r.flags else None for r in records],
+                )
             )
+            # The insert is on its way (one step of the task sends it): build the announcements
+            # while Postgres works, and keep those of the records it stored.
+            await asyncio.sleep(0)
+            try:
+                messages = announcements(
+                    [(r.record_id, r.entity_id, r.event_time, r.fields, r.flags) for r in unique],
+                    project,
+                    project_version,
+                    now,
+                    _trace_context(),
+                )
+            finally:
+                inserted = await insert  # the connection is busy until it answers
             new_ids = {row["record_id"] for row in inserted}
-            new = [r for r in _first_of_each(records) if r.record_id in new_ids]
-            note = await self._announcer().note(con, [r.record_id for r in new]) if new else None
-            duplicates = len(records) - len(new)
+            if len(new_ids) < len(unique):
+                kept = [
+                    (r, m) for r, m in zip(unique, messages, strict=True) if r.record_id in new_ids
+                ]
+                unique, messages = [r for r, _ in kept], [m for _, m in kept]
+            note = (
+                await self._announcer().note(con, [r.record_id for r in unique]) if unique else None
+            )
+            duplicates = len(records) - len(unique)
             if duplicates:
                 await con.execute(
                     "INSERT INTO duplicates (project, count) VALUES ($1, $2) ON CONFLICT (project)"
@@ -65,15 +89,8 @@ class RawLog:
                     duplicates,
                 )
         if note is not None:
-            messages = announcements(
-                [(r.record_id, r.entity_id, r.event_time, r.fields, r.flags) for r in new],
-                project,
-                project_version,
-                now,
-                _trace_context(),
-            )
             await self._announcer().announce(note, messages)
-        return [r.record_id for r in new], duplicates
+        return [r.record_id for r in unique], duplicates
 
     async def rebuild(self, con: asyncpg.Connection, record_ids: list[str]) -> list[Message]:
         """The announcements of stored records, as `store` made them (a sweep publishes what a
@@ -173,18 +190,22 @@ def announcements(
     )
     out: list[Message] = []
     for record_id, entity_id, event_time, fields, flags in records:
-        event = RecordAccepted.model_construct(  # every field checked already
-            project=project,
-            project_version=project_version,
-            record_id=record_id,
-            entity_id=entity_id,
-            event_time=event_time,
-            ingested_at=ingested_at,
-            fields=fields,
-            flags=list(flags),
+        # RecordAccepted's JSON, serialized by pydantic-core from a dict in the model's field
+        # order: the same bytes as the model's own dump (a unit test holds them equal) at a
+        # quarter of the cost, on a path taken once a record. Every value was checked already.
+        value = to_json(
+            {
+                "project": project,
+                "project_version": project_version,
+                "record_id": record_id,
+                "entity_id": entity_id,
+                "event_time": event_time,
+                "ingested_at": ingested_at,
+                "fields": fields,
+                "flags": list(flags),
+            }
         )
-        headers = shared | {"ce_id": derived_id(SOURCE, record_id)}
-        out.append((entity_id, event.model_dump_json().encode(), headers))
+        out.append((entity_id, value, shared | {"ce_id": derived_id(SOURCE, record_id)}))
     return out
 
 
