@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from .adapters.repository import RawLog
 from .domain.contract import Accepted, ContractViolation, validate
 from .domain.quality import Finding
 from .watch import Checked, QualityWatch
+
+log = logging.getLogger(__name__)
 
 RECORDS = metrics.get_meter("conveyor.ingest").create_counter(
     "conveyor.ingest.records",
@@ -111,10 +115,41 @@ class Ingest:
         return Outcome(ids, duplicates, report)
 
     async def on_submitted(self, batch: list[Delivery[RecordSubmitted]]) -> list[Rejection]:
+        """Check and store a batch from Kafka, a chunk at a time in a two-stage pipeline: while
+        one chunk is being stored (Postgres works, the announcement goes out), the next is
+        checked. Chunks are stored in order, each in its own transaction; the batch's offsets
+        are committed once the last one is stored, so a failure redelivers the whole batch and
+        the raw log's ids make the replay change nothing."""
         rejections: list[Rejection] = []
-        invalid: list[tuple[str | None, str, str, object]] = []
+        storing: asyncio.Future[None] | None = None
+        try:
+            for start in range(0, len(batch), STORE_CHUNK):
+                checked = await self._check_chunk(batch[start : start + STORE_CHUNK], rejections)
+                if storing is not None:
+                    await storing
+                storing = asyncio.ensure_future(self._store_chunk(checked))
+                await asyncio.sleep(0)  # its first query goes out before the next chunk's work
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                # A check failed while a chunk was being stored: let the store end before the
+                # batch is redelivered (its records are then found already there).
+                await asyncio.wait([storing])
+                if not storing.cancelled() and storing.exception() is not None:
+                    log.warning("storing a chunk failed too: %r", storing.exception())
+        return rejections
+
+    async def _check_chunk(
+        self, chunk: list[Delivery[RecordSubmitted]], rejections: list[Rejection]
+    ) -> _Checked:
+        """Contract and quality checks of a chunk (pure CPU, handing the loop to the chunk being
+        stored every few records)."""
+        out = _Checked()
         good: dict[str, list[tuple[Delivery[RecordSubmitted], Accepted]]] = defaultdict(list)
-        for delivery in batch:
+        for i, delivery in enumerate(chunk, 1):
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             event = delivery.event
             try:
                 accepted = self.check(
@@ -122,24 +157,45 @@ class Ingest:
                 )
             except (UnknownProject, ContractViolation) as exc:
                 rejections.append(Rejection(delivery, str(exc), "validate"))
-                invalid.append((event.project, event.source, str(exc), event.fields))
+                out.invalid.append((event.project, event.source, str(exc), event.fields))
                 RECORDS.add(1, {"project": event.project, "outcome": "invalid"})
                 continue
             good[event.project].append((delivery, accepted))
-        await self.log.reject(invalid)
         for project, items in good.items():
             candidates, reject = await self.inspect(
                 project, [(a, d.event.source) for d, a in items]
             )
-            kept, refused = [], []
+            kept, refused = out.projects[project]
             for (delivery, _), candidate in zip(items, candidates, strict=True):
                 if reject and candidate.findings:
                     refused.append(candidate)
                     rejections.append(Rejection(delivery, quality_reason(candidate), "quality"))
                 else:
                     kept.append(candidate)
+        return out
+
+    async def _store_chunk(self, checked: _Checked) -> None:
+        await self.log.reject(checked.invalid)
+        for project, (kept, refused) in checked.projects.items():
             await self.store(project, kept, refused)
-        return rejections
+
+
+# A chunk of a Kafka batch is stored while the next one is checked (see on_submitted): a few
+# chunks a batch let Postgres's time overlap ingest's own; the checks hand over the loop every
+# YIELD_EVERY records, so the chunk being stored moves on meanwhile.
+STORE_CHUNK = 500
+YIELD_EVERY = 100
+
+
+@dataclass
+class _Checked:
+    """A chunk's outcome: per project the records to store and those its quality refuses; the
+    records that broke their contract."""
+
+    projects: dict[str, tuple[list[Candidate], list[Candidate]]] = field(
+        default_factory=lambda: defaultdict(lambda: ([], []))
+    )
+    invalid: list[tuple[str | None, str, str, object]] = field(default_factory=list)
 
 
 def quality_reason(candidate: Candidate) -> str:

@@ -1,0 +1,132 @@
+"""A Kafka batch is stored a chunk at a time, in order, while the next chunk is checked."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from conveyor_bus import Bus, Delivery
+from conveyor_contracts.events import ProjectApplied, RecordSubmitted
+from conveyor_examples import load_project
+from conveyor_examples.fraud.traffic import FraudTraffic
+from conveyor_ingest import handlers
+from conveyor_ingest.adapters.repository import RawLog
+from conveyor_ingest.domain.contract import Accepted
+from conveyor_ingest.handlers import Ingest
+from conveyor_ingest.watch import QualityWatch
+from conveyor_runtime import ProjectCache
+
+INVALID = {7, 612, 1100}  # one in each of three chunks
+
+
+class FakeLog(RawLog):
+    """Records what was stored, in which order, and whether two stores ever overlapped; a
+    store takes a few turns of the loop, as a round trip to Postgres would."""
+
+    def __init__(self, events: list[tuple[str, Any]], fail_at: int | None = None) -> None:
+        self.events = events
+        self.stored: list[str] = []
+        self.rejected: list[tuple[str | None, str, str, object]] = []
+        self.fail_at = fail_at
+        self.storing = False
+        self.calls = 0
+
+    async def store(
+        self, project: str, project_version: int, records: list[Accepted], sources: list[str]
+    ) -> tuple[list[str], int]:
+        assert not self.storing, "two chunks stored at once"
+        self.storing = True
+        self.calls += 1
+        self.events.append(("store", self.calls))
+        try:
+            for _ in range(20):
+                await asyncio.sleep(0)
+                self.events.append(("turn", self.calls))
+            if self.calls == self.fail_at:
+                raise ConnectionError("the database went away")
+            self.stored += [r.record_id for r in records]
+            self.events.append(("stored", self.calls))
+            return [r.record_id for r in records], 0
+        finally:
+            self.storing = False
+
+    async def reject(self, rows, stage: str = "contract") -> None:
+        self.rejected += rows
+
+    async def profile(self, project: str) -> dict[str, Any] | None:
+        return None
+
+    async def sample(self, project: str, n: int, *, newest: bool) -> list[dict[str, Any]]:
+        return []
+
+
+class FakeBus(Bus):
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def batch(n: int) -> list[Delivery[RecordSubmitted]]:
+    traffic = FraudTraffic(seed=3)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    out = []
+    for i in range(n):
+        fields = traffic.payment(start + timedelta(seconds=i), drifted=False).fields
+        if i in INVALID:
+            fields = fields | {"hour": 30}
+        event = RecordSubmitted(project="fraud", record_id=f"r-{i}", source="t", fields=fields)
+        value = event.model_dump_json().encode()
+        out.append(Delivery(event, {}, fields["customer"], "records", 0, i, value))
+    return out
+
+
+def ingest(log: FakeLog, events: list[tuple[str, Any]]) -> Ingest:
+    projects = ProjectCache()
+    spec = load_project("fraud")
+    projects.apply(ProjectApplied(project=spec.name, project_version=1, spec=spec))
+    service = Ingest(projects, log, QualityWatch(log, FakeBus("ingest")))
+    check = service.check
+
+    def logged_check(project, fields, record_id, source, size_at_most=None):
+        events.append(("check", int(record_id.removeprefix("r-"))))
+        return check(project, fields, record_id, source, size_at_most)
+
+    service.check = logged_check  # type: ignore[method-assign]
+    return service
+
+
+async def test_chunks_are_stored_in_order_while_the_next_is_checked():
+    events: list[tuple[str, Any]] = []
+    log = FakeLog(events)
+    deliveries = batch(1234)
+
+    rejections = await ingest(log, events).on_submitted(deliveries)
+
+    valid = [f"r-{i}" for i in range(1234) if i not in INVALID]
+    assert log.stored == valid  # every valid record once, in the batch's order
+    assert log.calls == -(-1234 // handlers.STORE_CHUNK)
+    assert sorted(r.delivery.offset for r in rejections) == sorted(INVALID)
+    assert all("hour: 30 is above the maximum 23" in r.error for r in rejections)
+    assert len(log.rejected) == len(INVALID)
+    # The first chunk's store moved on while the second chunk was being checked: some of its
+    # turns fall between checks of the second chunk.
+    chunk = handlers.STORE_CHUNK
+    second = [
+        at for at, (kind, i) in enumerate(events) if kind == "check" and chunk <= i < 2 * chunk
+    ]
+    turns = [at for at, e in enumerate(events) if e == ("turn", 1)]
+    assert any(second[0] < at < second[-1] for at in turns)
+
+
+async def test_a_failed_chunk_fails_the_batch_and_nothing_after_it_is_stored():
+    events: list[tuple[str, Any]] = []
+    log = FakeLog(events, fail_at=2)
+
+    with pytest.raises(ConnectionError):
+        await ingest(log, events).on_submitted(batch(1234))
+
+    assert log.calls == 2  # the third chunk was never stored
+    assert log.stored == [f"r-{i}" for i in range(handlers.STORE_CHUNK) if i not in INVALID]
+    assert not log.storing
