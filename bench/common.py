@@ -4,6 +4,7 @@ embedded), service processes, a plain aiokafka relay (the ceiling), and percenti
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -22,7 +23,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
-from conveyor_bus import create_topic
+from conveyor_bus import create_topic, send_batches
+from conveyor_bus.bus import BATCH_BYTES
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess, tail
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
@@ -31,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 
 # The client settings serving's bus uses, so the relay ceiling is measured like for like.
 MAX_BATCH = 256
-PRODUCER = {"acks": "all", "linger_ms": 0}
+PRODUCER = {"acks": "all", "linger_ms": 0, "max_batch_size": BATCH_BYTES}
 
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
@@ -104,15 +106,14 @@ def say(text: str) -> None:
 async def produce(
     bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]]
 ) -> None:
-    """Produce (key, value, headers) messages as fast as the producer batches them."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    """Produce (key, value, headers) messages as fast as this process can: laid into record
+    batches as the bus lays them (a per-message send caps the load near 20,000 a second, below
+    what the services take), a few thousand at a time."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER)
     await producer.start()
     try:
-        futures = [
-            await producer.send(topic, value, key=key, headers=headers)
-            for key, value, headers in messages
-        ]
-        await asyncio.gather(*futures)
+        for start in range(0, len(messages), 4096):
+            await send_batches(producer, topic, messages[start : start + 4096])
     finally:
         await producer.stop()
 
@@ -151,7 +152,8 @@ def fetch_wait_ms(broker: infra.Broker) -> int:
 
 
 async def relay(bootstrap: str, source: str, sink: str, group: str, fetch_wait: int) -> None:
-    """The ceiling: consume in batches, produce every record unchanged, commit after the acks."""
+    """The ceiling: consume in batches, produce every record unchanged, commit after the acks —
+    produced as the services' bus produces (a record batch a partition), on the same loop."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -166,13 +168,9 @@ async def relay(bootstrap: str, source: str, sink: str, group: str, fetch_wait: 
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=50, max_records=MAX_BATCH)
-            futures = [
-                await producer.send(sink, r.value, key=r.key, headers=list(r.headers))
-                for records in batch.values()
-                for r in records
-            ]
-            await asyncio.gather(*futures)
             if batch:
+                records = [r for rs in batch.values() for r in rs]
+                await send_batches(producer, sink, [(r.key, r.value, r.headers) for r in records])
                 await consumer.commit()
     finally:
         await producer.stop()
@@ -190,8 +188,11 @@ async def receive(
     ready: asyncio.Event | None = None,
     fetch_wait: int = 500,
 ) -> tuple[float, float, int]:
-    """Read `topic` until `n` records pass `accept`; returns the perf-counter times of the first
-    and last accepted records and how many were accepted (fewer when `timeout_s` ran out).
+    """Read `topic` until `n` records pass `accept`; returns the earliest and the latest time
+    (seconds since the epoch) at which the accepted records were produced, from their Kafka
+    timestamps, and how many were accepted (fewer when `timeout_s` ran out). A drain's rate is
+    then the producer's own, wherever this reader started: a reader that starts late, or falls
+    behind, does not shorten or stretch it.
 
     With `ready`, reading starts at the topic's current end and `ready` is set once every
     partition's position is fixed (send only then); without it, from the beginning."""
@@ -209,7 +210,7 @@ async def receive(
         for tp in tps:
             await consumer.position(tp)
         ready.set()
-    first = last = 0.0
+    first, last = float("inf"), float("-inf")
     count = 0
     try:
         async with asyncio.timeout(timeout_s):
@@ -220,16 +221,16 @@ async def receive(
                     for r in records:
                         if accept(r):
                             count += 1
+                            first, last = min(first, r.timestamp), max(last, r.timestamp)
                             if on_record is not None:
                                 on_record(r, now)
-                if count and not first:
-                    first = now
-                last = now
     except TimeoutError:
         pass
     finally:
         await consumer.stop()
-    return first, last, count
+    if not count:
+        return 0.0, 0.0, 0
+    return first / 1000, last / 1000, count
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -248,17 +249,29 @@ async def ceiling(bench: Bench, messages: list[Message], load: list[Message], ra
     )
     await create_topic(bootstrap, source, catalog.PREDICTIONS_ENRICHED.partitions)
     await create_topic(bootstrap, sink, catalog.PREDICTIONS_RESPONSES.partitions)
-    await produce(bootstrap, source, messages)
     wait = fetch_wait_ms(bench.broker)
     code = (
-        f"import asyncio, sys; sys.path.insert(0, {str(HERE)!r}); from common import relay; "
-        f"asyncio.run(relay({bootstrap!r}, {source!r}, {sink!r}, 'bench-relay', {wait}))"
+        f"import sys, uvloop; sys.path.insert(0, {str(HERE)!r}); from common import relay; "
+        f"uvloop.run(relay({bootstrap!r}, {source!r}, {sink!r}, 'bench-relay', {wait}))"
     )
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
     try:
+        # Up like a service before the messages go out: one forwarded message says it joined.
+        await produce(bootstrap, source, [(b"warm-up", b"warm-up", [])])
+        _, _, up = await receive(
+            bootstrap, sink, 1, lambda r: r.value == b"warm-up", timeout_s=120, fetch_wait=wait
+        )
+        if not up:
+            raise SystemExit("the relay forwarded nothing in 120 s")
         cpu0 = cpu_seconds(proc.pid)
+        await produce(bootstrap, source, messages)
         first, last, count = await receive(
-            bootstrap, sink, len(messages), lambda r: True, timeout_s=300, fetch_wait=wait
+            bootstrap,
+            sink,
+            len(messages),
+            lambda r: r.value != b"warm-up",
+            timeout_s=300,
+            fetch_wait=wait,
         )
         say(f"  relay used {(cpu_seconds(proc.pid) - cpu0) / count * 1e6:.0f} CPU-µs a message")
         if count < len(messages):
@@ -293,6 +306,11 @@ async def offer(
         if b'"latency_ms":' in record.value:
             answers.append(record.value)
 
+    # The load generator's own pauses are not the system's: a full collection over the messages
+    # built for the run (hundreds of thousands of objects) stalls this process for 90-200 ms,
+    # which showed up as the p99 of every hop measured.
+    gc.collect()
+    gc.freeze()
     ready = asyncio.Event()
     n = len(load)
     receiver = asyncio.create_task(

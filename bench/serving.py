@@ -1,9 +1,12 @@
 """Serving's figures, each beside the ceiling measured in the same run on the same broker.
 
 1. Relay ceiling: a plain aiokafka consumer → producer that forwards N enriched requests unchanged
-   (batches of the same size, acks=all, commit after the acks).
-2. Our Kafka throughput: the serving process drains the same N requests (decode, validate against
+   (batches of the same size, produced as the services' bus produces — a record batch a
+   partition — on the same event loop, acks=all, commit after the acks).
+2. Our Kafka throughput: the serving process answers the same N requests (decode, validate against
    the ONNX signature, one onnxruntime call per batch, version-stamped answers, commit after acks).
+   Each figure is sent once its process is up, as fast as the producer goes, and timed by the
+   span of the answers' produce times (Kafka timestamps), not by when a reader saw them.
 3. End-to-end latency at a fixed offered load (2,000 requests/s for 30 s), and zero-loss
    accounting.
 4. Open Inference Protocol v2 over HTTP at a fixed concurrency.
@@ -114,14 +117,14 @@ def _answer(project: str, prefix: str):
 async def kafka_throughput(
     bench: Bench, project: str, messages: list[Message], prefix: str = "tp", **env: str
 ) -> float:
-    """Serving's drain rate of `messages` (ids starting with `prefix`), started on the backlog."""
+    """Serving's rate on `messages` (ids starting with `prefix`), sent as fast as the producer
+    goes once serving is up (it caught up with the registry and loaded the champion): the span
+    between the first and the last answer's produce time, so its start-up is not counted."""
     bootstrap = bench.broker.bootstrap_servers
-    await produce(bootstrap, catalog.PREDICTIONS_ENRICHED.name, messages)
-    # Serving starts with the backlog waiting: it catches up with the registry, loads the
-    # champion, then drains.
     serving = bench.start_service("serving", REGISTRY_URL=bench_registry_url(bench), **env)
     assert serving.proc is not None
     cpu0 = cpu_seconds(serving.proc.pid)
+    await produce(bootstrap, catalog.PREDICTIONS_ENRICHED.name, messages)
     errors = 0
     mine = f'"request_id":"{prefix}-'.encode()
 

@@ -1,7 +1,7 @@
 """Conveyor's Kafka bus: one broker per service, batch consumers with dead letters, topics."""
 
 from . import tracing
-from .bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection, sampled
+from .bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection, sampled, send_batches
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
 from .topics import (
@@ -29,6 +29,7 @@ __all__ = [
     "published_ids",
     "read_ranges",
     "sampled",
+    "send_batches",
     "topic_names",
     "tracing",
 ]

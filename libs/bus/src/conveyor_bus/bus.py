@@ -285,37 +285,11 @@ class Bus:
     async def send(
         self, topic: str, messages: Sequence[tuple[str | bytes | None, bytes, dict[str, str]]]
     ) -> None:
-        """Produce (key, value, headers) messages and wait for every acknowledgement.
-
-        The messages are laid into record batches here, one run per partition (keyed as the
-        producer would: murmur2 of the key), and each batch handed to the producer whole: one
-        future a batch instead of one a message, which cost more than the rest of a relay."""
+        """Produce (key, value, headers) messages and wait for every acknowledgement."""
         if self._producer is None:
             raise PublishError(f"publish to {topic} before the bus started")
-        producer = self._producer
         try:
-            partitions = sorted(await producer.partitions_for(topic))
-            runs: dict[int, list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]] = {}
-            for key, value, headers in messages:
-                raw_key = key.encode() if isinstance(key, str) else key
-                partition = _partition(raw_key, partitions)
-                runs.setdefault(partition, []).append(
-                    (raw_key, value, [(k, v.encode()) for k, v in headers.items()])
-                )
-            futures = []
-            for partition, run in runs.items():
-                batch = producer.create_batch()
-                for raw_key, value, raw_headers in run:
-                    if batch.append(key=raw_key, value=value, timestamp=None, headers=raw_headers):
-                        continue
-                    # Full: send it, and start the next with this message (a message larger
-                    # than a batch goes alone, as the producer would send it).
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=raw_key, value=value, timestamp=None, headers=raw_headers)
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-            await asyncio.gather(*futures)
+            await send_batches(self._producer, topic, messages)
         except KafkaError as exc:
             raise PublishError(f"publish to {topic} failed: {exc!r}") from exc
         PRODUCED.add(len(messages), {"topic": topic})
@@ -460,6 +434,43 @@ class Bus:
                 await message.ack()
 
         subscriber(on_batch)
+
+
+async def send_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    messages: Sequence[tuple[str | bytes | None, bytes, Mapping[str, str] | Sequence[Any]]],
+) -> None:
+    """Produce (key, value, headers) messages and wait for every acknowledgement; headers are a
+    mapping of strings or the client's own (name, bytes) pairs.
+
+    The messages are laid into record batches here, one run per partition (keyed as the
+    producer would: murmur2 of the key), and each batch handed to the producer whole: one
+    future a batch instead of one a message, which cost more than the rest of a relay."""
+    partitions = sorted(await producer.partitions_for(topic))
+    runs: dict[int, list[tuple[bytes | None, bytes, Sequence[Any]]]] = {}
+    for key, value, headers in messages:
+        raw_key = key.encode() if isinstance(key, str) else key
+        raw_headers: Sequence[Any] = (
+            [(k, v.encode()) for k, v in headers.items()]
+            if isinstance(headers, Mapping)
+            else list(headers)  # the client's batch builder takes a list
+        )
+        runs.setdefault(_partition(raw_key, partitions), []).append((raw_key, value, raw_headers))
+    futures = []
+    for partition, run in runs.items():
+        batch = producer.create_batch()
+        for raw_key, value, raw_headers in run:
+            if batch.append(key=raw_key, value=value, timestamp=None, headers=raw_headers):
+                continue
+            # Full: send it, and start the next with this message (a message larger than a
+            # batch goes alone, as the producer would send it).
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            batch.append(key=raw_key, value=value, timestamp=None, headers=raw_headers)
+        batch.close()
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
 
 
 def _partition(key: bytes | None, partitions: list[int]) -> int:
