@@ -184,7 +184,7 @@ class Ingest:
 # chunks a batch let Postgres's time overlap ingest's own; the checks hand over the loop every
 # YIELD_EVERY records, so the chunk being stored moves on meanwhile.
 STORE_CHUNK = 500
-YIELD_EVERY = 100
+YIELD_EVERY = 25
 
 
 @dataclass

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,43 +49,63 @@ def parse_timestamp(value: Any) -> datetime:
     raise ValueError(f"is a {type(value).__name__}, not a timestamp")
 
 
-def _check(name: str, spec: FieldSpec, value: Any) -> tuple[Any, list[str]]:
-    """The normalized value and the problems with it."""
+Check = Callable[[Any], tuple[Any, Sequence[str]]]
+NONE: tuple[str, ...] = ()
+
+
+def _checker(name: str, spec: FieldSpec) -> Check:
+    """The check of one field: its normalized value and the problems with it. Built once per
+    project version, so a record pays for its own values only, not for reading the spec."""
     kind = spec.type
     if kind == FieldType.TIMESTAMP:
-        try:
-            return parse_timestamp(value).isoformat(), []
-        except ValueError as exc:
-            return value, [f"{name}: {exc}"]
+
+        def timestamp(value: Any) -> tuple[Any, Sequence[str]]:
+            try:
+                return parse_timestamp(value), NONE  # a datetime: see Contract.validate
+            except ValueError as exc:
+                return value, [f"{name}: {exc}"]
+
+        return timestamp
     if kind == FieldType.BOOLEAN:
-        ok = isinstance(value, bool)
-        return value, [] if ok else [f"{name}: {value!r} is not a boolean"]
+        return lambda value: (
+            value,
+            NONE if isinstance(value, bool) else [f"{name}: {value!r} is not a boolean"],
+        )
     if kind == FieldType.STRING:
-        if not isinstance(value, str):
-            return value, [f"{name}: {value!r} is not a string"]
-        problems = []
-        if spec.allowed is not None and value not in spec.allowed:
-            problems.append(f"{name}: {value!r} is not one of {spec.allowed}")
-        if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
-            problems.append(f"{name}: {value!r} does not match {spec.pattern!r}")
+        allowed = None if spec.allowed is None else frozenset(spec.allowed)
+        pattern = None if spec.pattern is None else re.compile(spec.pattern)
+
+        def string(value: Any) -> tuple[Any, Sequence[str]]:
+            if not isinstance(value, str):
+                return value, [f"{name}: {value!r} is not a string"]
+            problems: Sequence[str] = NONE
+            if allowed is not None and value not in allowed:
+                problems = [f"{name}: {value!r} is not one of {spec.allowed}"]
+            if pattern is not None and pattern.fullmatch(value) is None:
+                problems = [*problems, f"{name}: {value!r} does not match {spec.pattern!r}"]
+            return value, problems
+
+        return string
+    integer = kind == FieldType.INTEGER
+    lowest, highest = spec.min, spec.max
+
+    def number(value: Any) -> tuple[Any, Sequence[str]]:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value, [f"{name}: {value!r} is not a{'n integer' if integer else ' number'}"]
+        if integer and isinstance(value, float):
+            if not value.is_integer():
+                return value, [f"{name}: {value!r} is not an integer"]
+            value = int(value)
+        if not math.isfinite(value):
+            return value, [f"{name}: {value!r} is not a finite number"]
+        problems: Sequence[str] = NONE
+        if lowest is not None and value < lowest:
+            problems = [f"{name}: {value!r} is below the minimum {lowest:g}"]
+        if highest is not None and value > highest:
+            problems = [*problems, f"{name}: {value!r} is above the maximum {highest:g}"]
         return value, problems
-    # numbers
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return value, [
-            f"{name}: {value!r} is not a{'n integer' if kind == FieldType.INTEGER else ' number'}"
-        ]
-    if kind == FieldType.INTEGER and isinstance(value, float):
-        if not value.is_integer():
-            return value, [f"{name}: {value!r} is not an integer"]
-        value = int(value)
-    if not math.isfinite(value):
-        return value, [f"{name}: {value!r} is not a finite number"]
-    problems = []
-    if spec.min is not None and value < spec.min:
-        problems.append(f"{name}: {value!r} is below the minimum {spec.min:g}")
-    if spec.max is not None and value > spec.max:
-        problems.append(f"{name}: {value!r} is above the maximum {spec.max:g}")
-    return value, problems
+
+    return number
 
 
 def derive_record_id(project: str, source: str, fields: dict[str, Any]) -> str:
@@ -92,6 +113,81 @@ def derive_record_id(project: str, source: str, fields: dict[str, Any]) -> str:
         [project, source, fields], sort_keys=True, separators=(",", ":"), default=str
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class Contract:
+    """A project's record schema compiled once (see `contract_of`): a check per field, in the
+    schema's order."""
+
+    def __init__(self, spec: ModelProject) -> None:
+        schema = spec.record_schema
+        self.project = spec.name
+        self.max_bytes = schema.max_bytes
+        self.known = frozenset(schema.fields)
+        self.fields = [(name, f.required, _checker(name, f)) for name, f in schema.fields.items()]
+        self.entity_key = spec.entity_key
+        self.event_time_field = spec.event_time_field
+
+    def validate(
+        self,
+        fields: Any,
+        *,
+        record_id: str | None,
+        source: str,
+        now: datetime,
+        size_at_most: int | None = None,
+    ) -> Accepted:
+        if not isinstance(fields, dict):
+            raise ContractViolation(
+                [f"record: expected a JSON object, got {type(fields).__name__}"]
+            )
+        problems: list[str] = []
+        if size_at_most is None or size_at_most > self.max_bytes:
+            size = len(json.dumps(fields, default=str).encode())
+            if size > self.max_bytes:
+                problems.append(f"record: {size} bytes is over the limit of {self.max_bytes}")
+        if not self.known.issuperset(fields):
+            for name in sorted(set(fields) - self.known):
+                problems.append(f"{name}: not a field of project {self.project!r}")
+        normalized: dict[str, Any] = {}
+        event_time = now
+        for name, required, check in self.fields:
+            value = fields.get(name)
+            if value is None:
+                if required:
+                    problems.append(f"{name}: required")
+                continue
+            value, found = check(value)
+            if found:
+                problems.extend(found)
+            elif isinstance(value, datetime):  # a timestamp, stored as ISO 8601 in UTC
+                if name == self.event_time_field:
+                    event_time = value
+                value = value.isoformat()
+            normalized[name] = value
+        if problems:
+            raise ContractViolation(problems)
+        return Accepted(
+            record_id=record_id or derive_record_id(self.project, source, normalized),
+            entity_id=str(normalized[self.entity_key]),
+            event_time=event_time,
+            fields=normalized,
+        )
+
+
+_compiled: dict[int, tuple[ModelProject, Contract]] = {}
+
+
+def contract_of(spec: ModelProject) -> Contract:
+    """`spec`'s compiled contract, kept while the spec object is the one in use."""
+    cached = _compiled.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    if len(_compiled) > 256:  # specs replaced by newer versions: start over
+        _compiled.clear()
+    contract = Contract(spec)
+    _compiled[id(spec)] = (spec, contract)
+    return contract
 
 
 def validate(
@@ -106,35 +202,6 @@ def validate(
     """Check a record against the contract; raises ContractViolation naming every problem.
     `size_at_most` bounds the record's encoded size (the message that carried it): within the
     limit, the record need not be encoded again to be measured."""
-    if not isinstance(fields, dict):
-        raise ContractViolation([f"record: expected a JSON object, got {type(fields).__name__}"])
-    schema = spec.record_schema
-    problems: list[str] = []
-    if size_at_most is None or size_at_most > schema.max_bytes:
-        size = len(json.dumps(fields, default=str).encode())
-        if size > schema.max_bytes:
-            problems.append(f"record: {size} bytes is over the limit of {schema.max_bytes}")
-    for name in sorted(set(fields) - set(schema.fields)):
-        problems.append(f"{name}: not a field of project {spec.name!r}")
-    normalized: dict[str, Any] = {}
-    for name, field_spec in schema.fields.items():
-        value = fields.get(name)
-        if value is None:
-            if field_spec.required:
-                problems.append(f"{name}: required")
-            continue
-        normalized[name], found = _check(name, field_spec, value)
-        problems.extend(found)
-    if problems:
-        raise ContractViolation(problems)
-    event_time = (
-        parse_timestamp(normalized[spec.event_time_field])
-        if spec.event_time_field and spec.event_time_field in normalized
-        else now
-    )
-    return Accepted(
-        record_id=record_id or derive_record_id(spec.name, source, normalized),
-        entity_id=str(normalized[spec.entity_key]),
-        event_time=event_time,
-        fields=normalized,
+    return contract_of(spec).validate(
+        fields, record_id=record_id, source=source, now=now, size_at_most=size_at_most
     )
