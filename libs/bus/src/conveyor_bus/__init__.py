@@ -1,7 +1,16 @@
 """Conveyor's Kafka bus: one broker per service, batch consumers with dead letters, topics."""
 
 from . import tracing
-from .bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection, sampled, send_batches
+from .bus import (
+    LATENCY_BUCKETS,
+    Bus,
+    Delivery,
+    Encoded,
+    Outgoing,
+    Rejection,
+    sampled,
+    send_batches,
+)
 from .errors import BusError, PublishError, TopicSetupError
 from .settings import KafkaSettings
 from .topics import (
@@ -18,6 +27,7 @@ __all__ = [
     "Bus",
     "BusError",
     "Delivery",
+    "Encoded",
     "KafkaSettings",
     "Outgoing",
     "PublishError",

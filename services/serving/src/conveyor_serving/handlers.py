@@ -7,13 +7,24 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+from pydantic_core import to_json
 
-from conveyor_bus import LATENCY_BUCKETS, Bus, Delivery, Outgoing, Rejection, sampled, tracing
+from conveyor_bus import (
+    LATENCY_BUCKETS,
+    Bus,
+    Delivery,
+    Encoded,
+    Outgoing,
+    Rejection,
+    sampled,
+    tracing,
+)
 from conveyor_contracts import DEADLINE, REPLY_TO, catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
 from conveyor_contracts.project import ServingPolicy
@@ -44,6 +55,52 @@ END_TO_END = _meter.create_histogram(
     "(up to 8 answers a batch).",
     explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
 )
+
+
+@dataclass(slots=True)
+class Served:
+    """A scored answer: PredictionServed with status `ok`, kept as plain values (what the
+    metrics read) and serialized straight to its JSON — building the model only to dump it
+    cost a fifth of serving's time per prediction."""
+
+    request_id: str
+    project: str
+    entity_id: str
+    model_version: int
+    label: str
+    probabilities: dict[str, float]
+    feature_names: list[str]
+    values: list[float]
+    requested_at: datetime
+    served_at: datetime
+    latency_ms: float
+    status: str = "ok"
+
+    def encoded(self) -> Encoded:
+        """PredictionServed's own JSON (its field order; a unit test holds the bytes equal)."""
+        return Encoded(
+            PredictionServed.type_name,
+            to_json(
+                {
+                    "request_id": self.request_id,
+                    "project": self.project,
+                    "entity_id": self.entity_id,
+                    "status": "ok",
+                    "error": None,
+                    "model_version": self.model_version,
+                    "label": self.label,
+                    "probabilities": self.probabilities,
+                    "feature_names": self.feature_names,
+                    "values": self.values,
+                    "requested_at": self.requested_at,
+                    "served_at": self.served_at,
+                    "latency_ms": self.latency_ms,
+                }
+            ),
+        )
+
+
+Answer = PredictionServed | Served  # errors are built (and validated) as the model itself
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
 
@@ -114,14 +171,14 @@ class Serving:
         received = time.perf_counter()
         now = datetime.now(UTC)
         by_project: dict[str, list[Delivery[PredictionEnriched]]] = defaultdict(list)
-        answers: list[tuple[Delivery[PredictionEnriched], PredictionServed]] = []
+        answers: list[tuple[Delivery[PredictionEnriched], Answer]] = []
         for d in batch:
             if (late := _past_deadline(d.headers, now)) is not None:
                 answers.append((d, _error(d.event, late, received)))
             else:
                 by_project[d.event.project].append(d)
         rejections: list[Rejection] = []
-        shadow: list[tuple[Delivery[PredictionEnriched], PredictionServed]] = []
+        shadow: list[tuple[Delivery[PredictionEnriched], Answer]] = []
         for project, deliveries in by_project.items():
             try:
                 model = self.predictor.model(project)  # one reference for the whole batch
@@ -160,7 +217,7 @@ class Serving:
         deliveries: list[Delivery[PredictionEnriched]],
         received: float,
         rejections: list[Rejection],
-    ) -> list[tuple[Delivery[PredictionEnriched], PredictionServed]]:
+    ) -> list[tuple[Delivery[PredictionEnriched], Answer]]:
         """One onnxruntime call for the deliveries; an error answer (and a rejection) for each
         that does not fit the model's signature."""
         if not deliveries:
@@ -169,7 +226,7 @@ class Serving:
             scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
         served_at = datetime.now(UTC)
         latency = (time.perf_counter() - received) * 1000
-        out: list[tuple[Delivery[PredictionEnriched], PredictionServed]] = []
+        out: list[tuple[Delivery[PredictionEnriched], Answer]] = []
         for d, result in zip(deliveries, scored, strict=True):
             e = d.event
             if isinstance(result, str):
@@ -177,22 +234,24 @@ class Serving:
                 rejections.append(Rejection(d, result, "infer"))
                 continue
             label, probabilities = result
-            # Built from validated inputs and the model's own outputs: no re-validation.
-            answer = PredictionServed.model_construct(
-                request_id=e.request_id,
-                project=model.project,
-                entity_id=e.entity_id,
-                status="ok",
-                model_version=model.version,
-                label=label,
-                probabilities=probabilities,
-                feature_names=e.feature_names,
-                values=e.values,
-                requested_at=e.requested_at,
-                served_at=served_at,
-                latency_ms=latency,
+            out.append(
+                (
+                    d,
+                    Served(
+                        e.request_id,
+                        model.project,
+                        e.entity_id,
+                        model.version,
+                        label,
+                        probabilities,
+                        e.feature_names,
+                        e.values,
+                        e.requested_at,
+                        served_at,
+                        latency,
+                    ),
+                )
             )
-            out.append((d, answer))
         return out
 
     def _policy(self, project: str) -> ServingPolicy:
@@ -223,7 +282,7 @@ class Serving:
 
 
 def _count(
-    answers: list[tuple[Delivery[PredictionEnriched], PredictionServed]],
+    answers: list[tuple[Delivery[PredictionEnriched], Answer]],
     predictor: Predictor,
     role: str | None = None,
 ) -> None:
@@ -260,13 +319,13 @@ def _past_deadline(headers: dict[str, str], now: datetime) -> str | None:
 
 
 def _outgoing(
-    request: Delivery[PredictionEnriched], answer: PredictionServed, kind: str = "served"
+    request: Delivery[PredictionEnriched], answer: Answer, kind: str = "served"
 ) -> Outgoing:
     """The answer keyed by request id, in the request's trace, with an id derived from the
     request's: a redelivered request yields an answer consumers can recognise as the same."""
     return Outgoing(
         request.event.request_id,
-        answer,
+        answer.encoded() if isinstance(answer, Served) else answer,
         event_id=f"{request.event_id}/{kind}",
         cause=request.onward,
     )
