@@ -109,7 +109,8 @@ async def test_announcements_owed_by_a_dead_process_are_swept_once_and_a_live_ow
     )
 
     def message(key: str) -> Message:
-        return (key, f'{{"name":"{name}","key":"{key}"}}'.encode(), {"ce_id": f"{name}-{key}"})
+        value = f'{{"name":"{name}","key":"{key}"}}'.encode()
+        return (key, value, [("ce_id", f"{name}-{key}".encode())])
 
     async def rebuild(con, keys: list[str]) -> list[Message]:
         rows = await con.fetch("SELECT key FROM stored WHERE key = ANY($1) ORDER BY key", keys)
@@ -132,12 +133,7 @@ async def test_announcements_owed_by_a_dead_process_are_swept_once_and_a_live_ow
             async def publish(topic: str, messages: list) -> None:
                 for key, value, headers in messages:
                     sent.append(key)
-                    await k.producer.send_and_wait(
-                        topic,
-                        value,
-                        key=key.encode(),
-                        headers=[(h, v.encode()) for h, v in headers.items()],
-                    )
+                    await k.producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
 
             async def published(topic: str, ids: set[str]) -> set[str]:
                 return await published_ids(kafka.bootstrap_servers, topic, ids)

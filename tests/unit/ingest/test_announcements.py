@@ -47,5 +47,6 @@ def test_the_value_is_the_models_own_json(event_time, flags):
     assert value == model.model_dump_json().encode()
     assert catalog.RECORDS_ACCEPTED.adapter.validate_json(value) == model
     assert key == "c-17"
-    assert headers["ce_id"] == derived_id(SOURCE, "r-1")
-    assert headers["ce_type"] == RecordAccepted.type_name
+    named = {k: v.decode() for k, v in headers}
+    assert named["ce_id"] == derived_id(SOURCE, "r-1")
+    assert named["ce_type"] == RecordAccepted.type_name

@@ -23,35 +23,46 @@ INVALID = {7, 612, 1100}  # one in each of three chunks
 
 
 class FakeLog(RawLog):
-    """Records what was stored, in which order, and whether two stores ever overlapped; a
-    store takes a few turns of the loop, as a round trip to Postgres would."""
+    """Records what was announced, in which order, and how many stores ran at once; a store
+    takes some turns of the loop, as its round trips to Postgres would, then waits for the
+    store before it (`after`) and announces."""
 
     def __init__(self, events: list[tuple[str, Any]], fail_at: int | None = None) -> None:
         self.events = events
-        self.stored: list[str] = []
+        self.stored: list[str] = []  # announced, in order
         self.rejected: list[tuple[str | None, str, str, object]] = []
         self.fail_at = fail_at
-        self.storing = False
+        self.running = 0
+        self.most_at_once = 0
         self.calls = 0
 
     async def store(
-        self, project: str, project_version: int, records: list[Accepted], sources: list[str]
+        self,
+        project: str,
+        project_version: int,
+        records: list[Accepted],
+        sources: list[str],
+        *,
+        after=None,
     ) -> tuple[list[str], int]:
-        assert not self.storing, "two chunks stored at once"
-        self.storing = True
         self.calls += 1
-        self.events.append(("store", self.calls))
+        call = self.calls
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        self.events.append(("store", call))
         try:
-            for _ in range(20):
+            for _ in range(40 if call % 2 else 5):  # odd chunks slower: order is not luck
                 await asyncio.sleep(0)
-                self.events.append(("turn", self.calls))
-            if self.calls == self.fail_at:
+                self.events.append(("turn", call))
+            if call == self.fail_at:
                 raise ConnectionError("the database went away")
+            if after is not None:
+                await after
             self.stored += [r.record_id for r in records]
-            self.events.append(("stored", self.calls))
+            self.events.append(("stored", call))
             return [r.record_id for r in records], 0
         finally:
-            self.storing = False
+            self.running -= 1
 
     async def reject(self, rows, stage: str = "contract") -> None:
         self.rejected += rows
@@ -105,8 +116,9 @@ async def test_chunks_are_stored_in_order_while_the_next_is_checked():
     rejections = await ingest(log, events).on_submitted(deliveries)
 
     valid = [f"r-{i}" for i in range(1234) if i not in INVALID]
-    assert log.stored == valid  # every valid record once, in the batch's order
+    assert log.stored == valid  # every valid record announced once, in the batch's order
     assert log.calls == -(-1234 // handlers.STORE_CHUNK)
+    assert log.most_at_once == handlers.STORES_IN_FLIGHT
     assert sorted(r.delivery.offset for r in rejections) == sorted(INVALID)
     assert all("hour: 30 is above the maximum 23" in r.error for r in rejections)
     assert len(log.rejected) == len(INVALID)
@@ -120,13 +132,14 @@ async def test_chunks_are_stored_in_order_while_the_next_is_checked():
     assert any(second[0] < at < second[-1] for at in turns)
 
 
-async def test_a_failed_chunk_fails_the_batch_and_nothing_after_it_is_stored():
+async def test_a_failed_chunk_fails_the_batch_and_nothing_after_it_is_announced():
     events: list[tuple[str, Any]] = []
     log = FakeLog(events, fail_at=2)
 
     with pytest.raises(ConnectionError):
         await ingest(log, events).on_submitted(batch(1234))
 
-    assert log.calls == 2  # the third chunk was never stored
+    # The third chunk, stored beside the second, waited for it and announced nothing.
+    assert log.calls == 3
     assert log.stored == [f"r-{i}" for i in range(handlers.STORE_CHUNK) if i not in INVALID]
-    assert not log.storing
+    assert log.running == 0

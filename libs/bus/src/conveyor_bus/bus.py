@@ -297,9 +297,12 @@ class Bus:
         await self.send(topic, [(key, value, headers)])
 
     async def send(
-        self, topic: str, messages: Sequence[tuple[str | bytes | None, bytes, dict[str, str]]]
+        self,
+        topic: str,
+        messages: Sequence[tuple[str | bytes | None, bytes, Mapping[str, str] | Sequence[Any]]],
     ) -> None:
-        """Produce (key, value, headers) messages and wait for every acknowledgement."""
+        """Produce (key, value, headers) messages and wait for every acknowledgement; headers
+        as in `send_batches`."""
         if self._producer is None:
             raise PublishError(f"publish to {topic} before the bus started")
         try:

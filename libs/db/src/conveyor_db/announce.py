@@ -44,7 +44,9 @@ PENDING = metrics.get_meter("conveyor.announce").create_gauge(
     description="Stored rows not yet announced, by topic (read every few seconds).",
 )
 
-Message = tuple[str | None, bytes, dict[str, str]]
+# (key, value, headers), the headers as the client sends them: (name, bytes) pairs, so a batch's
+# shared headers are encoded once, not once a message.
+Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
 # The events of stored rows, by their keys, as they were first announced (same `ce_id`s).
 Rebuild = Callable[[asyncpg.Connection, list[str]], Awaitable[list[Message]]]
 
@@ -127,10 +129,9 @@ class Announcer:
             if not notes:
                 return 0
             messages = await self._rebuild(con, [k for n in notes for k in n["keys"]])
-            already = await self._published(
-                self.topic, {m[2]["ce_id"] for m in messages if "ce_id" in m[2]}
-            )
-            messages = [m for m in messages if m[2].get("ce_id") not in already]
+            ids = [_ce_id(m[2]) for m in messages]
+            already = await self._published(self.topic, {i for i in ids if i is not None})
+            messages = [m for m, i in zip(messages, ids, strict=True) if i not in already]
             await self._publish(self.topic, messages)
             await con.execute(
                 "DELETE FROM announcements WHERE id = ANY($1::bigint[])", [n["id"] for n in notes]
@@ -167,3 +168,7 @@ class Announcer:
         except asyncio.CancelledError:
             pass
         self._task = None
+
+
+def _ce_id(headers: list[tuple[str, bytes]]) -> str | None:
+    return next((v.decode() for k, v in headers if k == "ce_id"), None)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 from opentelemetry import metrics, propagate
@@ -37,7 +38,10 @@ OLDEST = _meter.create_gauge(
 )
 
 # Publish (key, value, headers) messages to a topic, in order, and wait for every ack.
-Publish = Callable[[str, list[tuple[str | None, bytes, dict[str, str]]]], Awaitable[None]]
+# Headers as a mapping of strings or as the client's own (name, bytes) pairs.
+Publish = Callable[
+    [str, Sequence[tuple[str | None, bytes, Mapping[str, str] | Sequence[Any]]]], Awaitable[None]
+]
 # Which of these event ids (`ce_id`) are on the topic already.
 Published = Callable[[str, set[str]], Awaitable[set[str]]]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -181,7 +181,9 @@ class Runtime:
             await self.db.close()
 
     async def send(
-        self, topic: str, messages: list[tuple[str | None, bytes, dict[str, str]]]
+        self,
+        topic: str,
+        messages: Sequence[tuple[str | None, bytes, Mapping[str, str] | Sequence[Any]]],
     ) -> None:
         await self.bus.send(topic, messages)
 

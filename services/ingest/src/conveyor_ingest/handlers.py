@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,10 +82,16 @@ class Ingest:
         return candidates, known.spec.policies.quality.on_finding == "reject"
 
     async def store(
-        self, project: str, kept: Sequence[Candidate], refused: Sequence[Candidate] = ()
+        self,
+        project: str,
+        kept: Sequence[Candidate],
+        refused: Sequence[Candidate] = (),
+        *,
+        after: Awaitable[object] | None = None,
     ) -> Outcome:
         """Store the kept records (flagged with their findings) and keep the refused ones among
-        the rejects (stage `quality`); count everything checked into the project's quality."""
+        the rejects (stage `quality`); count everything checked into the project's quality.
+        With `after`, what follows the commit (announcement, quality) waits for it."""
         known = self.projects.require(project)
         records = [
             dataclasses.replace(c.record, flags=tuple(map(str, c.findings)))
@@ -94,7 +100,7 @@ class Ingest:
             for c in kept
         ]
         ids, duplicates = await self.log.store(
-            project, known.version, records, [c.source for c in kept]
+            project, known.version, records, [c.source for c in kept], after=after
         )
         new = set(ids)
         checked = [
@@ -115,29 +121,33 @@ class Ingest:
         return Outcome(ids, duplicates, report)
 
     async def on_submitted(self, batch: list[Delivery[RecordSubmitted]]) -> list[Rejection]:
-        """Check and store a batch from Kafka, a chunk at a time in a two-stage pipeline: while
-        one chunk is being stored (Postgres works, the announcement goes out), the next is
-        checked. Chunks are stored in order, each in its own transaction; the batch's offsets
-        are committed once the last one is stored, so a failure redelivers the whole batch and
-        the raw log's ids make the replay change nothing."""
+        """Check and store a batch from Kafka, a chunk at a time in a pipeline: while chunks are
+        being stored (at most STORES_IN_FLIGHT at once, each in its own transaction), the next
+        is checked. Each chunk's announcement and quality count wait for the chunk before it, so
+        records are announced in the batch's order. The batch's offsets are committed once every
+        chunk is stored: a failure redelivers the whole batch, and the raw log's ids make the
+        replay change nothing (what a failed batch had stored and not announced, the sweep
+        announces)."""
         rejections: list[Rejection] = []
-        storing: asyncio.Future[None] | None = None
+        stores: list[asyncio.Future[None]] = []
         try:
             for start in range(0, len(batch), STORE_CHUNK):
                 checked = await self._check_chunk(batch[start : start + STORE_CHUNK], rejections)
-                if storing is not None:
-                    await storing
-                storing = asyncio.ensure_future(self._store_chunk(checked))
+                if len(stores) >= STORES_IN_FLIGHT:
+                    await stores[-STORES_IN_FLIGHT]
+                previous = stores[-1] if stores else None
+                stores.append(asyncio.ensure_future(self._store_chunk(checked, previous)))
                 await asyncio.sleep(0)  # its first query goes out before the next chunk's work
-            if storing is not None:
-                await storing
+            for store in stores:
+                await store
         finally:
-            if storing is not None and not storing.done():
-                # A check failed while a chunk was being stored: let the store end before the
-                # batch is redelivered (its records are then found already there).
-                await asyncio.wait([storing])
-                if not storing.cancelled() and storing.exception() is not None:
-                    log.warning("storing a chunk failed too: %r", storing.exception())
+            if running := [s for s in stores if not s.done()]:
+                # A chunk failed while others were being stored: let them end before the batch
+                # is redelivered (their records are then found already there).
+                await asyncio.wait(running)
+            for store in stores:
+                if not store.cancelled() and store.exception() is not None:
+                    log.warning("storing a chunk failed: %r", store.exception())
         return rejections
 
     async def _check_chunk(
@@ -174,16 +184,20 @@ class Ingest:
                     kept.append(candidate)
         return out
 
-    async def _store_chunk(self, checked: _Checked) -> None:
+    async def _store_chunk(self, checked: _Checked, previous: asyncio.Future[None] | None) -> None:
         await self.log.reject(checked.invalid)
         for project, (kept, refused) in checked.projects.items():
-            await self.store(project, kept, refused)
+            await self.store(project, kept, refused, after=previous)
+        if previous is not None:
+            await previous  # in order, also when this chunk had nothing to store
 
 
-# A chunk of a Kafka batch is stored while the next one is checked (see on_submitted): a few
-# chunks a batch let Postgres's time overlap ingest's own; the checks hand over the loop every
-# YIELD_EVERY records, so the chunk being stored moves on meanwhile.
+# Chunks of a Kafka batch are stored while the next one is checked (see on_submitted): a few
+# chunks a batch let Postgres's time overlap ingest's own, and two stores at once keep ingest
+# from waiting on one (a chunk's store took longer than checking the next); the checks hand
+# over the loop every YIELD_EVERY records, so the chunks being stored move on meanwhile.
 STORE_CHUNK = 500
+STORES_IN_FLIGHT = 2
 YIELD_EVERY = 25
 
 

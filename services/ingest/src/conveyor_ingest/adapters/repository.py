@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,9 +30,17 @@ class RawLog:
         self.announcer = announcer
 
     async def store(
-        self, project: str, project_version: int, records: list[Accepted], sources: list[str]
+        self,
+        project: str,
+        project_version: int,
+        records: list[Accepted],
+        sources: list[str],
+        *,
+        after: Awaitable[object] | None = None,
     ) -> tuple[list[str], int]:
-        """Store new records and announce RecordAccepted for them; returns (new ids, duplicates)."""
+        """Store new records and announce RecordAccepted for them; returns (new ids, duplicates).
+        With `after`, the announcement waits for it (an earlier store, whose records must be
+        announced first) once the records are committed."""
         if not records:
             return [], 0
         now = datetime.now(UTC)
@@ -98,6 +106,8 @@ class RawLog:
                     project,
                     duplicates,
                 )
+        if after is not None:
+            await after  # should it fail, this note is left to the sweep, in order after it
         if note is not None:
             await self._announcer().announce(note, messages)
         return [r.record_id for r in unique], duplicates
@@ -189,15 +199,18 @@ def announcements(
 ) -> list[Message]:
     """RecordAccepted for (record id, entity, event time, fields, flags), keyed by entity, each
     with an id derived from its record id."""
-    shared = (
-        shared_headers(
-            RecordAccepted.type_name,
-            SOURCE,
-            datetime.now(UTC),
-            catalog.RECORDS_ACCEPTED.dataschema,
-        )
-        | trace
-    )
+    shared = [
+        (k, v.encode())
+        for k, v in (
+            shared_headers(
+                RecordAccepted.type_name,
+                SOURCE,
+                datetime.now(UTC),
+                catalog.RECORDS_ACCEPTED.dataschema,
+            )
+            | trace
+        ).items()
+    ]
     out: list[Message] = []
     for record_id, entity_id, event_time, fields, flags in records:
         # RecordAccepted's JSON, serialized by pydantic-core from a dict in the model's field
@@ -215,7 +228,7 @@ def announcements(
                 "flags": list(flags),
             }
         )
-        out.append((entity_id, value, shared | {"ce_id": derived_id(SOURCE, record_id)}))
+        out.append((entity_id, value, [*shared, ("ce_id", derived_id(SOURCE, record_id).encode())]))
     return out
 
 
