@@ -140,3 +140,35 @@ async def test_a_failing_handler_commits_nothing_and_the_batch_is_redelivered(ka
         await bus2.stop()
     finally:
         await producer.stop()
+
+
+async def test_a_header_that_is_not_utf8_does_not_stop_the_consumer(kafka: Broker):
+    """A foreign producer's binary header value is read with replacement characters, and its
+    record is handled like any other; the records around it too."""
+    topic = _topic()
+    await ensure_topics(kafka.bootstrap_servers, [topic])
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    seen: dict[str, dict[str, str]] = {}
+
+    async def handler(batch: list[Delivery[FeedbackSubmitted]]) -> None:
+        seen.update((d.event.request_id, d.headers) for d in batch)
+
+    bus = Bus(f"test-{uuid.uuid4().hex[:6]}", settings)
+    bus.consume(topic, handler)
+    producer = Bus("producer", settings)
+    await producer.start()
+    await bus.start()
+    try:
+        for i, note in enumerate([b"plain", b"\xff\xfe binary", b"plain"]):
+            event = FeedbackSubmitted(project="p", request_id=f"r{i}", label="fraud")
+            await producer.send(
+                topic.name,
+                [(f"r{i}", event.model_dump_json().encode(), [("x-note", note)])],
+            )
+        await _until(lambda: len(seen) == 3)
+        assert seen["r1"]["x-note"] == "\ufffd\ufffd binary"
+        assert seen["r0"]["x-note"] == seen["r2"]["x-note"] == "plain"
+        assert bus.dead_letters == 0
+    finally:
+        await bus.stop()
+        await producer.stop()

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.message import KafkaAckableMessage
 from opentelemetry import metrics
 from pydantic import BaseModel, ValidationError
 
@@ -363,6 +364,21 @@ class Bus:
         # One group per service and topic: each subscription rebalances on its own, and a
         # replica's consumers of different topics never share a group's assignment.
         group_id = None if broadcast else (group or f"conveyor-{self.service}.{topic.name}")
+        started: list[Any] = []  # the subscriber, whose consumer a parsed batch acknowledges on
+
+        async def parse(records: tuple[Any, ...]) -> KafkaAckableMessage:
+            """The batch as FastStream's own parser makes it, without decoding every record's
+            headers into a dict: each record's headers are decoded once, in `_Undecoded.of`,
+            where a value that is not UTF-8 is read with replacement characters. (FastStream's
+            strict decoding failed the whole batch on such a value, and the consumer with it.)"""
+            first, last = records[0], records[-1]
+            return KafkaAckableMessage(
+                raw_message=records,
+                body=[],
+                consumer=started[0].consumer,
+                message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
+            )
+
         subscriber = self.broker.subscriber(
             topic.name,
             group_id=group_id,
@@ -373,8 +389,10 @@ class Bus:
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL if broadcast else AckPolicy.NACK_ON_ERROR,
             title=f"{self.service}:{topic.name}",
+            parser=parse,
             decoder=_skip_decoding,
         )
+        started.append(subscriber)
         backoff = _Backoff()
         attrs = {"topic": topic.name}
         queue_wait = attrs | {"stage": "queue_wait"}
