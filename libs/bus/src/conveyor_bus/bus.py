@@ -364,7 +364,6 @@ class Bus:
         # One group per service and topic: each subscription rebalances on its own, and a
         # replica's consumers of different topics never share a group's assignment.
         group_id = None if broadcast else (group or f"conveyor-{self.service}.{topic.name}")
-        started: list[Any] = []  # the subscriber, whose consumer a parsed batch acknowledges on
 
         async def parse(records: tuple[Any, ...]) -> KafkaAckableMessage:
             """The batch as FastStream's own parser makes it, without decoding every record's
@@ -375,7 +374,7 @@ class Bus:
             return KafkaAckableMessage(
                 raw_message=records,
                 body=[],
-                consumer=started[0].consumer,
+                consumer=subscriber.consumer,  # started by the time a batch arrives
                 message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
             )
 
@@ -392,7 +391,6 @@ class Bus:
             parser=parse,
             decoder=_skip_decoding,
         )
-        started.append(subscriber)
         backoff = _Backoff()
         attrs = {"topic": topic.name}
         queue_wait = attrs | {"stage": "queue_wait"}
