@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -438,11 +439,13 @@ async def test_scheduled_runs_within_a_daily_budget(kafka, database_url):
         second = (await until(lambda: runs(2), 60, "the second scheduled run"))[1]
         assert second["status"] == "succeeded" and second["trigger_info"]["kind"] == "schedule"
         assert second["started_at"] > first["finished_at"]
-        # Same world, more rows: not better than the champion on the same holdout, so it is
+        # Same world, more rows: not better than the champion on the same holdout (or better by
+        # too few rows to count — which rows the run saw depends on when it started), so it is
         # registered (ready) but not promoted, and the run says why with both figures.
         assert not second["promoted"] and registry.champion_version == 1
         assert registry.versions[2]["status"] == "ready"
-        assert "vs champion v1" in second["reason"] and "not better" in second["reason"]
+        assert "vs champion v1" in second["reason"], second["reason"]
+        assert re.search(r"not (significantly )?better", second["reason"]), second["reason"]
 
         # Two runs in 24 hours: the budget is spent, whoever asks.
         refused = await api.post(f"/projects/{name}/runs", json={})
