@@ -24,7 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -117,9 +118,9 @@ DLQ_HEADERS = (
 )
 
 
-@dataclass(frozen=True)
-class Delivery(Generic[T]):
-    """One decoded record and where it came from."""
+class Delivery(NamedTuple, Generic[T]):
+    """One decoded record and where it came from. (A named tuple: immutable, and built for
+    every record consumed at a third of a frozen dataclass's cost.)"""
 
     event: T
     headers: dict[str, str]
@@ -127,14 +128,20 @@ class Delivery(Generic[T]):
     topic: str
     partition: int
     offset: int
-    value: bytes = field(repr=False)
-    trace: dict[str, str] = field(default_factory=dict, repr=False)
+    value: bytes
+    trace: Mapping[str, str] = MappingProxyType({})
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(event={self.event!r}, key={self.key!r}, "
+            f"at={self.topic}/{self.partition}/{self.offset})"
+        )
 
     @property
     def onward(self) -> dict[str, str]:
         """The headers an answer to this record carries on: its own, with this hop's trace
         context (when spans are recorded) in place of the one it came with."""
-        return self.headers | self.trace if self.trace else self.headers
+        return {**self.headers, **self.trace} if self.trace else self.headers
 
     @property
     def event_id(self) -> str:
@@ -266,14 +273,21 @@ class Bus:
         )
         current = tracing.context_headers()  # the active span's, when there is one
         destination = to or topic.name
+        # Headers in the client's (name, bytes) form, the batch's shared ones encoded once.
+        common = [(k, v.encode()) for k, v in shared.items()]
+        active = [(k, v.encode()) for k, v in current.items()]
         messages = []
         with tracing.stage("encode", topic=destination):
             for item in items:
-                headers = shared | {"ce_id": item.event_id or new_id()} | (item.extra or {})
+                headers = [*common, ("ce_id", (item.event_id or new_id()).encode())]
+                if item.extra:  # set by the caller: they replace what is there
+                    headers = [(k, v) for k, v in headers if k not in item.extra]
+                    headers += [(k, v.encode()) for k, v in item.extra.items()]
                 if item.cause is not None:
-                    headers.update((h, item.cause[h]) for h in FORWARDED_HEADERS if h in item.cause)
+                    cause = item.cause
+                    headers += [(h, cause[h].encode()) for h in FORWARDED_HEADERS if h in cause]
                 else:
-                    headers.update(current)
+                    headers += active
                 event = item.event
                 value = (
                     event.value if isinstance(event, Encoded) else event.model_dump_json().encode()
@@ -485,9 +499,11 @@ async def send_batches(
     for key, value, headers in messages:
         raw_key = key.encode() if isinstance(key, str) else key
         raw_headers: Sequence[Any] = (
-            [(k, v.encode()) for k, v in headers.items()]
+            headers
+            if type(headers) is list  # the client's own form (its batch builder takes a list)
+            else [(k, v.encode()) for k, v in headers.items()]
             if isinstance(headers, Mapping)
-            else list(headers)  # the client's batch builder takes a list
+            else list(headers)
         )
         runs.setdefault(_partition(raw_key, partitions), []).append((raw_key, value, raw_headers))
     futures = []
@@ -540,7 +556,7 @@ async def _skip_decoding(_message: Any) -> None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Undecoded:
     value: bytes
     headers: dict[str, str]
@@ -553,17 +569,15 @@ class _Undecoded:
 
     @classmethod
     def of(cls, record: Any) -> _Undecoded:
-        key = record.key
+        key, value = record.key, record.value
         return cls(
-            value=record.value
-            if isinstance(record.value, bytes)
-            else json.dumps(record.value).encode(),
-            headers=decode_headers(record.headers or ()),
-            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp_ms=record.timestamp,
+            value if type(value) is bytes else json.dumps(value).encode(),
+            decode_headers(record.headers or ()),
+            key.decode("utf-8", "replace") if type(key) is bytes else key,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
         )
 
 

@@ -73,10 +73,16 @@ def envelope_for(
 
 
 def decode_headers(raw: Iterable[tuple[str, bytes | None]] | Mapping[str, Any]) -> dict[str, str]:
+    """Headers as text: a Kafka client's (name, bytes) pairs (a value that is not UTF-8 read with
+    replacement characters; a null one left out), or a mapping of values made text."""
+    if isinstance(raw, tuple | list):  # the client's own form, on every consumed record
+        try:
+            return {k: v.decode("utf-8", "replace") for k, v in raw if v is not None}
+        except AttributeError:  # a value already text
+            pass
     items = raw.items() if isinstance(raw, Mapping) else raw
-    out: dict[str, str] = {}
-    for key, value in items:
-        if value is None:
-            continue
-        out[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return out
+    return {
+        k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+        for k, v in items
+        if v is not None
+    }
