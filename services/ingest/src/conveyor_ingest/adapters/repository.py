@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
@@ -44,53 +43,34 @@ class RawLog:
         if not records:
             return [], 0
         now = datetime.now(UTC)
-        unique = _first_of_each(records)
+        unique, sources = _first_of_each(records, sources)
+        messages = announcements(
+            [(r.record_id, r.entity_id, r.event_time, r.fields, r.flags) for r in unique],
+            project,
+            project_version,
+            now,
+            _trace_context(),
+        )
         async with self.db.pool.acquire() as con, con.transaction():
-            # The rows go as one JSON document (serialized by pydantic-core) that Postgres takes
-            # apart: encoding six arrays of a chunk's values cost ingest more than the rest of
-            # the insert, and Postgres runs on another core.
-            rows = to_json(
-                [
-                    {
-                        "id": r.record_id,
-                        "entity": r.entity_id,
-                        "t": r.event_time,
-                        "f": r.fields,
-                        "s": source,
-                        "flags": r.flags,
-                    }
-                    for r, source in zip(records, sources, strict=True)
-                ]
-            ).decode()
-            insert = asyncio.ensure_future(
-                con.fetch(
-                    "INSERT INTO raw_records (record_id, project, project_version, entity_id, "
-                    "event_time, fields, source, ingested_at, flags) "
-                    "SELECT r.id, $1, $2, r.entity, r.t, r.f, r.s, $4, r.flags "
-                    "FROM json_to_recordset($3::text::json) "
-                    "AS r(id text, entity text, t timestamptz, f jsonb, s text, flags text[]) "
-                    "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
-                    project,
-                    project_version,
-                    rows,
-                    now,
-                )
+            # The rows go as the announcements' own JSON (RecordAccepted carries every column
+            # but the source), which Postgres takes apart: each record is serialized once.
+            inserted = await con.fetch(
+                "INSERT INTO raw_records (record_id, project, project_version, entity_id, "
+                "event_time, fields, source, ingested_at, flags) "
+                "SELECT r.record_id, $1, $2, r.entity_id, r.event_time, r.fields, r.source, $4, "
+                "r.flags FROM ROWS FROM (json_to_recordset($3::text::json) AS (record_id text, "
+                "entity_id text, event_time timestamptz, fields jsonb, flags text[]), "
+                "unnest($5::text[])) "
+                "AS r(record_id, entity_id, event_time, fields, flags, source) "
+                "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
+                project,
+                project_version,
+                (b"[" + b",".join(m[1] for m in messages) + b"]").decode(),
+                now,
+                sources,
             )
-            # The insert is on its way (one step of the task sends it): build the announcements
-            # while Postgres works, and keep those of the records it stored.
-            await asyncio.sleep(0)
-            try:
-                messages = announcements(
-                    [(r.record_id, r.entity_id, r.event_time, r.fields, r.flags) for r in unique],
-                    project,
-                    project_version,
-                    now,
-                    _trace_context(),
-                )
-            finally:
-                inserted = await insert  # the connection is busy until it answers
-            new_ids = {row["record_id"] for row in inserted}
-            if len(new_ids) < len(unique):
+            if len(inserted) < len(unique):
+                new_ids = {row["record_id"] for row in inserted}
                 kept = [
                     (r, m) for r, m in zip(unique, messages, strict=True) if r.record_id in new_ids
                 ]
@@ -238,14 +218,16 @@ def _trace_context() -> dict[str, str]:
     return carrier
 
 
-def _first_of_each(records: list[Accepted]) -> list[Accepted]:
+def _first_of_each(records: list[Accepted], sources: list[str]) -> tuple[list[Accepted], list[str]]:
+    """The first record of each id, with its source."""
     seen: set[str] = set()
-    out = []
-    for r in records:
+    out, out_sources = [], []
+    for r, source in zip(records, sources, strict=True):
         if r.record_id not in seen:
             seen.add(r.record_id)
             out.append(r)
-    return out
+            out_sources.append(source)
+    return out, out_sources
 
 
 def _jsonable(payload: object) -> object:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -167,7 +167,7 @@ class Tally:
         self,
         checker: Checker,
         fields: Mapping[str, Any],
-        findings: Iterable[Finding],
+        findings: Sequence[Finding],
         at: datetime,
         *,
         rejected: bool = False,
@@ -175,9 +175,11 @@ class Tally:
         self.records += 1
         self.first_at = self.first_at or at
         self.last_at = at
-        kinds = {(f.field, f.check) for f in findings}
-        self.counts.update(kinds)
-        self.flagged += bool(kinds)
+        if findings:
+            counts = self.counts
+            for kind in {(f.field, f.check) for f in findings}:
+                counts[kind] += 1
+            self.flagged += 1
         self.rejected += rejected
         for name in checker.nullable:
             if fields.get(name) is None:
