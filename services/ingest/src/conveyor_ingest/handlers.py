@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import metrics
 
@@ -38,8 +37,7 @@ class Outcome:
     quality: QualityReported | None = None
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A record that met its contract, where it came from, and what the quality checks found."""
 
     record: Accepted
@@ -94,9 +92,7 @@ class Ingest:
         With `after`, what follows the commit (announcement, quality) waits for it."""
         known = self.projects.require(project)
         records = [
-            dataclasses.replace(c.record, flags=tuple(map(str, c.findings)))
-            if c.findings
-            else c.record
+            c.record._replace(flags=tuple(map(str, c.findings))) if c.findings else c.record
             for c in kept
         ]
         ids, duplicates = await self.log.store(

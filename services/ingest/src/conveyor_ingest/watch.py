@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import metrics
 
@@ -35,8 +34,7 @@ SHARE = _meter.create_gauge(
 PROFILE_RELOAD_S = 30.0  # another replica may have built or rebuilt the profile
 
 
-@dataclass(frozen=True)
-class Checked:
+class Checked(NamedTuple):
     record_fields: dict[str, Any]
     findings: list[Finding]
     rejected: bool

@@ -7,15 +7,16 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from conveyor_contracts.project import FieldSpec, FieldType, ModelProject
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
+    """A record that met its contract, normalized. (The value types of the per-record path are
+    named tuples: immutable, at a third of a frozen dataclass's cost to build.)"""
+
     record_id: str
     entity_id: str
     event_time: datetime
