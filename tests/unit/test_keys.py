@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from uuid import UUID, uuid5
 
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from conveyor_bus.bus import _partition
+from conveyor_bus.partitioner import keyed_partitions, murmur2_many
 from conveyor_contracts.events import _DERIVED, derived_id
 
 
@@ -20,9 +21,21 @@ def test_a_derived_id_is_the_name_based_uuid_of_its_parts():
 
 def test_a_key_goes_to_the_partition_the_producer_would_choose():
     producer_choice = DefaultPartitioner()
+    keys = [f"customer-{i}".encode() for i in range(500)]
     for n in (1, 3, 12):
         partitions = list(range(n))
-        for i in range(500):
-            key = f"customer-{i}".encode()
-            assert _partition(key, partitions) == producer_choice(key, partitions, partitions)
-    assert _partition(None, [0, 1, 2]) in (0, 1, 2)
+        assert keyed_partitions(keys, partitions) == [
+            producer_choice(key, partitions, partitions) for key in keys
+        ]
+    # Among the topic's partitions, whatever their numbers.
+    assert keyed_partitions(keys[:50], [4, 7]) == [
+        producer_choice(key, [4, 7], [4, 7]) for key in keys[:50]
+    ]
+
+
+def test_the_batch_hash_is_kafkas_murmur2_bit_for_bit():
+    """Every length (each tail of 0-3 bytes, the empty key) and every byte value."""
+    rng = random.Random(7)
+    keys = [b""] + [rng.randbytes(rng.randint(1, 41)) for _ in range(3000)]
+    keys += [bytes([b]) * 5 for b in range(256)]
+    assert murmur2_many(keys).tolist() == [murmur2(key) for key in keys]

@@ -16,7 +16,6 @@ consumption simply waits while a batch is being handled. Within a batch:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
@@ -29,7 +28,6 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.message import KafkaAckableMessage
@@ -41,6 +39,7 @@ from conveyor_contracts.events import new_id, utcnow
 
 from . import tracing
 from .errors import PublishError
+from .partitioner import keyed_partitions
 from .settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -492,12 +491,15 @@ async def send_batches(
     mapping of strings or the client's own (name, bytes) pairs.
 
     The messages are laid into record batches here, one run per partition (keyed as the
-    producer would: murmur2 of the key), and each batch handed to the producer whole: one
-    future a batch instead of one a message, which cost more than the rest of a relay."""
+    producer would: murmur2 of the key, hashed for the whole batch at once in `partitioner`),
+    and each batch handed to the producer whole: one future a batch instead of one a message,
+    which cost more than the rest of a relay."""
     partitions = sorted(await producer.partitions_for(topic))
+    raw_keys = [key.encode() if isinstance(key, str) else key for key, _, _ in messages]
+    keyed = [k for k in raw_keys if k is not None]
+    chosen = iter(keyed_partitions(keyed, partitions) if keyed else ())
     runs: dict[int, list[tuple[bytes | None, bytes, Sequence[Any]]]] = {}
-    for key, value, headers in messages:
-        raw_key = key.encode() if isinstance(key, str) else key
+    for raw_key, (_, value, headers) in zip(raw_keys, messages, strict=True):
         raw_headers: Sequence[Any] = (
             headers
             if type(headers) is list  # the client's own form (its batch builder takes a list)
@@ -505,7 +507,9 @@ async def send_batches(
             if isinstance(headers, Mapping)
             else list(headers)
         )
-        runs.setdefault(_partition(raw_key, partitions), []).append((raw_key, value, raw_headers))
+        # A message without a key goes anywhere, as with the clients.
+        partition = random.choice(partitions) if raw_key is None else next(chosen)
+        runs.setdefault(partition, []).append((raw_key, value, raw_headers))
     futures = []
     for partition, run in runs.items():
         batch = producer.create_batch()
@@ -520,20 +524,6 @@ async def send_batches(
         batch.close()
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futures)
-
-
-def _partition(key: bytes | None, partitions: list[int]) -> int:
-    """The partition the producer would choose for `key`: murmur2, as Kafka's clients do (a
-    message without a key goes anywhere)."""
-    if key is None:
-        return random.choice(partitions)
-    return partitions[_keyed_index(key, len(partitions))]
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _keyed_index(key: bytes, n: int) -> int:
-    """murmur2 in pure Python costs microseconds a key, and keys (entities) repeat."""
-    return (murmur2(key) & 0x7FFFFFFF) % n
 
 
 def _record_lag(message: KafkaMessage, records: tuple[Any, ...]) -> None:
