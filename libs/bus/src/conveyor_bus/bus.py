@@ -158,8 +158,7 @@ class Encoded:
     value: bytes
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """One event to produce. `cause` is the headers of the message it answers: its trace context,
     deadline and reply-to travel on. `event_id` is a deterministic id (a redelivered input then
     yields the same id)."""

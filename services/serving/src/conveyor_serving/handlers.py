@@ -287,19 +287,19 @@ def _count(
     role: str | None = None,
 ) -> None:
     """Answers per project, version, role and status; serving time per project and version."""
-    tally: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    groups: dict[tuple[str, int | None, str], list[float]] = defaultdict(list)
     if role is None:
         for _, a in sampled(answers):
             END_TO_END.record(
                 (a.served_at - a.requested_at).total_seconds(), {"project": a.project}
             )
     for _, a in answers:
-        version = "" if a.model_version is None else str(a.model_version)
-        champion = predictor.current(a.project, CHAMPION)
-        played = role or ("champion" if a.model_version in (None, champion) else "canary")
-        tally[(a.project, version, played, a.status)].append(a.latency_ms)
-    for (project, version, role, status), latencies in tally.items():
-        attrs = {"project": project, "version": version, "role": role, "status": status}
+        groups[(a.project, a.model_version, a.status)].append(a.latency_ms)
+    for (project, model_version, status), latencies in groups.items():
+        champion = predictor.current(project, CHAMPION)
+        played = role or ("champion" if model_version in (None, champion) else "canary")
+        version = "" if model_version is None else str(model_version)
+        attrs = {"project": project, "version": version, "role": played, "status": status}
         PREDICTIONS.add(len(latencies), attrs)
         SERVING_TIME.record(max(latencies) / 1000, {"project": project, "version": version})
 
