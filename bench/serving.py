@@ -148,8 +148,21 @@ async def kafka_throughput(
     if count < len(messages) or errors:
         raise SystemExit(f"serving answered {count} of {len(messages)}, {errors} not ok with v1")
     used = cpu_seconds(serving.proc.pid) - cpu0
-    say(f"  serving used {used / count * 1e6:.0f} CPU-µs a prediction")
+    say(
+        f"  serving used {used / count * 1e6:.0f} CPU-µs a prediction, in batches of "
+        f"{mean_batch(serving.url, catalog.PREDICTIONS_ENRICHED.name):.0f} on average"
+    )
     return count / (last - first)
+
+
+def mean_batch(url: str, topic: str) -> float:
+    """Records per handled batch of `topic`, from the service's own metrics."""
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        for part in totals:
+            if line.startswith(f"conveyor_batch_size_{part}{{") and f'topic="{topic}"' in line:
+                totals[part] += float(line.rsplit(" ", 1)[1])
+    return totals["sum"] / totals["count"] if totals["count"] else float("nan")
 
 
 async def http(url: str, project: str, vectors, concurrency: int, duration: float) -> dict:
