@@ -14,7 +14,7 @@ from conveyor_examples import load_project
 from conveyor_examples.fraud.traffic import FraudTraffic
 from conveyor_ingest import handlers
 from conveyor_ingest.adapters.repository import RawLog
-from conveyor_ingest.domain.contract import Accepted
+from conveyor_ingest.domain.contract import Accepted, Contract
 from conveyor_ingest.handlers import Ingest
 from conveyor_ingest.watch import QualityWatch
 from conveyor_runtime import ProjectCache
@@ -93,27 +93,33 @@ def batch(n: int) -> list[Delivery[RecordSubmitted]]:
     return out
 
 
-def ingest(log: FakeLog, events: list[tuple[str, Any]]) -> Ingest:
+class LoggedContract(Contract):
+    """The fraud contract, noting each record it checks."""
+
+    events: list[tuple[str, Any]]
+
+    def validate(self, fields: Any, *, record_id: str | None, **kwargs: Any) -> Accepted:
+        assert record_id is not None
+        self.events.append(("check", int(record_id.removeprefix("r-"))))
+        return super().validate(fields, record_id=record_id, **kwargs)
+
+
+def ingest(log: FakeLog, events: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Ingest:
     projects = ProjectCache()
     spec = load_project("fraud")
     projects.apply(ProjectApplied(project=spec.name, project_version=1, spec=spec))
-    service = Ingest(projects, log, QualityWatch(log, FakeBus("ingest")))
-    check = service.check
-
-    def logged_check(project, fields, record_id, source, size_at_most=None):
-        events.append(("check", int(record_id.removeprefix("r-"))))
-        return check(project, fields, record_id, source, size_at_most)
-
-    service.check = logged_check  # type: ignore[method-assign]
-    return service
+    contract = LoggedContract(spec)
+    contract.events = events
+    monkeypatch.setattr(handlers, "contract_of", lambda _spec: contract)
+    return Ingest(projects, log, QualityWatch(log, FakeBus("ingest")))
 
 
-async def test_chunks_are_stored_in_order_while_the_next_is_checked():
+async def test_chunks_are_stored_in_order_while_the_next_is_checked(monkeypatch):
     events: list[tuple[str, Any]] = []
     log = FakeLog(events)
     deliveries = batch(1234)
 
-    rejections = await ingest(log, events).on_submitted(deliveries)
+    rejections = await ingest(log, events, monkeypatch).on_submitted(deliveries)
 
     valid = [f"r-{i}" for i in range(1234) if i not in INVALID]
     assert log.stored == valid  # every valid record announced once, in the batch's order
@@ -132,12 +138,12 @@ async def test_chunks_are_stored_in_order_while_the_next_is_checked():
     assert any(second[0] < at < second[-1] for at in turns)
 
 
-async def test_a_failed_chunk_fails_the_batch_and_nothing_after_it_is_announced():
+async def test_a_failed_chunk_fails_the_batch_and_nothing_after_it_is_announced(monkeypatch):
     events: list[tuple[str, Any]] = []
     log = FakeLog(events, fail_at=2)
 
     with pytest.raises(ConnectionError):
-        await ingest(log, events).on_submitted(batch(1234))
+        await ingest(log, events, monkeypatch).on_submitted(batch(1234))
 
     # The third chunk, stored beside the second, waited for it and announced nothing.
     assert log.calls == 3

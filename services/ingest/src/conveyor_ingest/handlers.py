@@ -17,7 +17,7 @@ from conveyor_contracts.events import QualityReported, RecordSubmitted
 from conveyor_runtime import ProjectCache, UnknownProject
 
 from .adapters.repository import RawLog
-from .domain.contract import Accepted, ContractViolation, validate
+from .domain.contract import Accepted, Contract, ContractViolation, contract_of, validate
 from .domain.quality import Finding
 from .watch import Checked, QualityWatch
 
@@ -153,13 +153,22 @@ class Ingest:
         stored every few records)."""
         out = _Checked()
         good: dict[str, list[tuple[Delivery[RecordSubmitted], Accepted]]] = defaultdict(list)
+        now = datetime.now(UTC)  # what `check` does per record, once for the chunk
+        contracts: dict[str, Contract] = {}
         for i, delivery in enumerate(chunk, 1):
             if i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             event = delivery.event
             try:
-                accepted = self.check(
-                    event.project, event.fields, event.record_id, event.source, len(delivery.value)
+                if (contract := contracts.get(event.project)) is None:
+                    known = self.projects.require(event.project)
+                    contract = contracts[event.project] = contract_of(known.spec)
+                accepted = contract.validate(
+                    event.fields,
+                    record_id=event.record_id,
+                    source=event.source,
+                    now=now,
+                    size_at_most=len(delivery.value),
                 )
             except (UnknownProject, ContractViolation) as exc:
                 rejections.append(Rejection(delivery, str(exc), "validate"))
