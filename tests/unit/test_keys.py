@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from uuid import UUID, uuid5
+from uuid import RFC_4122, UUID, uuid5
 
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from conveyor_bus.partitioner import keyed_partitions, murmur2_many
-from conveyor_contracts.events import _DERIVED, derived_id
+from conveyor_contracts.events import _DERIVED, derived_id, new_id
 
 
 def test_a_derived_id_is_the_name_based_uuid_of_its_parts():
@@ -17,6 +17,15 @@ def test_a_derived_id_is_the_name_based_uuid_of_its_parts():
     assert derived_id("conveyor/ingest", "r-1") == derived_id("conveyor/ingest", "r-1")
     assert derived_id("conveyor/ingest", "r-1") != derived_id("conveyor/ingest", "r-2")
     assert UUID(derived_id("a")).version == 5
+
+
+def test_a_new_id_is_a_random_uuid4():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for each in list(ids)[:50]:
+        parsed = UUID(each)
+        assert parsed.hex == each and parsed.version == 4
+        assert parsed.variant == RFC_4122
 
 
 def test_a_key_goes_to_the_partition_the_producer_would_choose():

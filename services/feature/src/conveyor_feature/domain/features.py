@@ -56,6 +56,7 @@ def featurize(
 ) -> list[float]:
     """The model inputs for `fields` at event time `at`, in `spec.feature_names()` order."""
     earlier = [r for r in history if r.event_time < at]
+    ages = [(at - r.event_time).total_seconds() for r in earlier]  # shared by every window
     out: list[float] = []
     for feature in spec.features:
         if isinstance(feature, NumericFeature):
@@ -69,15 +70,19 @@ def featurize(
             value = fields.get(feature.field)
             out.extend(1.0 if value == c else 0.0 for c in feature.categories)
         elif isinstance(feature, AggregateFeature):
-            out.append(_aggregate(feature, earlier, at))
+            out.append(_aggregate(feature, earlier, ages))
         elif isinstance(feature, SinceLastFeature):
             latest = max((r.event_time for r in earlier), default=None)
             out.append(feature.default if latest is None else (at - latest).total_seconds())
     return out
 
 
-def _aggregate(feature: AggregateFeature, earlier: Sequence[PastRecord], at: datetime) -> float:
-    in_window = [r for r in earlier if (at - r.event_time).total_seconds() <= feature.window_s]
+def _aggregate(
+    feature: AggregateFeature, earlier: Sequence[PastRecord], ages: Sequence[float]
+) -> float:
+    """`feature` over the records at most its window old (`ages`: each record's, in seconds)."""
+    window = feature.window_s
+    in_window = [r for r, age in zip(earlier, ages, strict=True) if age <= window]
     if feature.agg == "count":
         return float(len(in_window))
     assert feature.field is not None
