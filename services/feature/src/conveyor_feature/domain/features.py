@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from conveyor_contracts.project import (
     AggregateFeature,
@@ -22,9 +21,9 @@ from conveyor_contracts.project import (
 )
 
 
-@dataclass(frozen=True)
-class PastRecord:
-    """What the online store keeps of an entity's record."""
+class PastRecord(NamedTuple):
+    """What the online store keeps of an entity's record. (A named tuple: a request's history
+    is read by the hundred rows, and a frozen dataclass cost three times as much to build.)"""
 
     record_id: str
     event_time: datetime
