@@ -28,6 +28,11 @@ from tests.support import Kafka, Webhook, headers_of, running, unique_project, u
 pytestmark = pytest.mark.integration
 
 
+# The monitor calibrates a new champion's thresholds (400 bootstrap pairs, in a thread) before
+# judging anything; on a loaded two-core machine that took from a few seconds to over a minute.
+CALIBRATION_S = 150
+
+
 class FakeProfiles(Profiles):
     def __init__(self, names: list[str]) -> None:
         rng = np.random.default_rng(0)
@@ -128,7 +133,7 @@ async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolv
         # First run: three quiet windows, then one of feature 0 shifted by 1.5 std. One drifted
         # window of the k=2 needed: no episode yet.
         async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
-            await until(lambda: _reference(api, name, 1), 30, "the reference")
+            await until(lambda: _reference(api, name, 1), CALIBRATION_S, "the reference")
             calibration = (await api.get(f"/projects/{name}/drift")).json()["reference"][
                 "calibration"
             ]
@@ -247,7 +252,7 @@ async def test_performance_windows_are_one_sided_and_report_label_coverage(kafka
         await k.apply(spec)
         await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
         async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
-            await until(lambda: _reference(api, name, 1), 30, "the reference")
+            await until(lambda: _reference(api, name, 1), CALIBRATION_S, "the reference")
             # Three windows of predictions, half of them labeled: first better than the
             # reference's 0.9 (nothing), then two windows at 0.7 (a performance episode).
             for i in range(3 * window * 2):
@@ -288,7 +293,7 @@ async def _judging_v1(kafka, database_url) -> AsyncIterator[tuple[Kafka, Any, st
         await k.apply(spec)
         await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
         async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
-            await until(lambda: _reference(api, name, 1), 30, "the reference")
+            await until(lambda: _reference(api, name, 1), CALIBRATION_S, "the reference")
             yield k, api, name, names
 
 
