@@ -17,7 +17,7 @@ from conveyor_contracts.events import QualityReported, RecordSubmitted
 from conveyor_runtime import ProjectCache, UnknownProject
 
 from .adapters.repository import RawLog
-from .domain.contract import Accepted, Contract, ContractViolation, contract_of, validate
+from .domain.contract import Accepted, ContractViolation, contract_of
 from .domain.quality import Finding
 from .watch import Checked, QualityWatch
 
@@ -58,15 +58,17 @@ class Ingest:
         record_id: str | None,
         source: str,
         size_at_most: int | None = None,
+        *,
+        now: datetime | None = None,
     ) -> Accepted:
-        """Raises UnknownProject or ContractViolation."""
+        """Raises UnknownProject or ContractViolation. `now` defaults to the clock (a batch
+        reads it once for all its records)."""
         known = self.projects.require(project)
-        return validate(
-            known.spec,
+        return contract_of(known.spec).validate(
             fields,
             record_id=record_id,
             source=source,
-            now=datetime.now(UTC),
+            now=now or datetime.now(UTC),
             size_at_most=size_at_most,
         )
 
@@ -153,22 +155,19 @@ class Ingest:
         stored every few records)."""
         out = _Checked()
         good: dict[str, list[tuple[Delivery[RecordSubmitted], Accepted]]] = defaultdict(list)
-        now = datetime.now(UTC)  # what `check` does per record, once for the chunk
-        contracts: dict[str, Contract] = {}
+        now = datetime.now(UTC)  # once for the chunk, not per record
         for i, delivery in enumerate(chunk, 1):
             if i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             event = delivery.event
             try:
-                if (contract := contracts.get(event.project)) is None:
-                    known = self.projects.require(event.project)
-                    contract = contracts[event.project] = contract_of(known.spec)
-                accepted = contract.validate(
+                accepted = self.check(
+                    event.project,
                     event.fields,
-                    record_id=event.record_id,
-                    source=event.source,
+                    event.record_id,
+                    event.source,
+                    len(delivery.value),
                     now=now,
-                    size_at_most=len(delivery.value),
                 )
             except (UnknownProject, ContractViolation) as exc:
                 rejections.append(Rejection(delivery, str(exc), "validate"))
