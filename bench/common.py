@@ -233,6 +233,29 @@ async def receive(
     return first / 1000, last / 1000, count
 
 
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of a service's Prometheus samples named `name` that carry `labels`."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(w in line for w in wanted):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def produced(service: ServiceProcess, topic: str, n: int, timeout_s: float) -> bool:
+    """Wait until `service` says it has produced `n` records to `topic` (its metrics, asked
+    every second: a reader decoding every record as it came would take a share of the
+    two cores from what is measured; the broker's end offsets cannot serve, as Tansu reports a
+    partition's end as its last record batch's first offset, plus one)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if metric(service.url, "conveyor_messages_produced_total", topic=topic) >= n:
+            return True
+        await asyncio.sleep(1.0)
+    return False
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
