@@ -14,9 +14,11 @@ from .watch import QualityWatch
 
 class IngestSettings(ServiceSettings):
     http_port: int = 8101
-    # Records are stored and announced a batch per transaction: large batches amortize the
-    # round trips (2,000 instead of 256 took the drain from 6,800 to 8,500 records/s).
-    kafka_max_batch: int = 2000
+    # Records are stored and announced a chunk per transaction, a batch's chunks in a pipeline
+    # (handlers.on_submitted) that empties at each batch's end, when ingest waits on its last
+    # store and the commit: large batches amortize that (2,000 instead of 256 took the drain
+    # from 6,800 to 8,500 records/s; 4,000 instead of 2,000, from 20,800 to 22,000).
+    kafka_max_batch: int = 4000
     announce_grace_s: float = Field(
         5.0,
         gt=0,

@@ -50,6 +50,17 @@ def parse_timestamp(value: Any) -> datetime:
     raise ValueError(f"is a {type(value).__name__}, not a timestamp")
 
 
+def canonical_utc(text: Any) -> bool:
+    """Whether `text`, a timestamp that parsed, is already what `isoformat()` makes of it in UTC
+    (what applications send, mostly): then it is kept as it came, not formatted again."""
+    return (
+        type(text) is str
+        and text.endswith("+00:00")
+        and text[10] == "T"
+        and (len(text) == 25 or (len(text) == 32 and text[19] == "." and text[20:26] != "000000"))
+    )
+
+
 Check = Callable[[Any], tuple[Any, Sequence[str]]]
 NONE: tuple[str, ...] = ()
 
@@ -109,6 +120,62 @@ def _checker(name: str, spec: FieldSpec) -> Check:
     return number
 
 
+# The fast path: a field's value normalized, or FAIL when anything about it is off — then the
+# record goes through the full checks above, which name every problem. A record that meets its
+# contract (nearly all of them) pays for neither a (value, problems) pair per field nor the
+# problem texts: a third of the time the full checks take.
+FAIL: Any = object()
+Fast = Callable[[Any], Any]
+
+
+def _fast(spec: FieldSpec) -> Fast:
+    kind = spec.type
+    if kind == FieldType.TIMESTAMP:
+
+        def timestamp(value: Any) -> Any:
+            try:
+                return parse_timestamp(value)
+            except ValueError:
+                return FAIL
+
+        return timestamp
+    if kind == FieldType.BOOLEAN:
+        return lambda value: value if type(value) is bool else FAIL
+    if kind == FieldType.STRING:
+        allowed = None if spec.allowed is None else frozenset(spec.allowed)
+        match = None if spec.pattern is None else re.compile(spec.pattern).fullmatch
+        if allowed is None and match is None:
+            return lambda value: value if type(value) is str else FAIL
+        if match is None:
+            members = allowed or frozenset()
+            return lambda value: value if type(value) is str and value in members else FAIL
+
+        def string(value: Any) -> Any:
+            if type(value) is not str or (allowed is not None and value not in allowed):
+                return FAIL
+            return value if match(value) is not None else FAIL
+
+        return string
+    integer = kind == FieldType.INTEGER
+    lowest = -math.inf if spec.min is None else spec.min
+    highest = math.inf if spec.max is None else spec.max
+
+    def number(value: Any) -> Any:
+        kind = type(value)  # exactly int or float: a bool is neither
+        if kind is float:
+            if integer:
+                if not value.is_integer():  # also false for inf and nan
+                    return FAIL
+                value = int(value)
+            elif not math.isfinite(value):
+                return FAIL
+        elif kind is not int:
+            return FAIL
+        return value if lowest <= value <= highest else FAIL
+
+    return number
+
+
 def derive_record_id(project: str, source: str, fields: dict[str, Any]) -> str:
     canonical = json.dumps(
         [project, source, fields], sort_keys=True, separators=(",", ":"), default=str
@@ -126,6 +193,7 @@ class Contract:
         self.max_bytes = schema.max_bytes
         self.known = frozenset(schema.fields)
         self.fields = [(name, f.required, _checker(name, f)) for name, f in schema.fields.items()]
+        self.fast = [(name, f.required, _fast(f)) for name, f in schema.fields.items()]
         self.entity_key = spec.entity_key
         self.event_time_field = spec.event_time_field
 
@@ -138,6 +206,56 @@ class Contract:
         now: datetime,
         size_at_most: int | None = None,
     ) -> Accepted:
+        if type(fields) is dict and (
+            (size_at_most is not None and size_at_most <= self.max_bytes)
+            or len(json.dumps(fields, default=str).encode()) <= self.max_bytes
+        ):
+            if (accepted := self._fast(fields, record_id, source, now)) is not None:
+                return accepted
+        return self._checked(
+            fields, record_id=record_id, source=source, now=now, size_at_most=size_at_most
+        )
+
+    def _fast(
+        self, fields: dict[str, Any], record_id: str | None, source: str, now: datetime
+    ) -> Accepted | None:
+        """The record normalized when every value meets the contract, else None."""
+        if not self.known.issuperset(fields):
+            return None
+        normalized: dict[str, Any] = {}
+        event_time = now
+        for name, required, fast in self.fast:
+            raw = fields.get(name)
+            if raw is None:
+                if required:
+                    return None
+                continue
+            value = fast(raw)
+            if value is FAIL:
+                return None
+            if type(value) is datetime:  # a timestamp, stored as ISO 8601 in UTC
+                if name == self.event_time_field:
+                    event_time = value
+                value = raw if canonical_utc(raw) else value.isoformat()
+            normalized[name] = value
+        return Accepted(
+            record_id=record_id or derive_record_id(self.project, source, normalized),
+            entity_id=str(normalized[self.entity_key]),
+            event_time=event_time,
+            fields=normalized,
+        )
+
+    def _checked(
+        self,
+        fields: Any,
+        *,
+        record_id: str | None,
+        source: str,
+        now: datetime,
+        size_at_most: int | None,
+    ) -> Accepted:
+        """Every check, each problem named (the fast path's answer for a record that meets
+        the contract, without it)."""
         if not isinstance(fields, dict):
             raise ContractViolation(
                 [f"record: expected a JSON object, got {type(fields).__name__}"]
