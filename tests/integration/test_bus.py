@@ -8,7 +8,7 @@ import uuid
 from dataclasses import replace
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from conveyor_bus import Bus, Delivery, KafkaSettings, Rejection, ensure_topics
 from conveyor_cli.infra import Broker
@@ -96,7 +96,10 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_good_ones_are_handle
         await producer.stop()
 
 
-async def test_a_failing_handler_commits_nothing_and_the_batch_is_redelivered(kafka: Broker):
+@pytest.mark.parametrize("overlap", [1, 2])
+async def test_a_failing_handler_commits_nothing_and_the_batch_is_redelivered(
+    kafka: Broker, overlap: int
+):
     topic = _topic()
     await ensure_topics(kafka.bootstrap_servers, [topic])
     settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
@@ -111,7 +114,7 @@ async def test_a_failing_handler_commits_nothing_and_the_batch_is_redelivered(ka
 
     group = f"g-{uuid.uuid4().hex[:6]}"
     bus = Bus("flaky", settings)
-    bus.consume(topic, flaky, group=group)
+    bus.consume(topic, flaky, group=group, overlap=overlap)
     producer = Bus("producer", settings)
     await producer.start()
     try:
@@ -139,6 +142,58 @@ async def test_a_failing_handler_commits_nothing_and_the_batch_is_redelivered(ka
         assert again == ["last"]
         await bus2.stop()
     finally:
+        await producer.stop()
+
+
+async def test_overlapping_batches_are_committed_in_order_once_handled(kafka: Broker):
+    """Batches of one record each, two at a time: while the first is held, the second is handled
+    but neither is committed; once the first is done, both are."""
+    topic = _topic()
+    await ensure_topics(kafka.bootstrap_servers, [topic])
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(batch: list[Delivery[FeedbackSubmitted]]):
+        for d in batch:
+            if d.event.request_id == "first":
+                await release.wait()
+            handled.append(d.event.request_id)
+
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    bus = Bus("overlap", settings)
+    bus.consume(topic, handler, group=group, max_records=1, overlap=2)
+    producer = Bus("producer", settings)
+    offsets = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group)
+    await producer.start()
+    await offsets.start()
+    try:
+        for request in ("first", "second"):  # one key: one partition, in this order
+            await producer.publish(
+                topic, FeedbackSubmitted(project="p", request_id=request, label="x"), key="k"
+            )
+        await offsets.topics()
+        ids = offsets.partitions_for_topic(topic.name) or set()
+        partitions = [TopicPartition(topic.name, p) for p in ids]
+
+        async def committed() -> int:
+            return sum([await offsets.committed(tp) or 0 for tp in partitions])
+
+        await bus.start()
+        await _until(lambda: handled == ["second"])
+        # Absence cannot be waited for: the second's commit, were it sent on its own, would
+        # have landed within this half second (a commit takes milliseconds here).
+        await asyncio.sleep(0.5)
+        assert await committed() == 0
+        release.set()
+        await _until(lambda: handled == ["second", "first"])
+        async with asyncio.timeout(20):
+            while await committed() != 2:
+                await asyncio.sleep(0.1)
+    finally:
+        release.set()
+        await bus.stop()
+        await offsets.stop()
         await producer.stop()
 
 

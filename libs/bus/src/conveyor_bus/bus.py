@@ -11,6 +11,11 @@ consumption simply waits while a batch is being handled. Within a batch:
 3. only then is the offset committed. If the handler raises, nothing is committed: the consumer
    rewinds to the batch's first offsets and the batch is delivered again after a back-off, so
    handlers must be idempotent (they are: see each service's idempotency key).
+
+A consumer whose batches are independent of each other can let a few overlap (`overlap=N`):
+the next batch is decoded and handled while the ones before it wait on their acknowledgements.
+Each is still committed only once it is handled, in order, after every batch before it; a batch
+whose handler raises is handled again in place, after a back-off, and holds the ones after it.
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ IN_FLIGHT = _meter.create_up_down_counter(
 )
 
 T = TypeVar("T")
+
+# At a stop, how long overlapping batches under way get to finish and commit.
+STOP_GRACE_S = 10.0
 
 PER_BATCH_SAMPLE = 8
 
@@ -214,6 +222,8 @@ class Bus:
         )
         self.dead_letters = 0
         self._gate: asyncio.Event | None = None
+        self._overlapping: list[set[asyncio.Future[None]]] = []  # batches handled, not committed
+        self._stopping = False
         self._producer: AIOKafkaProducer | None = None
         self._tracing = False
 
@@ -235,6 +245,11 @@ class Bus:
         await self.broker.start()
 
     async def stop(self) -> None:
+        # Overlapping batches take no new work, and those under way finish and commit (what
+        # they leave undone is delivered again, to this service or to another replica).
+        self._stopping = True
+        if running := [f for window in self._overlapping for f in window]:
+            await asyncio.wait(running, timeout=STOP_GRACE_S)
         await self.broker.stop()
         if self._producer is not None:
             await self._producer.stop()
@@ -365,14 +380,18 @@ class Bus:
         broadcast: bool = False,
         max_records: int | None = None,
         consumed: Positions | None = None,
+        overlap: int = 1,
     ) -> None:
         """Register a batch consumer of `topic`.
 
         `broadcast=True` reads the whole topic in every replica (no group, nothing committed): for
         changelogs such as `registry.events` that every replica must see from the start.
         `consumed` is told the (partition, offset) of every record of a batch once it is handled,
-        dead letters included.
+        dead letters included. `overlap` batches at most are handled at once (see the module's
+        doc): for a group consumer whose batches do not depend on each other.
         """
+        if overlap > 1 and (broadcast or consumed is not None):
+            raise ValueError("only a group consumer's batches can overlap")
         # One group per service and topic: each subscription rebalances on its own, and a
         # replica's consumers of different topics never share a group's assignment.
         group_id = None if broadcast else (group or f"conveyor-{self.service}.{topic.name}")
@@ -398,7 +417,7 @@ class Bus:
             batch_timeout_ms=self.settings.kafka_batch_timeout_ms,
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL if broadcast else AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL if broadcast or overlap > 1 else AckPolicy.NACK_ON_ERROR,
             title=f"{self.service}:{topic.name}",
             parser=parse,
             decoder=_skip_decoding,
@@ -409,9 +428,26 @@ class Bus:
         decode_time = attrs | {"stage": "decode"}
         handle_time = attrs | {"stage": "handle"}
 
+        window: set[asyncio.Future[None]] = set()
+        self._overlapping.append(window)
+        newest: list[asyncio.Future[None] | None] = [None]
+
         async def on_batch(message: KafkaMessage) -> None:
             if not broadcast and self._gate is not None:
                 await self._gate.wait()
+            if overlap == 1:
+                await run(message)
+                return
+            while len(window) >= overlap:
+                await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
+            if self._stopping:
+                return  # not committed: delivered again
+            batch = asyncio.ensure_future(run(message, after=newest[0]))
+            window.add(batch)
+            batch.add_done_callback(window.discard)
+            newest[0] = batch
+
+        async def run(message: KafkaMessage, after: asyncio.Future[None] | None = None) -> None:
             records = message.raw_message
             records = records if isinstance(records, tuple) else (records,)
             started = time.perf_counter()
@@ -422,13 +458,25 @@ class Bus:
                     STAGE_TIME.record(max(0.0, arrived_ms - raw.timestamp_ms) / 1000, queue_wait)
             IN_FLIGHT.add(len(records), attrs)
             try:
-                if self._tracing:
-                    with tracing.batch_spans(self.service, topic.name, raws):
-                        await handle(message, raws)
-                else:
-                    await handle(message, raws)
+                while True:
+                    try:
+                        if self._tracing:
+                            with tracing.batch_spans(self.service, topic.name, raws):
+                                await handle(message, raws)
+                        else:
+                            await handle(message, raws)
+                        break
+                    except Exception:
+                        if overlap == 1:
+                            raise
+                        # Overlapping: handled again in place, after handle's back-off; the
+                        # batches after it wait to be committed.
             finally:
                 IN_FLIGHT.add(-len(records), attrs)
+            if overlap > 1:
+                if after is not None:
+                    await after  # in order: committed after every batch before it
+                await commit(message, records)
             CONSUMED.add(len(records), attrs)
             BATCH_SIZE.record(len(records), attrs)
             BATCH_TIME.record(time.perf_counter() - started, attrs)
@@ -437,30 +485,30 @@ class Bus:
                 consumed([(r.partition, r.offset) for r in records])
 
         async def handle(message: KafkaMessage, raws: list[_Undecoded]) -> None:
-            good: list[Delivery[Any]] = []
-            decoding = time.perf_counter()
-            for raw in raws:
-                try:
-                    event = topic.adapter.validate_json(raw.value)
-                except (ValidationError, ValueError) as exc:
-                    await self.dead_letter(raw, _error_text(exc), "decode", group_id)
-                    continue
-                good.append(
-                    Delivery(
-                        event,
-                        raw.headers,
-                        raw.key,
-                        raw.topic,
-                        raw.partition,
-                        raw.offset,
-                        raw.value,
-                        raw.trace,
-                    )
-                )
-            tracing.decoded()
-            handling = time.perf_counter()
-            STAGE_TIME.record(handling - decoding, decode_time)
             try:
+                good: list[Delivery[Any]] = []
+                decoding = time.perf_counter()
+                for raw in raws:
+                    try:
+                        event = topic.adapter.validate_json(raw.value)
+                    except (ValidationError, ValueError) as exc:
+                        await self.dead_letter(raw, _error_text(exc), "decode", group_id)
+                        continue
+                    good.append(
+                        Delivery(
+                            event,
+                            raw.headers,
+                            raw.key,
+                            raw.topic,
+                            raw.partition,
+                            raw.offset,
+                            raw.value,
+                            raw.trace,
+                        )
+                    )
+                tracing.decoded()
+                handling = time.perf_counter()
+                STAGE_TIME.record(handling - decoding, decode_time)
                 rejections = await handler(good) if good else None
                 for rejection in rejections or ():
                     await self.dead_letter(
@@ -475,8 +523,18 @@ class Bus:
                 raise
             backoff.reset()
             STAGE_TIME.record(time.perf_counter() - handling, handle_time)
-            if not broadcast:
+            if not broadcast and overlap == 1:
                 await message.ack()
+
+        async def commit(message: KafkaMessage, records: tuple[Any, ...]) -> None:
+            """Commit the batch's own offsets (the consumer's position is already past the
+            batches after it)."""
+            offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+            assert subscriber.consumer is not None  # started by the time a batch arrives
+            try:
+                await subscriber.consumer.commit(offsets)
+            except KafkaError as exc:  # e.g. its partitions were reassigned: delivered again
+                log.warning("commit on %s failed: %r", topic.name, exc)
 
         subscriber(on_batch)
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from conveyor_contracts import catalog
 from conveyor_runtime import Runtime, ServiceSettings
 
@@ -11,6 +13,13 @@ from .handlers import Serving
 
 class ServingSettings(ServiceSettings):
     http_port: int = 8105
+    kafka_overlap: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Request batches handled at once: the next is scored while the answers to "
+        "the one before are acknowledged (each is committed in order, once answered).",
+    )
 
 
 def bootstrap(
@@ -23,7 +32,9 @@ def bootstrap(
         predictor, source or HttpModelSource(settings.registry_url), runtime.bus, runtime.projects
     )
     runtime.on_registry_events(serving.on_registry_events)
-    runtime.bus.consume(catalog.PREDICTIONS_ENRICHED, serving.on_enriched)
+    runtime.bus.consume(
+        catalog.PREDICTIONS_ENRICHED, serving.on_enriched, overlap=settings.kafka_overlap
+    )
     runtime.http.include_router(
         router(predictor, lambda: runtime.started and runtime.caught_up.is_set())
     )
