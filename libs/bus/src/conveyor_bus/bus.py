@@ -234,6 +234,7 @@ class Bus:
 
     async def start(self) -> None:
         self._tracing = tracing.enabled()
+        self._stopping = False
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             client_id=f"conveyor-{self.service}",
