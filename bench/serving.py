@@ -39,6 +39,7 @@ from common import (
     ceiling,
     cpu_seconds,
     fetch_wait_ms,
+    metric,
     offer,
     percentile,
     produce,
@@ -157,12 +158,8 @@ async def kafka_throughput(
 
 def mean_batch(url: str, topic: str) -> float:
     """Records per handled batch of `topic`, from the service's own metrics."""
-    totals = {"sum": 0.0, "count": 0.0}
-    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        for part in totals:
-            if line.startswith(f"conveyor_batch_size_{part}{{") and f'topic="{topic}"' in line:
-                totals[part] += float(line.rsplit(" ", 1)[1])
-    return totals["sum"] / totals["count"] if totals["count"] else float("nan")
+    count = metric(url, "conveyor_batch_size_count", topic=topic)
+    return metric(url, "conveyor_batch_size_sum", topic=topic) / count if count else float("nan")
 
 
 async def http(url: str, project: str, vectors, concurrency: int, duration: float) -> dict:

@@ -431,9 +431,10 @@ class Bus:
 
         window: set[asyncio.Future[None]] = set()
         self._overlapping.append(window)
-        newest: list[asyncio.Future[None] | None] = [None]
+        newest: asyncio.Future[None] | None = None  # the batch the next one commits after
 
         async def on_batch(message: KafkaMessage) -> None:
+            nonlocal newest
             if not broadcast and self._gate is not None:
                 await self._gate.wait()
             if overlap == 1:
@@ -443,10 +444,10 @@ class Bus:
                 await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
             if self._stopping:
                 return  # not committed: delivered again
-            batch = asyncio.ensure_future(run(message, after=newest[0]))
+            batch = asyncio.ensure_future(run(message, after=newest))
             window.add(batch)
             batch.add_done_callback(window.discard)
-            newest[0] = batch
+            newest = batch
 
         async def run(message: KafkaMessage, after: asyncio.Future[None] | None = None) -> None:
             records = message.raw_message

@@ -144,10 +144,10 @@ def _fast(spec: FieldSpec) -> Fast:
     if kind == FieldType.STRING:
         allowed = None if spec.allowed is None else frozenset(spec.allowed)
         match = None if spec.pattern is None else re.compile(spec.pattern).fullmatch
-        if allowed is None and match is None:
-            return lambda value: value if type(value) is str else FAIL
         if match is None:
-            members = allowed or frozenset()
+            if allowed is None:
+                return lambda value: value if type(value) is str else FAIL
+            members = allowed
             return lambda value: value if type(value) is str and value in members else FAIL
 
         def string(value: Any) -> Any:
