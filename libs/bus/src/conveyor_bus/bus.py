@@ -28,10 +28,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -423,6 +424,7 @@ class Bus:
             parser=parse,
             decoder=_skip_decoding,
         )
+        subscriber.get_msg = _fetcher(subscriber)  # type: ignore[method-assign,assignment]
         backoff = _Backoff()
         attrs = {"topic": topic.name}
         queue_wait = attrs | {"stage": "queue_wait"}
@@ -597,6 +599,23 @@ def _record_lag(message: KafkaMessage, records: tuple[Any, ...]) -> None:
         highwater = consumer.highwater(TopicPartition(topic, partition))
         if highwater is not None:
             LAG.set(highwater - offset - 1, {"topic": topic, "partition": str(partition)})
+
+
+def _fetcher(
+    subscriber: Any,
+) -> Callable[[AIOKafkaConsumer], Awaitable[tuple[ConsumerRecord, ...]]]:
+    """The subscriber's fetch, without FastStream's pause after an empty one: its batch
+    subscriber sleeps `batch_timeout_ms` whenever `getmany` comes back empty, so a record that
+    arrived just after an idle spell waited up to that long before it was read (serving's p50 at
+    5 requests/s was 30 ms, against 9 ms at 50/s). `getmany` already returns as soon as records
+    are there and waits up to the time-out when there are none; the loop simply asks again."""
+    timeout_ms, max_records = subscriber.batch_timeout_ms, subscriber.max_records
+
+    async def get_msg(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord, ...]:
+        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return tuple(chain.from_iterable(fetched.values()))
+
+    return get_msg
 
 
 async def _skip_decoding(_message: Any) -> None:

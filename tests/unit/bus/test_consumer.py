@@ -1,0 +1,37 @@
+"""The bus's consumers, at the level of one subscriber and a stand-in client."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conveyor_bus import Bus, KafkaSettings
+from conveyor_contracts import catalog
+
+
+class IdleClient:
+    """A consumer client with nothing to read: each fetch comes back empty at once."""
+
+    def __init__(self) -> None:
+        self.fetches: list[tuple[int, int]] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict:
+        self.fetches.append((timeout_ms, max_records))
+        return {}
+
+
+async def test_an_empty_fetch_is_followed_by_the_next_without_a_pause():
+    # FastStream's batch subscriber sleeps its batch time-out after an empty fetch, so a record
+    # that arrives then waits that long to be read; the bus's subscribers ask again at once.
+    settings = KafkaSettings(kafka_batch_timeout_ms=60_000, kafka_max_batch=17)
+    bus = Bus("test", settings)
+
+    async def handler(batch):
+        return None
+
+    bus.consume(catalog.FEEDBACK_SUBMITTED, handler)
+    (subscriber,) = bus.broker.subscribers
+    client = IdleClient()
+    async with asyncio.timeout(5):
+        for _ in range(3):
+            assert await subscriber.get_msg(client) == ()
+    assert client.fetches == [(60_000, 17)] * 3
