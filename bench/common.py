@@ -31,7 +31,8 @@ from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
 
 HERE = Path(__file__).resolve().parent
 
-# The client settings serving's bus uses, so the relay ceiling is measured like for like.
+# The client settings the services' bus uses, so the relay ceiling is measured like for like
+# (a service with batches of its own size passes that size to `ceiling`).
 MAX_BATCH = 256
 PRODUCER = {"acks": "all", "linger_ms": 0, "max_batch_size": BATCH_BYTES}
 
@@ -151,7 +152,9 @@ def fetch_wait_ms(broker: infra.Broker) -> int:
     return int(broker.client_env().get("KAFKA_FETCH_MAX_WAIT_MS", 500))
 
 
-async def relay(bootstrap: str, source: str, sink: str, group: str, fetch_wait: int) -> None:
+async def relay(
+    bootstrap: str, source: str, sink: str, group: str, fetch_wait: int, max_batch: int = MAX_BATCH
+) -> None:
     """The ceiling: consume in batches, produce every record unchanged, commit after the acks —
     produced as the services' bus produces (a record batch a partition), on the same loop."""
     consumer = AIOKafkaConsumer(
@@ -167,7 +170,7 @@ async def relay(bootstrap: str, source: str, sink: str, group: str, fetch_wait: 
     await producer.start()
     try:
         while True:
-            batch = await consumer.getmany(timeout_ms=50, max_records=MAX_BATCH)
+            batch = await consumer.getmany(timeout_ms=50, max_records=max_batch)
             if batch:
                 records = [r for rs in batch.values() for r in rs]
                 await send_batches(producer, sink, [(r.key, r.value, r.headers) for r in records])
@@ -262,9 +265,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]
 
 
-async def ceiling(bench: Bench, messages: list[Message], load: list[Message], rate: float) -> dict:
-    """The relay, as its own process like serving: how fast it drains `messages`, and its
-    end-to-end latency when offered `load` at `rate`."""
+async def ceiling(
+    bench: Bench,
+    messages: list[Message],
+    load: list[Message],
+    rate: float,
+    max_batch: int = MAX_BATCH,
+) -> dict:
+    """The relay, as its own process like the service measured beside it: how fast it drains
+    `messages` in batches of up to `max_batch`, and its end-to-end latency when offered `load`
+    at `rate`."""
     bootstrap = bench.broker.bootstrap_servers
     source, sink = (
         f"bench.relay.in.{uuid.uuid4().hex[:6]}",
@@ -275,7 +285,8 @@ async def ceiling(bench: Bench, messages: list[Message], load: list[Message], ra
     wait = fetch_wait_ms(bench.broker)
     code = (
         f"import sys, uvloop; sys.path.insert(0, {str(HERE)!r}); from common import relay; "
-        f"uvloop.run(relay({bootstrap!r}, {source!r}, {sink!r}, 'bench-relay', {wait}))"
+        f"uvloop.run(relay({bootstrap!r}, {source!r}, {sink!r}, 'bench-relay', {wait}, "
+        f"{max_batch}))"
     )
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
     try:

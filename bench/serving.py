@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from common import (
-    MAX_BATCH,
     Bench,
     Message,
     bench_stack,
@@ -53,6 +52,7 @@ from conveyor_contracts.events import PredictionEnriched
 from conveyor_examples import load_project
 from conveyor_examples.fraud.traffic import FraudTraffic
 from conveyor_feature.domain.features import featurize
+from conveyor_serving.bootstrap import ServingSettings
 from conveyor_trainer.domain import training
 
 
@@ -273,8 +273,9 @@ async def main(args: argparse.Namespace) -> dict:
 
         messages = requests(project, vectors, args.n, "tp")
         load = requests(project, vectors, int(args.rate * args.duration), "lat")
-        say(f"relay ceiling over {args.n} messages (batches of {MAX_BATCH}) …")
-        relay = await ceiling(bench, messages, load, args.rate)
+        batch = ServingSettings().kafka_max_batch
+        say(f"relay ceiling over {args.n} messages (batches of {batch}, as serving's) …")
+        relay = await ceiling(bench, messages, load, args.rate, batch)
         say(f"serving over the same {args.n} requests …")
         ours = await kafka_throughput(bench, project, messages)
         say(f"  {ours:,.0f} predictions/s ({ours / relay['per_s']:.2f} of the ceiling)")
