@@ -37,6 +37,15 @@ from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+# The collector's thresholds once started. Python's (700, 10, 10) collect the youngest
+# generation every 700 net allocations of containers: a service with a few batches of hundreds of
+# records in flight ran the collector ~30 times a second over those live records, for nothing
+# (their objects go by reference counting) — serving spent 0.6 s of a 150,000-request drain there,
+# 4 µs (a seventh of its CPU) a prediction. At 50,000 the same drain ran it not once (net
+# allocations stay far below; what cycles there are still go, later): 28,100-31,800 →
+# 30,900-33,700 predictions/s.
+GC_THRESHOLDS = (50_000, 20, 10)
+
 Hook = Callable[[], Awaitable[object]]  # what a hook returns is ignored
 RegistryListener = Callable[[list[Delivery[Any]]], Awaitable[None]]
 
@@ -160,6 +169,7 @@ class Runtime:
         # pause in a process that imports scikit-learn and onnxruntime.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         self.started = True
         log.info("%s started", self.name)
 
