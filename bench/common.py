@@ -28,6 +28,7 @@ from conveyor_bus.bus import BATCH_BYTES
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess, tail
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
+from conveyor_runtime.runtime import GC_THRESHOLDS
 
 HERE = Path(__file__).resolve().parent
 
@@ -153,10 +154,20 @@ def fetch_wait_ms(broker: infra.Broker) -> int:
 
 
 async def relay(
-    bootstrap: str, source: str, sink: str, group: str, fetch_wait: int, max_batch: int = MAX_BATCH
+    bootstrap: str,
+    source: str,
+    sink: str,
+    group: str,
+    fetch_wait: int,
+    max_batch: int = MAX_BATCH,
+    expect: int = 0,
 ) -> None:
     """The ceiling: consume in batches, produce every record unchanged, commit after the acks —
-    produced as the services' bus produces (a record batch a partition), on the same loop."""
+    produced as the services' bus produces (a record batch a partition), on the same loop, with
+    the services' collector thresholds. It prints `up` once started and `forwarded` once it has
+    forwarded `expect` records."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -168,6 +179,8 @@ async def relay(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER)
     await consumer.start()
     await producer.start()
+    print("up", flush=True)
+    forwarded = 0
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=50, max_records=max_batch)
@@ -175,6 +188,9 @@ async def relay(
                 records = [r for rs in batch.values() for r in rs]
                 await send_batches(producer, sink, [(r.key, r.value, r.headers) for r in records])
                 await consumer.commit()
+                forwarded += len(records)
+                if forwarded >= expect > forwarded - len(records):
+                    print("forwarded", flush=True)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -273,8 +289,8 @@ async def ceiling(
     max_batch: int = MAX_BATCH,
 ) -> dict:
     """The relay, as its own process like the service measured beside it: how fast it drains
-    `messages` in batches of up to `max_batch`, and its end-to-end latency when offered `load`
-    at `rate`."""
+    `messages` (in batches of up to `max_batch`) waiting on its input when it starts, and its
+    end-to-end latency when offered `load` at `rate`."""
     bootstrap = bench.broker.bootstrap_servers
     source, sink = (
         f"bench.relay.in.{uuid.uuid4().hex[:6]}",
@@ -283,33 +299,29 @@ async def ceiling(
     await create_topic(bootstrap, source, catalog.PREDICTIONS_ENRICHED.partitions)
     await create_topic(bootstrap, sink, catalog.PREDICTIONS_RESPONSES.partitions)
     wait = fetch_wait_ms(bench.broker)
+    await produce(bootstrap, source, messages)
     code = (
         f"import sys, uvloop; sys.path.insert(0, {str(HERE)!r}); from common import relay; "
         f"uvloop.run(relay({bootstrap!r}, {source!r}, {sink!r}, 'bench-relay', {wait}, "
-        f"{max_batch}))"
+        f"{max_batch}, {len(messages)}))"
     )
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
     try:
-        # Up like a service before the messages go out: one forwarded message says it joined.
-        await produce(bootstrap, source, [(b"warm-up", b"warm-up", [])])
-        _, _, up = await receive(
-            bootstrap, sink, 1, lambda r: r.value == b"warm-up", timeout_s=120, fetch_wait=wait
-        )
-        if not up:
-            raise SystemExit("the relay forwarded nothing in 120 s")
-        cpu0 = cpu_seconds(proc.pid)
-        await produce(bootstrap, source, messages)
+        async with asyncio.timeout(300):
+            await proc.stdout.readline()  # up
+            cpu0 = cpu_seconds(proc.pid)
+            if await proc.stdout.readline() != b"forwarded\n":
+                raise SystemExit(f"the relay stopped (exit {await proc.wait()})")
+        used = cpu_seconds(proc.pid) - cpu0
         first, last, count = await receive(
-            bootstrap,
-            sink,
-            len(messages),
-            lambda r: r.value != b"warm-up",
-            timeout_s=300,
-            fetch_wait=wait,
+            bootstrap, sink, len(messages), lambda r: True, timeout_s=60, fetch_wait=wait
         )
-        say(f"  relay used {(cpu_seconds(proc.pid) - cpu0) / count * 1e6:.0f} CPU-µs a message")
         if count < len(messages):
             raise SystemExit(f"relay forwarded {count} of {len(messages)}")
+        say(f"  relay used {used / count * 1e6:.0f} CPU-µs a message")
         say(f"  {count / (last - first):,.0f} msg/s")
         say(f"  relay latency at {rate:.0f} messages/s …")
         at_load = await offer(bench, source, sink, load, rate, b'"request_id":"lat-')
@@ -318,6 +330,41 @@ async def ceiling(
         await proc.wait()
     say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms")
     return {"per_s": count / (last - first), **at_load}
+
+
+@dataclass
+class Drain:
+    per_s: float
+    cpu_us: float  # the service's CPU time a message, from its first health check
+    service: ServiceProcess
+
+
+async def drain(
+    bench: Bench,
+    start: Callable[[], ServiceProcess],
+    source: str,
+    sink: str,
+    messages: list[Message],
+    accept: Callable[[Any], bool],
+) -> Drain:
+    """How fast a service drains `messages`, waiting on `source` when it starts (so the load
+    generator does not share the cores with it): its answers on `sink` are read once its own
+    metrics say it has produced them all, and must pass `accept`; the rate is the span of their
+    produce times."""
+    bootstrap = bench.broker.bootstrap_servers
+    await produce(bootstrap, source, messages)
+    service = start()
+    assert service.proc is not None
+    cpu0 = cpu_seconds(service.proc.pid)
+    if not await produced(service, sink, len(messages), timeout_s=300):
+        raise SystemExit(f"{service.name} did not answer {len(messages)}; see {service.log_path}")
+    used = cpu_seconds(service.proc.pid) - cpu0
+    first, last, count = await receive(
+        bootstrap, sink, len(messages), accept, timeout_s=60, fetch_wait=fetch_wait_ms(bench.broker)
+    )
+    if count < len(messages):
+        raise SystemExit(f"{service.name}: {count} of {len(messages)} answers as expected")
+    return Drain(count / (last - first), used / count * 1e6, service)
 
 
 async def offer(

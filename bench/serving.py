@@ -5,8 +5,10 @@
    partition — on the same event loop, acks=all, commit after the acks).
 2. Our Kafka throughput: the serving process answers the same N requests (decode, validate against
    the ONNX signature, one onnxruntime call per batch, version-stamped answers, commit after acks).
-   Each figure is sent once its process is up, as fast as the producer goes, and timed by the
-   span of the answers' produce times (Kafka timestamps), not by when a reader saw them.
+   Each drains a backlog: the N messages wait on its input topic when its process starts, so
+   the load generator does not share the two cores with what is measured; the answers are read
+   once the process says it has produced them all (its stdout, its metrics), and the rate is the
+   span of their produce times (Kafka timestamps), not of when a reader saw them.
 3. End-to-end latency at a fixed offered load (2,000 requests/s for 30 s), and zero-loss
    accounting.
 4. Open Inference Protocol v2 over HTTP at a fixed concurrency.
@@ -36,13 +38,10 @@ from common import (
     Message,
     bench_stack,
     ceiling,
-    cpu_seconds,
-    fetch_wait_ms,
+    drain,
     metric,
     offer,
     percentile,
-    produce,
-    receive,
     say,
 )
 
@@ -118,14 +117,9 @@ def _answer(project: str, prefix: str):
 async def kafka_throughput(
     bench: Bench, project: str, messages: list[Message], prefix: str = "tp", **env: str
 ) -> float:
-    """Serving's rate on `messages` (ids starting with `prefix`), sent as fast as the producer
-    goes once serving is up (it caught up with the registry and loaded the champion): the span
-    between the first and the last answer's produce time, so its start-up is not counted."""
-    bootstrap = bench.broker.bootstrap_servers
-    serving = bench.start_service("serving", REGISTRY_URL=bench_registry_url(bench), **env)
-    assert serving.proc is not None
-    cpu0 = cpu_seconds(serving.proc.pid)
-    await produce(bootstrap, catalog.PREDICTIONS_ENRICHED.name, messages)
+    """Serving's rate on `messages` (ids starting with `prefix`), waiting on its topic when
+    serving starts (it catches up with the registry and loads the champion before it takes
+    any); every answer must be ok and of version 1."""
     errors = 0
     mine = f'"request_id":"{prefix}-'.encode()
 
@@ -138,22 +132,21 @@ async def kafka_throughput(
             errors += 1
         return True
 
-    first, last, count = await receive(
-        bootstrap,
+    drained = await drain(
+        bench,
+        lambda: bench.start_service("serving", REGISTRY_URL=bench_registry_url(bench), **env),
+        catalog.PREDICTIONS_ENRICHED.name,
         catalog.PREDICTIONS_RESPONSES.name,
-        len(messages),
+        messages,
         accept,
-        timeout_s=300,
-        fetch_wait=fetch_wait_ms(bench.broker),
     )
-    if count < len(messages) or errors:
-        raise SystemExit(f"serving answered {count} of {len(messages)}, {errors} not ok with v1")
-    used = cpu_seconds(serving.proc.pid) - cpu0
+    if errors:
+        raise SystemExit(f"{errors} of serving's {len(messages)} answers not ok with v1")
     say(
-        f"  serving used {used / count * 1e6:.0f} CPU-µs a prediction, in batches of "
-        f"{mean_batch(serving.url, catalog.PREDICTIONS_ENRICHED.name):.0f} on average"
+        f"  serving used {drained.cpu_us:.0f} CPU-µs a prediction, in batches of "
+        f"{mean_batch(drained.service.url, catalog.PREDICTIONS_ENRICHED.name):.0f} on average"
     )
-    return count / (last - first)
+    return drained.per_s
 
 
 def mean_batch(url: str, topic: str) -> float:
