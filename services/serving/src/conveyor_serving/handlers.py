@@ -75,28 +75,73 @@ class Served:
     served_at: datetime
     latency_ms: float
     status: str = "ok"
+    json: AnswerJSON | None = None  # what it shares with the answers scored with it
 
     def encoded(self) -> Encoded:
         """PredictionServed's own JSON (its field order; a unit test holds the bytes equal)."""
-        return Encoded(
-            PredictionServed.type_name,
-            to_json(
-                {
-                    "request_id": self.request_id,
-                    "project": self.project,
-                    "entity_id": self.entity_id,
-                    "status": "ok",
-                    "error": None,
-                    "model_version": self.model_version,
-                    "label": self.label,
-                    "probabilities": self.probabilities,
-                    "feature_names": self.feature_names,
-                    "values": self.values,
-                    "requested_at": self.requested_at,
-                    "served_at": self.served_at,
-                    "latency_ms": self.latency_ms,
-                }
-            ),
+        return Encoded(PredictionServed.type_name, (self.json or AnswerJSON.of(self))(self))
+
+
+class AnswerJSON:
+    """PredictionServed's JSON for the answers of one onnxruntime call: what they share (project,
+    version, served_at, latency, the model's feature names, the labels) encoded once, the rest
+    answer by answer — a third of what one dict through `to_json` cost."""
+
+    __slots__ = ("_after_entity", "_after_id", "_feature_names", "_labels", "_names", "_tail")
+
+    def __init__(
+        self,
+        project: str,
+        model_version: int,
+        feature_names: list[str],
+        served_at: datetime,
+        latency_ms: float,
+    ) -> None:
+        self._after_id = b',"project":' + to_json(project) + b',"entity_id":'
+        self._after_entity = (
+            b',"status":"ok","error":null,"model_version":' + to_json(model_version) + b',"label":'
+        )
+        self._feature_names = feature_names
+        self._names = b',"feature_names":' + to_json(feature_names) + b',"values":'
+        self._tail = (
+            b',"served_at":' + to_json(served_at) + b',"latency_ms":' + to_json(latency_ms) + b"}"
+        )
+        self._labels: dict[str, bytes] = {}
+
+    @classmethod
+    def of(cls, answer: Served) -> AnswerJSON:
+        return cls(
+            answer.project,
+            answer.model_version,
+            answer.feature_names,
+            answer.served_at,
+            answer.latency_ms,
+        )
+
+    def __call__(self, a: Served) -> bytes:
+        label = self._labels.get(a.label)
+        if label is None:
+            label = self._labels[a.label] = to_json(a.label) + b',"probabilities":'
+        names = (
+            self._names
+            if a.feature_names == self._feature_names
+            else b',"feature_names":' + to_json(a.feature_names) + b',"values":'
+        )
+        return b"".join(
+            (
+                b'{"request_id":',
+                to_json(a.request_id),
+                self._after_id,
+                to_json(a.entity_id),
+                self._after_entity,
+                label,
+                to_json(a.probabilities),
+                names,
+                to_json(a.values),
+                b',"requested_at":',
+                to_json(a.requested_at),
+                self._tail,
+            )
         )
 
 
@@ -226,6 +271,7 @@ class Serving:
             scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
         served_at = datetime.now(UTC)
         latency = (time.perf_counter() - received) * 1000
+        json = AnswerJSON(model.project, model.version, model.feature_names, served_at, latency)
         out: list[tuple[Delivery[PredictionEnriched], Answer]] = []
         for d, result in zip(deliveries, scored, strict=True):
             e = d.event
@@ -249,6 +295,7 @@ class Serving:
                         e.requested_at,
                         served_at,
                         latency,
+                        json=json,
                     ),
                 )
             )
