@@ -4,6 +4,8 @@ embedded), service processes, a plain aiokafka relay (the ceiling), and percenti
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import gc
 import json
 import os
@@ -11,6 +13,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -335,36 +338,65 @@ async def ceiling(
 @dataclass
 class Drain:
     per_s: float
-    cpu_us: float  # the service's CPU time a message, from its first health check
+    cpu_us: float  # the service's CPU time a message, between its first and last answer
     service: ServiceProcess
+
+
+class CpuTrace(threading.Thread):
+    """The CPU time of the newest process named `name` in `bench`, sampled every 20 ms from a
+    thread (starting a service blocks the loop), so it can be read at any instant after."""
+
+    def __init__(self, bench: Bench, name: str) -> None:
+        super().__init__(daemon=True)
+        self.bench, self.name = bench, name
+        self.before = {id(p) for p in bench.processes}
+        self.samples: list[tuple[float, float]] = []  # (seconds since the epoch, CPU seconds)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            new = [p for p in self.bench.processes if id(p) not in self.before]
+            if new and new[-1].name == self.name and new[-1].proc is not None:
+                with contextlib.suppress(OSError, IndexError):
+                    self.samples.append((time.time(), cpu_seconds(new[-1].proc.pid)))
+
+    def at(self, t: float) -> float:
+        """CPU seconds at `t`, between the samples around it (nan without two samples)."""
+        if len(self.samples) < 2:
+            return float("nan")
+        times = [when for when, _ in self.samples]
+        i = min(max(bisect.bisect_left(times, t), 1), len(times) - 1)
+        (t0, c0), (t1, c1) = self.samples[i - 1], self.samples[i]
+        return c0 + (c1 - c0) * min(max((t - t0) / (t1 - t0), 0.0), 1.0)
 
 
 async def drain(
     bench: Bench,
-    start: Callable[[], ServiceProcess],
+    name: str,
+    env: dict[str, str],
     source: str,
     sink: str,
     messages: list[Message],
     accept: Callable[[Any], bool],
 ) -> Drain:
-    """How fast a service drains `messages`, waiting on `source` when it starts (so the load
-    generator does not share the cores with it): its answers on `sink` are read once its own
-    metrics say it has produced them all, and must pass `accept`; the rate is the span of their
-    produce times."""
+    """How fast service `name` (started with `env`) drains `messages`, waiting on `source` when
+    it starts (so the load generator does not share the cores with it): its answers on `sink`
+    are read once its own metrics say it has produced them all, and must pass `accept`; the rate
+    is the span of their produce times, and its CPU time is read over that span."""
     bootstrap = bench.broker.bootstrap_servers
     await produce(bootstrap, source, messages)
-    service = start()
-    assert service.proc is not None
-    cpu0 = cpu_seconds(service.proc.pid)
+    trace = CpuTrace(bench, name)
+    trace.start()
+    service = bench.start_service(name, **env)
     if not await produced(service, sink, len(messages), timeout_s=300):
         raise SystemExit(f"{service.name} did not answer {len(messages)}; see {service.log_path}")
-    used = cpu_seconds(service.proc.pid) - cpu0
+    trace.done.set()
     first, last, count = await receive(
         bootstrap, sink, len(messages), accept, timeout_s=60, fetch_wait=fetch_wait_ms(bench.broker)
     )
     if count < len(messages):
         raise SystemExit(f"{service.name}: {count} of {len(messages)} answers as expected")
-    return Drain(count / (last - first), used / count * 1e6, service)
+    return Drain(count / (last - first), (trace.at(last) - trace.at(first)) / count * 1e6, service)
 
 
 async def offer(

@@ -128,7 +128,8 @@ async def throughput(
 
     drained = await drain(
         bench,
-        lambda: bench.start_service("feature", DATABASE_URL=database),
+        "feature",
+        {"DATABASE_URL": database},
         catalog.PREDICTIONS_REQUESTS.name,
         catalog.PREDICTIONS_ENRICHED.name,
         messages,

@@ -134,7 +134,8 @@ async def kafka_throughput(
 
     drained = await drain(
         bench,
-        lambda: bench.start_service("serving", REGISTRY_URL=bench_registry_url(bench), **env),
+        "serving",
+        {"REGISTRY_URL": bench_registry_url(bench), **env},
         catalog.PREDICTIONS_ENRICHED.name,
         catalog.PREDICTIONS_RESPONSES.name,
         messages,
