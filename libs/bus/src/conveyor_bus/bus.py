@@ -300,7 +300,8 @@ class Bus:
                     headers += [(k, v.encode()) for k, v in item.extra.items()]
                 if item.cause is not None:
                     cause = item.cause
-                    headers += [(h, cause[h].encode()) for h in FORWARDED_HEADERS if h in cause]
+                    if not cause.keys().isdisjoint(FORWARDED_HEADERS):
+                        headers += [(h, cause[h].encode()) for h in FORWARDED_HEADERS if h in cause]
                 else:
                     headers += active
                 event = item.event

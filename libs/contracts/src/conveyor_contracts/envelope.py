@@ -75,7 +75,11 @@ def envelope_for(
 def decode_headers(raw: Iterable[tuple[str, bytes | None]] | Mapping[str, Any]) -> dict[str, str]:
     """Headers as text: a Kafka client's (name, bytes) pairs (a value that is not UTF-8 read with
     replacement characters; a null one left out), or a mapping of values made text."""
-    if isinstance(raw, tuple | list):  # the client's own form, on every consumed record
+    if type(raw) is list or type(raw) is tuple:  # the client's own form, on every record
+        try:  # the common case first: every value UTF-8 bytes
+            return {k: v.decode() for k, v in raw}
+        except (AttributeError, UnicodeDecodeError):  # a null, text, or not UTF-8
+            pass
         try:
             return {k: v.decode("utf-8", "replace") for k, v in raw if v is not None}
         except AttributeError:  # a value already text

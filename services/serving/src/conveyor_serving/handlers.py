@@ -373,8 +373,9 @@ def _outgoing(
     return Outgoing(
         request.event.request_id,
         answer.encoded() if isinstance(answer, Served) else answer,
-        event_id=f"{request.event_id}/{kind}",
-        cause=request.onward,
+        f"{request.event_id}/{kind}",
+        None,
+        request.onward,
     )
 
 
