@@ -478,14 +478,15 @@ class Bus:
                         # batches after it wait to be committed.
             finally:
                 IN_FLIGHT.add(-len(records), attrs)
+            ends = _last_offsets(records)
             if overlap > 1:
                 if after is not None:
                     await after  # in order: committed after every batch before it
-                await commit(message, records)
+                await commit(ends)
             CONSUMED.add(len(records), attrs)
             BATCH_SIZE.record(len(records), attrs)
             BATCH_TIME.record(time.perf_counter() - started, attrs)
-            _record_lag(message, records)
+            _record_lag(message, ends)
             if consumed is not None:
                 consumed([(r.partition, r.offset) for r in records])
 
@@ -531,13 +532,12 @@ class Bus:
             if not broadcast and overlap == 1:
                 await message.ack()
 
-        async def commit(message: KafkaMessage, records: tuple[Any, ...]) -> None:
+        async def commit(ends: dict[TopicPartition, int]) -> None:
             """Commit the batch's own offsets (the consumer's position is already past the
             batches after it)."""
-            offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
             assert subscriber.consumer is not None  # started by the time a batch arrives
             try:
-                await subscriber.consumer.commit(offsets)
+                await subscriber.consumer.commit({tp: end + 1 for tp, end in ends.items()})
             except KafkaError as exc:  # e.g. its partitions were reassigned: delivered again
                 log.warning("commit on %s failed: %r", topic.name, exc)
 
@@ -588,18 +588,25 @@ async def send_batches(
     await asyncio.gather(*futures)
 
 
-def _record_lag(message: KafkaMessage, records: tuple[Any, ...]) -> None:
-    """Lag per partition from the high-water marks the client saw in its last fetch."""
-    consumer = getattr(message, "consumer", None)
-    if consumer is None or not records:
-        return
+def _last_offsets(records: tuple[Any, ...]) -> dict[TopicPartition, int]:
+    """Each partition's last offset in a batch (a fetch hands over each partition's records in
+    offset order): what a commit and the lag need, found in one pass, with one TopicPartition a
+    partition rather than one a record."""
     last: dict[tuple[str, int], int] = {}
     for r in records:
-        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
-    for (topic, partition), offset in last.items():
-        highwater = consumer.highwater(TopicPartition(topic, partition))
+        last[r.topic, r.partition] = r.offset
+    return {TopicPartition(topic, partition): end for (topic, partition), end in last.items()}
+
+
+def _record_lag(message: KafkaMessage, ends: dict[TopicPartition, int]) -> None:
+    """Lag per partition from the high-water marks the client saw in its last fetch."""
+    consumer = getattr(message, "consumer", None)
+    if consumer is None:
+        return
+    for tp, end in ends.items():
+        highwater = consumer.highwater(tp)
         if highwater is not None:
-            LAG.set(highwater - offset - 1, {"topic": topic, "partition": str(partition)})
+            LAG.set(highwater - end - 1, {"topic": tp.topic, "partition": str(tp.partition)})
 
 
 def _fetcher(
