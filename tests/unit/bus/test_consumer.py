@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 from conveyor_bus import Bus, KafkaSettings
 from conveyor_contracts import catalog
@@ -35,3 +36,17 @@ async def test_an_empty_fetch_is_followed_by_the_next_without_a_pause():
         for _ in range(3):
             assert await subscriber.get_msg(client) == ()
     assert client.fetches == [(60_000, 17)] * 3
+
+
+def test_faststreams_consume_loop_fetches_through_the_subscribers_get_msg():
+    # The bus replaces `get_msg` on each subscriber; were FastStream's loop to fetch some other
+    # way, the pause after an empty fetch would be back unseen.
+    bus = Bus("test", KafkaSettings())
+
+    async def handler(batch):
+        return None
+
+    bus.consume(catalog.FEEDBACK_SUBMITTED, handler)
+    (subscriber,) = bus.broker.subscribers
+    assert "get_msg" in vars(subscriber)
+    assert "await self.get_msg(" in inspect.getsource(type(subscriber)._run_consume_loop)
