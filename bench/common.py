@@ -314,9 +314,9 @@ async def ceiling(
     assert proc.stdout is not None
     try:
         async with asyncio.timeout(300):
-            await proc.stdout.readline()  # up
-            cpu0 = cpu_seconds(proc.pid)
-            if await proc.stdout.readline() != b"forwarded\n":
+            said = await proc.stdout.readline()
+            cpu0 = cpu_seconds(proc.pid) if said == b"up\n" else 0.0
+            if said != b"up\n" or await proc.stdout.readline() != b"forwarded\n":
                 raise SystemExit(f"the relay stopped (exit {await proc.wait()})")
         used = cpu_seconds(proc.pid) - cpu0
         first, last, count = await receive(

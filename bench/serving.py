@@ -105,15 +105,6 @@ def requests(project: str, vectors: list[list[float]], n: int, prefix: str) -> l
     return out
 
 
-def _answer(project: str, prefix: str):
-    marker = f'"request_id":"{prefix}-'.encode()
-
-    def accept(record) -> bool:
-        return marker in record.value
-
-    return accept
-
-
 async def kafka_throughput(
     bench: Bench, project: str, messages: list[Message], prefix: str = "tp", **env: str
 ) -> float:

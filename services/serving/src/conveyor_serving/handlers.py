@@ -373,9 +373,8 @@ def _outgoing(
     return Outgoing(
         request.event.request_id,
         answer.encoded() if isinstance(answer, Served) else answer,
-        f"{request.event_id}/{kind}",
-        None,
-        request.onward,
+        event_id=f"{request.event_id}/{kind}",
+        cause=request.onward,
     )
 
 
