@@ -26,9 +26,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import chain
+from itertools import chain, repeat
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -126,6 +126,9 @@ DLQ_HEADERS = (
 )
 
 
+NO_TRACE: Mapping[str, str] = MappingProxyType({})  # a record consumed outside any span
+
+
 class Delivery(NamedTuple, Generic[T]):
     """One decoded record and where it came from. (A named tuple: immutable, and built for
     every record consumed at a third of a frozen dataclass's cost.)"""
@@ -137,7 +140,7 @@ class Delivery(NamedTuple, Generic[T]):
     partition: int
     offset: int
     value: bytes
-    trace: Mapping[str, str] = MappingProxyType({})
+    trace: Mapping[str, str] = NO_TRACE
 
     def __repr__(self) -> str:
         return (
@@ -157,11 +160,11 @@ class Delivery(NamedTuple, Generic[T]):
         return self.headers.get("ce_id") or f"{self.topic}/{self.partition}/{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
+class Encoded(NamedTuple):
     """An event its producer serialized itself: the JSON of an event model whose `type_name` it
     names, for hot paths where building the model only to dump it cost more than the rest (the
-    producer's tests hold the bytes equal to the model's own)."""
+    producer's tests hold the bytes equal to the model's own). A named tuple: one is built per
+    answer."""
 
     type_name: str
     value: bytes
@@ -215,11 +218,14 @@ class Bus:
         self.service = service
         self.settings = settings or KafkaSettings()
         # No telemetry middleware: the bus records its own spans (tracing.py), one per record in
-        # the record's trace, and only when the OTEL_* variables install a tracer provider.
+        # the record's trace, and only when the OTEL_* variables install a tracer provider. No
+        # dependency injection either: a batch handler takes the message, which the decoder
+        # hands over as the body (injecting it ran a worker thread per batch).
         self.broker = broker or KafkaBroker(
             self.settings.kafka_bootstrap_servers,
             client_id=f"conveyor-{service}",
             logger=logging.getLogger(f"conveyor.{service}.kafka"),
+            apply_types=False,
         )
         self.dead_letters = 0
         self._gate: asyncio.Event | None = None
@@ -343,7 +349,7 @@ class Bus:
         PRODUCED.add(len(messages), {"topic": topic})
 
     async def dead_letter(
-        self, delivery: Delivery[Any] | _Undecoded, error: str, stage: str, group: str | None
+        self, delivery: Delivery[Any], error: str, stage: str, group: str | None
     ) -> None:
         headers = dict(delivery.headers)
         headers.update(
@@ -401,9 +407,9 @@ class Bus:
 
         async def parse(records: tuple[Any, ...]) -> KafkaAckableMessage:
             """The batch as FastStream's own parser makes it, without decoding every record's
-            headers into a dict: each record's headers are decoded once, in `_Undecoded.of`,
-            where a value that is not UTF-8 is read with replacement characters. (FastStream's
-            strict decoding failed the whole batch on such a value, and the consumer with it.)"""
+            headers into a dict: each record's headers are decoded once, in `run`, where a value
+            that is not UTF-8 is read with replacement characters. (FastStream's strict decoding
+            failed the whole batch on such a value, and the consumer with it.)"""
             first, last = records[0], records[-1]
             return KafkaAckableMessage(
                 raw_message=records,
@@ -423,7 +429,7 @@ class Bus:
             ack_policy=AckPolicy.MANUAL if broadcast or overlap > 1 else AckPolicy.NACK_ON_ERROR,
             title=f"{self.service}:{topic.name}",
             parser=parse,
-            decoder=_skip_decoding,
+            decoder=_message_itself,
         )
         subscriber.get_msg = _fetcher(subscriber)  # type: ignore[method-assign,assignment]
         backoff = _Backoff()
@@ -457,19 +463,20 @@ class Bus:
             records = records if isinstance(records, tuple) else (records,)
             started = time.perf_counter()
             arrived_ms = time.time() * 1000
-            raws = [_Undecoded.of(record) for record in records]
-            for raw in sampled(raws):
-                if raw.timestamp_ms:
-                    STAGE_TIME.record(max(0.0, arrived_ms - raw.timestamp_ms) / 1000, queue_wait)
+            for record in sampled(records):
+                if record.timestamp:
+                    STAGE_TIME.record(max(0.0, arrived_ms - record.timestamp) / 1000, queue_wait)
+            heads = [decode_headers(record.headers or ()) for record in records]
             IN_FLIGHT.add(len(records), attrs)
             try:
                 while True:
                     try:
                         if self._tracing:
-                            with tracing.batch_spans(self.service, topic.name, raws):
-                                await handle(message, raws)
+                            spans = tracing.batch_spans(self.service, topic.name, records, heads)
+                            with spans as traces:
+                                await handle(message, records, heads, traces)
                         else:
-                            await handle(message, raws)
+                            await handle(message, records, heads, repeat(NO_TRACE))
                         break
                     except Exception:
                         if overlap == 1:
@@ -490,28 +497,43 @@ class Bus:
             if consumed is not None:
                 consumed([(r.partition, r.offset) for r in records])
 
-        async def handle(message: KafkaMessage, raws: list[_Undecoded]) -> None:
+        async def handle(
+            message: KafkaMessage,
+            records: tuple[ConsumerRecord, ...],
+            heads: list[dict[str, str]],
+            traces: Iterable[Mapping[str, str]],
+        ) -> None:
+            """Decode the records (each with its decoded headers and its trace context), hand
+            the valid ones to the handler, dead-letter the rest and what the handler rejects."""
             try:
                 good: list[Delivery[Any]] = []
                 decoding = time.perf_counter()
-                for raw in raws:
+                validate = topic.adapter.validate_json
+                # `traces` repeats an empty context when nothing is traced
+                for record, headers, trace in zip(records, heads, traces, strict=False):
+                    key, value = record.key, record.value
+                    key = key.decode("utf-8", "replace") if type(key) is bytes else key
+                    if type(value) is not bytes:  # a tombstone (null): invalid, as JSON null
+                        value = json.dumps(value).encode()
+                    reason = None
                     try:
-                        event = topic.adapter.validate_json(raw.value)
+                        event = validate(value)
                     except (ValidationError, ValueError) as exc:
-                        await self.dead_letter(raw, _error_text(exc), "decode", group_id)
-                        continue
-                    good.append(
-                        Delivery(
-                            event,
-                            raw.headers,
-                            raw.key,
-                            raw.topic,
-                            raw.partition,
-                            raw.offset,
-                            raw.value,
-                            raw.trace,
-                        )
+                        event, reason = None, _error_text(exc)
+                    delivery = Delivery(
+                        event,
+                        headers,
+                        key,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        value,
+                        trace,
                     )
+                    if reason is not None:
+                        await self.dead_letter(delivery, reason, "decode", group_id)
+                        continue
+                    good.append(delivery)
                 tracing.decoded()
                 handling = time.perf_counter()
                 STAGE_TIME.record(handling - decoding, decode_time)
@@ -626,35 +648,11 @@ def _fetcher(
     return get_msg
 
 
-async def _skip_decoding(_message: Any) -> None:
-    """Each record is decoded against its topic's schema in `on_batch`, where a failure is a
-    dead letter; FastStream's own decoding would fail the whole batch instead."""
-    return None
-
-
-@dataclass(slots=True)
-class _Undecoded:
-    value: bytes
-    headers: dict[str, str]
-    key: str | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None  # CreateTime, or LogAppendTime where the topic says so
-    trace: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, record: Any) -> _Undecoded:
-        key, value = record.key, record.value
-        return cls(
-            value if type(value) is bytes else json.dumps(value).encode(),
-            decode_headers(record.headers or ()),
-            key.decode("utf-8", "replace") if type(key) is bytes else key,
-            record.topic,
-            record.partition,
-            record.offset,
-            record.timestamp,
-        )
+async def _message_itself(message: KafkaMessage) -> KafkaMessage:
+    """The body a batch handler is called with: the message itself. Each record is decoded
+    against its topic's schema in `run`, where a failure is a dead letter (FastStream's own
+    decoding would fail the whole batch instead)."""
+    return message
 
 
 class _Backoff:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -53,13 +53,16 @@ def _tracer() -> trace.Tracer:
 
 
 class _Record(Protocol):
-    headers: dict[str, str]
-    key: str | None
-    trace: dict[str, str]
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
+    """A consumed record as the Kafka client hands it over."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...  # ms since the epoch: CreateTime, or LogAppendTime
 
 
 class _Located(Protocol):
@@ -134,10 +137,13 @@ def current_traceparent() -> str | None:
 
 
 @contextmanager
-def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterator[Span]:
-    """A span per record (its headers now carry it) and, when any record is sampled, one for the
-    batch: a child of the first sampled record's span, linking the others. All end together; the
-    stages recorded meanwhile become children of each sampled record's span.
+def batch_spans(
+    service: str, topic: str, records: Sequence[_Record], headers: Sequence[Mapping[str, str]]
+) -> Iterator[list[Mapping[str, str]]]:
+    """A span per record (`headers`: each record's, decoded), yielding each one's trace context
+    as headers its answers carry on and, when any record is sampled, a span for the batch: a
+    child of the first sampled record's span, linking the others. All end together; the stages
+    recorded meanwhile become children of each sampled record's span.
 
     Per record this is the hot path of a traced service: the trace context is read and written
     by hand (W3C `traceparent`), and attributes are set only on sampled spans."""
@@ -146,20 +152,23 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
     name = f"{topic} process"
     spans = []
     sampled = []
-    for r in records:
+    traces: list[Mapping[str, str]] = []
+    for r, h in zip(records, headers, strict=True):
         record_span = tracer.start_span(
             name,
-            context=_parent(r.headers),
+            context=_parent(h),
             kind=SpanKind.CONSUMER,
             start_time=start,
         )
         ctx = record_span.get_span_context()
+        context: dict[str, str] = {}
         if ctx.is_valid:
-            r.trace = {
-                "traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-            }
+            context["traceparent"] = (
+                f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+            )
             if ctx.trace_state:
-                r.trace["tracestate"] = ctx.trace_state.to_header()
+                context["tracestate"] = ctx.trace_state.to_header()
+        traces.append(context)
         if record_span.is_recording():
             record_span.set_attributes(
                 {
@@ -169,8 +178,8 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
                     "messaging.destination.partition.id": str(r.partition),
                     "messaging.kafka.offset": r.offset,
                     "messaging.consumer.group.name": f"conveyor-{service}",
-                    "messaging.message.id": r.headers.get("ce_id", ""),
-                    "messaging.kafka.message.key": r.key or "",
+                    "messaging.message.id": h.get("ce_id", ""),
+                    "messaging.kafka.message.key": (r.key or b"").decode("utf-8", "replace"),
                 }
             )
             sampled.append(record_span)
@@ -194,7 +203,7 @@ def batch_spans(service: str, topic: str, records: Sequence[_Record]) -> Iterato
     token = _timeline.set(timeline)
     try:
         with trace.use_span(batch, end_on_exit=False):
-            yield batch
+            yield traces
     except BaseException as exc:
         for each in sampled:
             each.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
@@ -226,7 +235,7 @@ def _remote(traceparent: str, tracestate: str | None = None) -> SpanContext | No
     )
 
 
-def _parent(headers: dict[str, str]) -> Context | None:
+def _parent(headers: Mapping[str, str]) -> Context | None:
     """The context a record's `traceparent` (and `tracestate`) names; None when it has none
     (the record's span is then a root) or an unreadable one."""
     value = headers.get("traceparent")
@@ -239,8 +248,8 @@ def _stage_spans(
 ) -> None:
     context = trace.set_span_in_context(parent)
     key = (record.partition, record.offset)
-    if record.timestamp_ms is not None and 0 < record.timestamp_ms * 1_000_000 <= received:
-        _span(tracer, "queue wait", context, record.timestamp_ms * 1_000_000, received)
+    if record.timestamp is not None and 0 < record.timestamp * 1_000_000 <= received:
+        _span(tracer, "queue wait", context, record.timestamp * 1_000_000, received)
     _span(tracer, "decode", context, received, timeline.decoded_ns)
     mine = [s for s in timeline.stages if s.records is None or key in s.records]
     if mine:
