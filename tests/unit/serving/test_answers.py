@@ -5,32 +5,52 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from conveyor_contracts import catalog
-from conveyor_contracts.events import PredictionServed
-from conveyor_serving.handlers import AnswerJSON, Served
+from conveyor_contracts.events import PredictionEnriched, PredictionServed
+from conveyor_serving.handlers import AnswerJSON
+
+
+def request(request_id: str, entity_id: str, names: list[str], values: list[float], at: datetime):
+    return PredictionEnriched(
+        request_id=request_id,
+        project="fraud",
+        project_version=1,
+        entity_id=entity_id,
+        requested_at=at,
+        enriched_at=at,
+        feature_names=names,
+        values=values,
+    )
+
+
+def answer_model(asked: PredictionEnriched, label: str, probabilities: dict[str, float], **served):
+    """The answer as the model itself: what the shared JSON must equal byte for byte."""
+    return PredictionServed(
+        request_id=asked.request_id,
+        project=asked.project,
+        entity_id=asked.entity_id,
+        status="ok",
+        label=label,
+        probabilities=probabilities,
+        feature_names=asked.feature_names,
+        values=asked.values,
+        requested_at=asked.requested_at,
+        **served,
+    )
 
 
 def test_a_scored_answer_is_the_models_own_json():
     requested = datetime(2026, 11, 22, 10, 0, 0, 125, tzinfo=UTC)
-    answer = {
-        "request_id": "req-1",
-        "project": "fraud",
-        "entity_id": "c-17",
-        "model_version": 3,
-        "label": "fraud",
-        "probabilities": {"legit": 0.25, "fraud": 0.75},
-        "feature_names": ["amount", "hour"],
-        "values": [12.5, 9.0],
-        "requested_at": requested,
-        "served_at": requested + timedelta(milliseconds=3),
-        "latency_ms": 0.4375,
-    }
-    model = PredictionServed(status="ok", **answer)
+    served = {"model_version": 3, "served_at": requested + timedelta(milliseconds=3)}
+    asked = request("req-1", "c-17", ["amount", "hour"], [12.5, 9.0], requested)
+    probabilities = {"legit": 0.25, "fraud": 0.75}
 
-    encoded = Served(**answer).encoded()
+    value = AnswerJSON("fraud", 3, ["amount", "hour"], served["served_at"], 0.4375)(
+        asked, "fraud", probabilities
+    )
 
-    assert encoded.value == model.model_dump_json().encode()
-    assert encoded.type_name == PredictionServed.type_name
-    assert catalog.PREDICTIONS_RESPONSES.adapter.validate_json(encoded.value) == model
+    model = answer_model(asked, "fraud", probabilities, latency_ms=0.4375, **served)
+    assert value == model.model_dump_json().encode()
+    assert catalog.PREDICTIONS_RESPONSES.adapter.validate_json(value) == model
 
 
 def test_answers_scored_together_share_what_they_can_and_stay_the_models_own_json():
@@ -46,20 +66,13 @@ def test_answers_scored_together_share_what_they_can_and_stay_the_models_own_jso
         ("réq-5 ✓", "c-\u2028", "fraud", {"legit": 0.0, "fraud": 1.0}, ["amount", "hour"]),
     ]
     for i, (request_id, entity_id, label, probabilities, names) in enumerate(answers):
-        fields = {
-            "request_id": request_id,
-            "project": "fraud",
-            "entity_id": entity_id,
-            "model_version": 7,
-            "label": label,
-            "probabilities": probabilities,
-            "feature_names": names,
-            "values": [12.5 + i, -3e-9 * i],
-            "requested_at": served_at - timedelta(milliseconds=i, microseconds=7),
-            "served_at": served_at,
-            "latency_ms": 1.25,
-        }
-        encoded = Served(**fields, json=shared).encoded()
-        model = PredictionServed(status="ok", **fields)
-        assert encoded.value == model.model_dump_json().encode(), request_id
-        assert catalog.PREDICTIONS_RESPONSES.adapter.validate_json(encoded.value) == model
+        requested = served_at - timedelta(milliseconds=i, microseconds=7)
+        asked = request(request_id, entity_id, names, [12.5 + i, -3e-9 * i], requested)
+
+        value = shared(asked, label, probabilities)
+
+        model = answer_model(
+            asked, label, probabilities, model_version=7, served_at=served_at, latency_ms=1.25
+        )
+        assert value == model.model_dump_json().encode(), request_id
+        assert catalog.PREDICTIONS_RESPONSES.adapter.validate_json(value) == model

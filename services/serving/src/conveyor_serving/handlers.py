@@ -7,8 +7,8 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 from opentelemetry import metrics
@@ -57,35 +57,12 @@ END_TO_END = _meter.create_histogram(
 )
 
 
-@dataclass(slots=True)
-class Served:
-    """A scored answer: PredictionServed with status `ok`, kept as plain values (what the
-    metrics read) and serialized straight to its JSON — building the model only to dump it
-    cost a fifth of serving's time per prediction."""
-
-    request_id: str
-    project: str
-    entity_id: str
-    model_version: int
-    label: str
-    probabilities: dict[str, float]
-    feature_names: list[str]
-    values: list[float]
-    requested_at: datetime
-    served_at: datetime
-    latency_ms: float
-    status: str = "ok"
-    json: AnswerJSON | None = None  # what it shares with the answers scored with it
-
-    def encoded(self) -> Encoded:
-        """PredictionServed's own JSON (its field order; a unit test holds the bytes equal)."""
-        return Encoded(PredictionServed.type_name, (self.json or AnswerJSON.of(self))(self))
-
-
 class AnswerJSON:
     """PredictionServed's JSON for the answers of one onnxruntime call: what they share (project,
     version, served_at, latency, the model's feature names, the labels) encoded once, the rest
-    answer by answer — a third of what one dict through `to_json` cost."""
+    answer by answer — a third of what one dict through `to_json` cost, and no model built only
+    to be dumped (that cost a fifth of serving's time per prediction). A unit test holds the bytes
+    equal to the model's own."""
 
     __slots__ = ("_after_entity", "_after_id", "_feature_names", "_labels", "_names", "_tail")
 
@@ -108,44 +85,108 @@ class AnswerJSON:
         )
         self._labels: dict[str, bytes] = {}
 
-    @classmethod
-    def of(cls, answer: Served) -> AnswerJSON:
-        return cls(
-            answer.project,
-            answer.model_version,
-            answer.feature_names,
-            answer.served_at,
-            answer.latency_ms,
-        )
-
-    def __call__(self, a: Served) -> bytes:
-        label = self._labels.get(a.label)
-        if label is None:
-            label = self._labels[a.label] = to_json(a.label) + b',"probabilities":'
+    def __call__(
+        self, request: PredictionEnriched, label: str, probabilities: dict[str, float]
+    ) -> bytes:
+        """The answer to `request`: `label`, with `probabilities` per class."""
+        encoded_label = self._labels.get(label)
+        if encoded_label is None:
+            encoded_label = self._labels[label] = to_json(label) + b',"probabilities":'
         names = (
             self._names
-            if a.feature_names == self._feature_names
-            else b',"feature_names":' + to_json(a.feature_names) + b',"values":'
+            if request.feature_names == self._feature_names
+            else b',"feature_names":' + to_json(request.feature_names) + b',"values":'
         )
         return b"".join(
             (
                 b'{"request_id":',
-                to_json(a.request_id),
+                to_json(request.request_id),
                 self._after_id,
-                to_json(a.entity_id),
+                to_json(request.entity_id),
                 self._after_entity,
-                label,
-                to_json(a.probabilities),
+                encoded_label,
+                to_json(probabilities),
                 names,
-                to_json(a.values),
+                to_json(request.values),
                 b',"requested_at":',
-                to_json(a.requested_at),
+                to_json(request.requested_at),
                 self._tail,
             )
         )
 
 
-Answer = PredictionServed | Served  # errors are built (and validated) as the model itself
+class Answers:
+    """The answers to a batch of requests, in order (scored ones as their JSON, errors as the
+    model itself), and what the metrics count of them: per project, version and status, how many
+    and the slowest serving time."""
+
+    __slots__ = ("_groups", "events", "received", "requests", "served_at")
+
+    def __init__(self, received: float) -> None:
+        self.received = received  # perf_counter at the batch's receipt
+        self.requests: list[Delivery[PredictionEnriched]] = []
+        self.events: list[PredictionServed | Encoded] = []
+        self.served_at: list[datetime] = []
+        self._groups: dict[tuple[str, int | None, str], list[float]] = {}  # [count, slowest ms]
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def error(self, request: Delivery[PredictionEnriched], reason: str) -> None:
+        answer = _error(request.event, reason, self.received)
+        self.requests.append(request)
+        self.events.append(answer)
+        self.served_at.append(answer.served_at)
+        self._tally((answer.project, None, "error"), 1, answer.latency_ms)
+
+    def scored(
+        self,
+        model: LoadedModel,
+        requests: list[Delivery[PredictionEnriched]],
+        events: list[Encoded],
+        served_at: datetime,
+        latency_ms: float,
+    ) -> None:
+        self.requests += requests
+        self.events += events
+        self.served_at += repeat(served_at, len(requests))
+        self._tally((model.project, model.version, "ok"), len(requests), latency_ms)
+
+    def _tally(self, group: tuple[str, int | None, str], n: int, latency_ms: float) -> None:
+        counted = self._groups.get(group)
+        if counted is None:
+            self._groups[group] = [n, latency_ms]
+        else:
+            counted[0] += n
+            counted[1] = max(counted[1], latency_ms)
+
+    def outgoing(self, kind: str) -> list[Outgoing]:
+        """The answers keyed by request id, in their requests' traces, with ids derived from the
+        requests': a redelivered request yields an answer consumers can recognise as the same."""
+        suffix = "/" + kind
+        return [
+            Outgoing(d.event.request_id, event, d.event_id + suffix, cause=d.onward)
+            for d, event in zip(self.requests, self.events, strict=True)
+        ]
+
+    def count(self, predictor: Predictor, role: str | None = None) -> None:
+        """Answers per project, version, role and status; serving time per project and version;
+        end-to-end time of a few answers (not of shadow ones, which no application waits for)."""
+        if role is None:
+            for i in sampled(range(len(self.requests))):
+                e = self.requests[i].event
+                seconds = (self.served_at[i] - e.requested_at).total_seconds()
+                END_TO_END.record(seconds, {"project": e.project})
+        for (project, model_version, status), (n, slowest_ms) in self._groups.items():
+            champion = predictor.current(project, CHAMPION)
+            played = role or ("champion" if model_version in (None, champion) else "canary")
+            version = "" if model_version is None else str(model_version)
+            attrs = {"project": project, "version": version, "role": played, "status": status}
+            PREDICTIONS.add(int(n), attrs)
+            SERVING_TIME.record(slowest_ms / 1000, {"project": project, "version": version})
+
+
+SERVED = PredictionServed.type_name
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
 
@@ -216,19 +257,20 @@ class Serving:
         received = time.perf_counter()
         now = datetime.now(UTC)
         by_project: dict[str, list[Delivery[PredictionEnriched]]] = defaultdict(list)
-        answers: list[tuple[Delivery[PredictionEnriched], Answer]] = []
+        answers = Answers(received)
         for d in batch:
             if (late := _past_deadline(d.headers, now)) is not None:
-                answers.append((d, _error(d.event, late, received)))
+                answers.error(d, late)
             else:
                 by_project[d.event.project].append(d)
         rejections: list[Rejection] = []
-        shadow: list[tuple[Delivery[PredictionEnriched], Answer]] = []
+        shadow = Answers(received)
         for project, deliveries in by_project.items():
             try:
                 model = self.predictor.model(project)  # one reference for the whole batch
             except NoModel as exc:
-                answers.extend((d, _error(d.event, str(exc), received)) for d in deliveries)
+                for d in deliveries:
+                    answers.error(d, str(exc))
                 continue
             policy = self._policy(project)
             challenger = self.predictor.challenger(project) if policy.challenger != "off" else None
@@ -236,70 +278,47 @@ class Serving:
                 sides = [in_canary(d.event.entity_id, policy.canary_share) for d in deliveries]
                 canary = [d for d, inside in zip(deliveries, sides, strict=True) if inside]
                 deliveries = [d for d, inside in zip(deliveries, sides, strict=True) if not inside]
-                answers.extend(self._score(challenger, canary, received, rejections))
-            answers.extend(self._score(model, deliveries, received, rejections))
+                self._score(challenger, canary, answers, rejections)
+            self._score(model, deliveries, answers, rejections)
             if challenger is not None and policy.challenger == "shadow":
                 # What the challenger would have said; its misfits are not the request's fault.
-                shadow.extend(
-                    (d, a)
-                    for d, a in self._score(challenger, deliveries, received, [])
-                    if a.status == "ok"
-                )
-        outgoing = [_outgoing(d, answer) for d, answer in answers]
+                self._score(challenger, deliveries, shadow, None)
+        outgoing = answers.outgoing("served")
         await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, outgoing)
-        _count(answers, self.predictor)
+        answers.count(self.predictor)
         if shadow:
-            await self.bus.publish_many(
-                catalog.PREDICTIONS_SHADOW, [_outgoing(d, a, "shadow") for d, a in shadow]
-            )
-            _count(shadow, self.predictor, "shadow")
-        rejections.extend(await self._reply([d for d, _ in answers], outgoing))
+            await self.bus.publish_many(catalog.PREDICTIONS_SHADOW, shadow.outgoing("shadow"))
+            shadow.count(self.predictor, "shadow")
+        rejections.extend(await self._reply(answers.requests, outgoing))
         return rejections
 
     def _score(
         self,
         model: LoadedModel,
         deliveries: list[Delivery[PredictionEnriched]],
-        received: float,
-        rejections: list[Rejection],
-    ) -> list[tuple[Delivery[PredictionEnriched], Answer]]:
+        answers: Answers,
+        rejections: list[Rejection] | None,
+    ) -> None:
         """One onnxruntime call for the deliveries; an error answer (and a rejection) for each
-        that does not fit the model's signature."""
+        that does not fit the model's signature (`rejections` None: no answer for those)."""
         if not deliveries:
-            return []
+            return
         with tracing.stage("infer", deliveries, model=f"{model.project} v{model.version}"):
             scored = model.score([(d.event.feature_names, d.event.values) for d in deliveries])
         served_at = datetime.now(UTC)
-        latency = (time.perf_counter() - received) * 1000
+        latency = (time.perf_counter() - answers.received) * 1000
         json = AnswerJSON(model.project, model.version, model.feature_names, served_at, latency)
-        out: list[tuple[Delivery[PredictionEnriched], Answer]] = []
+        fit: list[Delivery[PredictionEnriched]] = []
+        events: list[Encoded] = []
         for d, result in zip(deliveries, scored, strict=True):
-            e = d.event
             if isinstance(result, str):
-                out.append((d, _error(e, result, received)))
-                rejections.append(Rejection(d, result, "infer"))
+                if rejections is not None:
+                    answers.error(d, result)
+                    rejections.append(Rejection(d, result, "infer"))
                 continue
-            label, probabilities = result
-            out.append(
-                (
-                    d,
-                    Served(
-                        e.request_id,
-                        model.project,
-                        e.entity_id,
-                        model.version,
-                        label,
-                        probabilities,
-                        e.feature_names,
-                        e.values,
-                        e.requested_at,
-                        served_at,
-                        latency,
-                        json=json,
-                    ),
-                )
-            )
-        return out
+            fit.append(d)
+            events.append(Encoded(SERVED, json(d.event, *result)))
+        answers.scored(model, fit, events, served_at, latency)
 
     def _policy(self, project: str) -> ServingPolicy:
         known = self.projects.get(project)
@@ -328,29 +347,6 @@ class Serving:
         return refused
 
 
-def _count(
-    answers: list[tuple[Delivery[PredictionEnriched], Answer]],
-    predictor: Predictor,
-    role: str | None = None,
-) -> None:
-    """Answers per project, version, role and status; serving time per project and version."""
-    groups: dict[tuple[str, int | None, str], list[float]] = defaultdict(list)
-    if role is None:
-        for _, a in sampled(answers):
-            END_TO_END.record(
-                (a.served_at - a.requested_at).total_seconds(), {"project": a.project}
-            )
-    for _, a in answers:
-        groups[(a.project, a.model_version, a.status)].append(a.latency_ms)
-    for (project, model_version, status), latencies in groups.items():
-        champion = predictor.current(project, CHAMPION)
-        played = role or ("champion" if model_version in (None, champion) else "canary")
-        version = "" if model_version is None else str(model_version)
-        attrs = {"project": project, "version": version, "role": played, "status": status}
-        PREDICTIONS.add(len(latencies), attrs)
-        SERVING_TIME.record(max(latencies) / 1000, {"project": project, "version": version})
-
-
 def _past_deadline(headers: dict[str, str], now: datetime) -> str | None:
     """ "deadline exceeded" when the request's deadline has passed (an unreadable one says so)."""
     raw = headers.get(DEADLINE)
@@ -363,19 +359,6 @@ def _past_deadline(headers: dict[str, str], now: datetime) -> str | None:
     if deadline.tzinfo is None:
         return f"{DEADLINE} header {raw[:40]!r} has no time zone"
     return f"deadline exceeded ({raw})" if now > deadline else None
-
-
-def _outgoing(
-    request: Delivery[PredictionEnriched], answer: Answer, kind: str = "served"
-) -> Outgoing:
-    """The answer keyed by request id, in the request's trace, with an id derived from the
-    request's: a redelivered request yields an answer consumers can recognise as the same."""
-    return Outgoing(
-        request.event.request_id,
-        answer.encoded() if isinstance(answer, Served) else answer,
-        event_id=f"{request.event_id}/{kind}",
-        cause=request.onward,
-    )
 
 
 def _error(e: PredictionEnriched, reason: str, received: float) -> PredictionServed:
