@@ -64,8 +64,12 @@ class LoadedModel:
     ) -> list[tuple[str, dict[str, float]] | str]:
         """Each input's (label, probabilities), or the reason it cannot be scored; one
         onnxruntime call for all that can."""
+        expected, n = self.feature_names, len(self.feature_names)
         out: list[tuple[str, dict[str, float]] | str] = [
-            self._misfit(names, len(values)) or "" for names, values in inputs
+            ""  # the usual case first, without a call per input
+            if len(values) == n and (names is expected or names == expected)
+            else self._misfit(names, len(values)) or ""
+            for names, values in inputs
         ]
         fit = [i for i, reason in enumerate(out) if not reason]
         if not fit:
@@ -92,8 +96,9 @@ class LoadedModel:
                 f"expected shape [n, {len(self.feature_names)}], got {list(rows.shape)}"
             )
         labels, probabilities = self.session.predict(rows.astype(np.float32, copy=False))
-        names = [self.classes[int(i)] for i in labels]
-        probs = [dict(zip(self.classes, row, strict=True)) for row in probabilities.tolist()]
+        classes = self.classes
+        names = [classes[i] for i in labels.astype(np.int64, copy=False).tolist()]
+        probs = [dict(zip(classes, row, strict=True)) for row in probabilities.tolist()]
         return names, probs
 
 
