@@ -404,6 +404,9 @@ class Bus:
         # One group per service and topic: each subscription rebalances on its own, and a
         # replica's consumers of different topics never share a group's assignment.
         group_id = None if broadcast else (group or f"conveyor-{self.service}.{topic.name}")
+        fetch_wait = self.settings.kafka_fetch_max_wait_ms
+        if broadcast:
+            fetch_wait = max(fetch_wait, self.settings.kafka_changelog_fetch_max_wait_ms)
 
         async def parse(records: tuple[Any, ...]) -> KafkaAckableMessage:
             """The batch as FastStream's own parser makes it, without decoding every record's
@@ -424,7 +427,7 @@ class Bus:
             batch=True,
             max_records=max_records or self.settings.kafka_max_batch,
             batch_timeout_ms=self.settings.kafka_batch_timeout_ms,
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=fetch_wait,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL if broadcast or overlap > 1 else AckPolicy.NACK_ON_ERROR,
             title=f"{self.service}:{topic.name}",

@@ -18,6 +18,13 @@ class KafkaSettings(BaseSettings):
         description="Longest a fetch waits for data. Kafka answers as soon as data arrives; "
         "a broker that answers only when the wait ends (Tansu) needs a short one.",
     )
+    kafka_changelog_fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        description="The same, for a broadcast consumer of a changelog (at least the above): its "
+        "records are rare, and a broker that answers only when the wait ends would be asked for "
+        "them a hundred times a second by every replica.",
+    )
     kafka_linger_ms: int = Field(
         0, ge=0, description="How long the producer waits to fill a batch before sending it."
     )
