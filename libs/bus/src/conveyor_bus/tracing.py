@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -146,14 +146,23 @@ def batch_spans(
     recorded meanwhile become children of each sampled record's span.
 
     Per record this is the hot path of a traced service: the trace context is read and written
-    by hand (W3C `traceparent`), and attributes are set only on sampled spans."""
+    by hand (W3C `traceparent`), and attributes are set only on sampled spans. A record whose
+    parent was not sampled, under a sampler that drops such children (the default, parent-based
+    one), does not go through the SDK at all: its span would record nothing, so only its context
+    is made — the parent's trace, a new span id, not sampled (1.8 to 2.9 µs a record here, against
+    10 to 13 µs for the SDK's span that is never exported)."""
     start = time.time_ns()
     tracer = _tracer()
     name = f"{topic} process"
-    spans = []
+    spans: list[Span | None] = []  # None: a record whose span only has a context
     sampled = []
     traces: list[Mapping[str, str]] = []
+    new_span_id = _unsampled_children()
     for r, h in zip(records, headers, strict=True):
+        if new_span_id is not None and (child := _unsampled_child(h, new_span_id)):
+            traces.append(child)
+            spans.append(None)
+            continue
         record_span = tracer.start_span(
             name,
             context=_parent(h),
@@ -211,11 +220,52 @@ def batch_spans(
     finally:
         _timeline.reset(token)
         end = time.time_ns()
-        for r, record_span in zip(records, spans, strict=False):
-            if record_span.is_recording():
-                _stage_spans(tracer, record_span, r, start, timeline)
-        for each in spans:
-            each.end(end)
+        for r, ended in zip(records, spans, strict=False):
+            if ended is not None and ended.is_recording():
+                _stage_spans(tracer, ended, r, start, timeline)
+        for ended in spans:
+            if ended is not None:
+                ended.end(end)
+
+
+def _unsampled_children() -> Callable[[], int] | None:
+    """The provider's span-id generator when its sampler certainly drops a child of a remote
+    parent that was not sampled (parent-based, the default, with that case left to ALWAYS_OFF);
+    None when the sampler must be asked."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return None
+    sampler = provider.sampler
+    if isinstance(sampler, ParentBased) and (
+        getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+    ):
+        return provider.id_generator.generate_span_id
+    return None
+
+
+def _unsampled_child(
+    headers: Mapping[str, str], new_span_id: Callable[[], int]
+) -> dict[str, str] | None:
+    """The trace context of an unsampled child of the record's parent, when the record names a
+    readable parent that was not sampled: what the SDK would give its non-recording span (same
+    trace, new span id, flags without `sampled` but with the parent's random-trace-id bit, the
+    parent's tracestate)."""
+    parent = headers.get("traceparent")
+    if parent is None:
+        return None
+    m = _TRACEPARENT.fullmatch(parent)
+    if m is None or m[1] == "0" * 32 or m[2] == "0" * 16:
+        return None
+    flags = int(m[3], 16)
+    if flags & TraceFlags.SAMPLED:
+        return None
+    context = {"traceparent": f"00-{m[1]}-{new_span_id():016x}-{flags & 0x02:02x}"}
+    if state := headers.get("tracestate"):
+        context["tracestate"] = state
+    return context
 
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
