@@ -14,7 +14,9 @@
 4. Open Inference Protocol v2 over HTTP at a fixed concurrency.
 5. Tracing overhead: Kafka throughput again with tracing off, at 1 % sampling and at 100 %, each
    in a fresh serving process exporting over OTLP/HTTP (the standard OTEL_* variables) to a sink
-   process that reads and drops what it receives.
+   process that reads and drops what it receives. The traced runs' requests carry a
+   `traceparent` as the feature service hands it on, that share of them sampled (serving's
+   sampler is parent-based, as in the platform: the trace's first service decides).
 
     uv run python bench/serving.py [--n 150000] [--rate 2000] [--duration 30] [--tracing-n 20000]
 
@@ -78,8 +80,17 @@ def train_model(project: str) -> tuple[dict, list[list[float]]]:
     return version, vectors
 
 
-def requests(project: str, vectors: list[list[float]], n: int, prefix: str) -> list[Message]:
+def requests(
+    project: str,
+    vectors: list[list[float]],
+    n: int,
+    prefix: str,
+    traced: float | None = None,
+) -> list[Message]:
+    """`n` enriched requests; `traced`: each carries a `traceparent`, as the feature service's
+    span hands it on, that share of them sampled (every 1/share-th)."""
     spec = load_project("fraud")
+    every = round(1 / traced) if traced else 0
     names = spec.feature_names()
     now = datetime.now(UTC)
     out: list[Message] = []
@@ -95,6 +106,9 @@ def requests(project: str, vectors: list[list[float]], n: int, prefix: str) -> l
             values=vectors[i % len(vectors)],
         )
         headers = envelope_for(catalog.PREDICTIONS_ENRICHED, event, source="bench").to_headers()
+        if every:
+            flags = "01" if i % every == 0 else "00"
+            headers["traceparent"] = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-{flags}"
         out.append(
             (
                 event.entity_id.encode(),
@@ -228,7 +242,9 @@ async def tracing_overhead(bench: Bench, project: str, vectors, n: int) -> dict:
                     "OTEL_TRACES_SAMPLER_ARG": ratio,
                     "OTEL_METRICS_EXPORTER": "none",
                 }
-            messages = requests(project, vectors, n, f"tr{key}")
+            messages = requests(
+                project, vectors, n, f"tr{key}", None if ratio is None else float(ratio)
+            )
             per_s = await kafka_throughput(bench, project, messages, f"tr{key}", **env)
             say(f"  tracing {key}: {per_s:,.0f} predictions/s")
             figures[f"tracing_{key}_per_s"] = round(per_s)
