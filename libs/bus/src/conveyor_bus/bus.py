@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -219,8 +220,8 @@ class Bus:
         self.settings = settings or KafkaSettings()
         # No telemetry middleware: the bus records its own spans (tracing.py), one per record in
         # the record's trace, and only when the OTEL_* variables install a tracer provider. No
-        # dependency injection either: a batch handler takes the message, which the decoder
-        # hands over as the body (injecting it ran a worker thread per batch).
+        # dependency injection either: a batch handler takes the message from the decoder, as
+        # the body (injecting it ran a worker thread per batch; see `_message_ref`).
         self.broker = broker or KafkaBroker(
             self.settings.kafka_bootstrap_servers,
             client_id=f"conveyor-{service}",
@@ -432,7 +433,7 @@ class Bus:
             ack_policy=AckPolicy.MANUAL if broadcast or overlap > 1 else AckPolicy.NACK_ON_ERROR,
             title=f"{self.service}:{topic.name}",
             parser=parse,
-            decoder=_message_itself,
+            decoder=_message_ref,
         )
         subscriber.get_msg = _fetcher(subscriber)  # type: ignore[method-assign,assignment]
         backoff = _Backoff()
@@ -445,8 +446,10 @@ class Bus:
         self._overlapping.append(window)
         newest: asyncio.Future[None] | None = None  # the batch the next one commits after
 
-        async def on_batch(message: KafkaMessage) -> None:
+        async def on_batch(body: weakref.ref[KafkaMessage]) -> None:
             nonlocal newest
+            message = body()
+            assert message is not None  # FastStream holds it while it calls the handler
             if not broadcast and self._gate is not None:
                 await self._gate.wait()
             if overlap == 1:
@@ -651,11 +654,13 @@ def _fetcher(
     return get_msg
 
 
-async def _message_itself(message: KafkaMessage) -> KafkaMessage:
-    """The body a batch handler is called with: the message itself. Each record is decoded
-    against its topic's schema in `run`, where a failure is a dead letter (FastStream's own
-    decoding would fail the whole batch instead)."""
-    return message
+async def _message_ref(message: KafkaMessage) -> weakref.ref[KafkaMessage]:
+    """The body a batch handler is called with: a weak reference to the message itself (a
+    message keeps its decoded body, and a body that was the message made each batch a cycle,
+    its 500 records freed only by the collector: 1.4 CPU-s in a drain of 150,000). Each record
+    is decoded against its topic's schema in `run`, where a failure is a dead letter
+    (FastStream's own decoding would fail the whole batch instead)."""
+    return weakref.ref(message)
 
 
 class _Backoff:
