@@ -287,13 +287,13 @@ def percentile(values: Sequence[float], q: float) -> float:
 async def ceiling(
     bench: Bench,
     messages: list[Message],
-    load: list[Message],
+    load: list[Message] | None,
     rate: float,
     max_batch: int = MAX_BATCH,
 ) -> dict:
     """The relay, as its own process like the service measured beside it: how fast it drains
-    `messages` (in batches of up to `max_batch`) waiting on its input when it starts, and its
-    end-to-end latency when offered `load` at `rate`."""
+    `messages` (in batches of up to `max_batch`) waiting on its input when it starts, and (unless
+    `load` is None) its end-to-end latency when offered `load` at `rate`."""
     bootstrap = bench.broker.bootstrap_servers
     source, sink = (
         f"bench.relay.in.{uuid.uuid4().hex[:6]}",
@@ -326,12 +326,14 @@ async def ceiling(
             raise SystemExit(f"relay forwarded {count} of {len(messages)}")
         say(f"  relay used {used / count * 1e6:.0f} CPU-µs a message")
         say(f"  {count / (last - first):,.0f} msg/s")
-        say(f"  relay latency at {rate:.0f} messages/s …")
-        at_load = await offer(bench, source, sink, load, rate, b'"request_id":"lat-')
+        at_load = {}
+        if load is not None:
+            say(f"  relay latency at {rate:.0f} messages/s …")
+            at_load = await offer(bench, source, sink, load, rate, b'"request_id":"lat-')
+            say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms")
     finally:
         proc.terminate()
         await proc.wait()
-    say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms")
     return {"per_s": count / (last - first), **at_load}
 
 
