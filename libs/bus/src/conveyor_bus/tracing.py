@@ -254,10 +254,8 @@ def _unsampled_child(
     trace, new span id, flags without `sampled` but with the parent's random-trace-id bit, the
     parent's tracestate)."""
     parent = headers.get("traceparent")
-    if parent is None:
-        return None
-    m = _TRACEPARENT.fullmatch(parent)
-    if m is None or m[1] == "0" * 32 or m[2] == "0" * 16:
+    m = None if parent is None else _readable(parent)
+    if m is None:
         return None
     flags = int(m[3], 16)
     if flags & TraceFlags.SAMPLED:
@@ -271,10 +269,17 @@ def _unsampled_child(
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
+def _readable(traceparent: str) -> re.Match[str] | None:
+    """A W3C `traceparent`'s trace id, span id and flags (groups 1-3); None when it is not one,
+    or names the invalid all-zero trace or span."""
+    m = _TRACEPARENT.fullmatch(traceparent)
+    return None if m is None or m[1] == "0" * 32 or m[2] == "0" * 16 else m
+
+
 def _remote(traceparent: str, tracestate: str | None = None) -> SpanContext | None:
     """The span a W3C `traceparent` (and `tracestate`) names; None when unreadable."""
-    m = _TRACEPARENT.fullmatch(traceparent)
-    if m is None or m[1] == "0" * 32 or m[2] == "0" * 16:
+    m = _readable(traceparent)
+    if m is None:
         return None
     return SpanContext(
         trace_id=int(m[1], 16),
