@@ -64,12 +64,8 @@ class LoadedModel:
     ) -> list[tuple[str, dict[str, float]] | str]:
         """Each input's (label, probabilities), or the reason it cannot be scored; one
         onnxruntime call for all that can."""
-        expected, n = self.feature_names, len(self.feature_names)
         out: list[tuple[str, dict[str, float]] | str] = [
-            ""  # the usual case first, without a call per input
-            if len(values) == n and (names is expected or names == expected)
-            else self._misfit(names, len(values)) or ""
-            for names, values in inputs
+            self._misfit(names, len(values)) or "" for names, values in inputs
         ]
         fit = [i for i, reason in enumerate(out) if not reason]
         if not fit:
