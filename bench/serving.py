@@ -235,21 +235,24 @@ def stop_serving(bench: Bench) -> None:
         bench.processes.remove(p)
 
 
-async def more_rounds(
-    bench: Bench, project: str, vectors, n: int, batch: int, rounds: int
-) -> list[tuple[float, float]]:
-    """(serving, relay) throughput of `rounds` more pairs of drains, each pair back to back —
-    on a host whose speed drifts, one pair alone moved the ratio by a tenth."""
-    pairs = []
-    for r in range(1, rounds + 1):
-        stop_serving(bench)
-        messages = requests(project, vectors, n, f"tp{r}")
-        say(f"round {r + 1}: relay, then serving, over {n} messages …")
-        relay = await ceiling(bench, messages, None, 0.0, batch)
-        ours = await kafka_throughput(bench, project, messages, f"tp{r}")
-        say(f"  {ours:,.0f} predictions/s ({ours / relay['per_s']:.2f} of the ceiling)")
-        pairs.append((ours, relay["per_s"]))
-    return pairs
+async def drain_pair(
+    bench: Bench,
+    project: str,
+    messages: list[Message],
+    prefix: str,
+    batch: int,
+    load: list[Message] | None = None,
+    rate: float = 0.0,
+) -> tuple[float, dict]:
+    """Serving's throughput on `messages` (ids starting with `prefix`) and the relay's run just
+    before it (with its latency at `rate` when `load` is given) — a pair back to back, as a
+    host whose speed drifts moved one pair's ratio by a tenth."""
+    say(f"relay ceiling over {len(messages)} messages (batches of {batch}, as serving's) …")
+    relay = await ceiling(bench, messages, load, rate, batch)
+    say(f"serving over the same {len(messages)} requests …")
+    ours = await kafka_throughput(bench, project, messages, prefix)
+    say(f"  {ours:,.0f} predictions/s ({ours / relay['per_s']:.2f} of the ceiling)")
+    return ours, relay
 
 
 async def tracing_overhead(bench: Bench, project: str, vectors, n: int) -> dict:
@@ -299,11 +302,7 @@ async def main(args: argparse.Namespace) -> dict:
         messages = requests(project, vectors, args.n, "tp")
         load = requests(project, vectors, int(args.rate * args.duration), "lat")
         batch = ServingSettings().kafka_max_batch
-        say(f"relay ceiling over {args.n} messages (batches of {batch}, as serving's) …")
-        relay = await ceiling(bench, messages, load, args.rate, batch)
-        say(f"serving over the same {args.n} requests …")
-        ours = await kafka_throughput(bench, project, messages)
-        say(f"  {ours:,.0f} predictions/s ({ours / relay['per_s']:.2f} of the ceiling)")
+        ours, relay = await drain_pair(bench, project, messages, "tp", batch, load, args.rate)
         say(f"serving latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
         lat = await offer(
             bench,
@@ -323,7 +322,12 @@ async def main(args: argparse.Namespace) -> dict:
         web = await http(serving_url, project, vectors, args.concurrency, args.http_duration)
         say(f"  {web['http_rps']:,} requests/s, p99 {web['http_p99_ms']} ms")
         pairs = [(ours, relay["per_s"])]
-        pairs += await more_rounds(bench, project, vectors, args.n, batch, args.rounds - 1)
+        for r in range(1, args.rounds):
+            stop_serving(bench)
+            say(f"round {r + 1} of {args.rounds}:")
+            more = requests(project, vectors, args.n, f"tp{r}")
+            served, relayed = await drain_pair(bench, project, more, f"tp{r}", batch)
+            pairs.append((served, relayed["per_s"]))
         say(f"tracing overhead over {args.tracing_n} requests each …")
         traced = await tracing_overhead(bench, project, vectors, args.tracing_n)
     ratios = [ours / ceiling_per_s for ours, ceiling_per_s in pairs]
