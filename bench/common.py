@@ -278,6 +278,15 @@ async def produced(service: ServiceProcess, topic: str, n: int, timeout_s: float
     return False
 
 
+def say_windows(at_load: dict) -> None:
+    """A latency run's p99 window by window, and the broker's CPU share in each."""
+    p99s = ", ".join(f"{p:g}" for p in at_load["p99_ms_by_window"])
+    say(f"  p99 by {WINDOW_S:g} s window: {p99s} ms")
+    if at_load["broker_cpu_pct_by_window"]:
+        shares = ", ".join(f"{c}" for c in at_load["broker_cpu_pct_by_window"])
+        say(f"  the broker's CPU by window: {shares} % (of one core)")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -331,6 +340,7 @@ async def ceiling(
             say(f"  relay latency at {rate:.0f} messages/s …")
             at_load = await offer(bench, source, sink, load, rate, b'"request_id":"lat-')
             say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms")
+            say_windows(at_load)
     finally:
         proc.terminate()
         await proc.wait()
@@ -401,6 +411,12 @@ async def drain(
     return Drain(count / (last - first), (trace.at(last) - trace.at(first)) / count * 1e6, service)
 
 
+# Latency is also reported by the window of the run its requests were sent in, beside the
+# broker's CPU share in that window (when it runs here): on Tansu, what a fetch costs grows with
+# the record batches a partition holds, so the figures of a run's last seconds are not its first.
+WINDOW_S = 5.0
+
+
 async def offer(
     bench: Bench, source: str, sink: str, load: list[Message], rate: float, marker: bytes
 ) -> dict:
@@ -409,6 +425,7 @@ async def offer(
     bootstrap = bench.broker.bootstrap_servers
     sent_at: dict[bytes, float] = {}
     latencies: list[float] = []
+    windows: dict[int, list[float]] = {}  # by the window their request was sent in
 
     def request_id(value: bytes) -> bytes:
         at = value.index(marker) + len(marker) - 4  # the id starts at "lat-"
@@ -417,7 +434,10 @@ async def offer(
     answers: list[bytes] = []  # serving's, read for its own time once the load is over
 
     def on_record(record, now: float) -> None:
-        latencies.append((now - sent_at[request_id(record.value)]) * 1000)
+        sent = sent_at[request_id(record.value)]
+        latency = (now - sent) * 1000
+        latencies.append(latency)
+        windows.setdefault(int((sent - start) // WINDOW_S), []).append(latency)
         if b'"latency_ms":' in record.value:
             answers.append(record.value)
 
@@ -444,7 +464,9 @@ async def offer(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
     tick = 0.005
+    broker_cpu: list[float] = []  # the broker's CPU share, window by window
     start = time.perf_counter()
+    mark = (start, cpu_seconds(bench.broker.pid) if bench.broker.pid else 0.0)
     futures = []
     i = 0
     try:
@@ -456,6 +478,11 @@ async def offer(
                 futures.append(await producer.send(source, value, key=key, headers=headers))
                 i += 1
             await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
+            now = time.perf_counter()
+            if bench.broker.pid and now - mark[0] >= WINDOW_S:
+                used = cpu_seconds(bench.broker.pid)
+                broker_cpu.append(round((used - mark[1]) / (now - mark[0]) * 100))
+                mark = (now, used)
         await asyncio.gather(*futures)
         offered = n / (time.perf_counter() - start)
     finally:
@@ -468,6 +495,11 @@ async def offer(
         "answered": answered,
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
+        # the last window holds the requests sent after the last full one (a few, or none)
+        "p99_ms_by_window": [
+            round(percentile(windows[w], 99), 1) for w in sorted(windows) if len(windows[w]) > 1
+        ],
+        "broker_cpu_pct_by_window": broker_cpu,
     } | (
         {
             "own_p50_ms": round(percentile(own, 50), 2),

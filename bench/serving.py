@@ -49,6 +49,7 @@ from common import (
     offer,
     percentile,
     say,
+    say_windows,
 )
 
 from conveyor_cli import infra
@@ -313,6 +314,7 @@ async def main(args: argparse.Namespace) -> dict:
             b'"request_id":"lat-',
         )
         say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms (the relay's: {relay['p99_ms']} ms)")
+        say_windows(lat)
         say(
             f"  of which serving's own time: p50 {lat['own_p50_ms']} ms, p99 {lat['own_p99_ms']} ms"
         )
@@ -341,6 +343,8 @@ async def main(args: argparse.Namespace) -> dict:
         **lat,
         "relay_p50_ms": relay["p50_ms"],
         "relay_p99_ms": relay["p99_ms"],
+        "relay_p99_ms_by_window": relay["p99_ms_by_window"],
+        "relay_broker_cpu_pct_by_window": relay["broker_cpu_pct_by_window"],
         **web,
         **traced,
     }

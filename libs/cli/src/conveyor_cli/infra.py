@@ -59,6 +59,11 @@ class Broker:
             env["KAFKA_FETCH_MAX_WAIT_MS"] = "10"
         return env
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process, when this machine runs it (embedded)."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
