@@ -443,51 +443,57 @@ async def offer(
 
     # The load generator's own pauses are not the system's: a full collection over the messages
     # built for the run (hundreds of thousands of objects) stalls this process for 90-200 ms,
-    # which showed up as the p99 of every hop measured.
+    # which showed up as the p99 of every hop measured. Frozen, those are left out; the run's
+    # own objects (a send future a request) still drew two or three 45-56 ms collections in 30 s,
+    # so the collector is off while the load runs.
     gc.collect()
     gc.freeze()
-    ready = asyncio.Event()
-    n = len(load)
-    receiver = asyncio.create_task(
-        receive(
-            bootstrap,
-            sink,
-            n,
-            lambda r: marker in r.value,
-            timeout_s=n / rate + 60,
-            on_record=on_record,
-            ready=ready,
-            fetch_wait=fetch_wait_ms(bench.broker),
-        )
-    )
-    await ready.wait()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    await producer.start()
-    tick = 0.005
-    broker_cpu: list[float] = []  # the broker's CPU share, window by window
-    start = time.perf_counter()
-    mark = (start, cpu_seconds(bench.broker.pid) if bench.broker.pid else 0.0)
-    futures = []
-    i = 0
+    gc.disable()
     try:
-        while i < n:
-            due = min(n, int((time.perf_counter() - start) * rate) + 1)
-            while i < due:
-                key, value, headers = load[i]
-                sent_at[request_id(value)] = time.perf_counter()
-                futures.append(await producer.send(source, value, key=key, headers=headers))
-                i += 1
-            await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
-            now = time.perf_counter()
-            if bench.broker.pid and now - mark[0] >= WINDOW_S:
-                used = cpu_seconds(bench.broker.pid)
-                broker_cpu.append(round((used - mark[1]) / (now - mark[0]) * 100))
-                mark = (now, used)
-        await asyncio.gather(*futures)
-        offered = n / (time.perf_counter() - start)
+        ready = asyncio.Event()
+        n = len(load)
+        receiver = asyncio.create_task(
+            receive(
+                bootstrap,
+                sink,
+                n,
+                lambda r: marker in r.value,
+                timeout_s=n / rate + 60,
+                on_record=on_record,
+                ready=ready,
+                fetch_wait=fetch_wait_ms(bench.broker),
+            )
+        )
+        await ready.wait()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        await producer.start()
+        tick = 0.005
+        broker_cpu: list[float] = []  # the broker's CPU share, window by window
+        start = time.perf_counter()
+        mark = (start, cpu_seconds(bench.broker.pid) if bench.broker.pid else 0.0)
+        futures = []
+        i = 0
+        try:
+            while i < n:
+                due = min(n, int((time.perf_counter() - start) * rate) + 1)
+                while i < due:
+                    key, value, headers = load[i]
+                    sent_at[request_id(value)] = time.perf_counter()
+                    futures.append(await producer.send(source, value, key=key, headers=headers))
+                    i += 1
+                await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
+                now = time.perf_counter()
+                if bench.broker.pid and now - mark[0] >= WINDOW_S:
+                    used = cpu_seconds(bench.broker.pid)
+                    broker_cpu.append(round((used - mark[1]) / (now - mark[0]) * 100))
+                    mark = (now, used)
+            await asyncio.gather(*futures)
+            offered = n / (time.perf_counter() - start)
+        finally:
+            await producer.stop()
+        _, _, answered = await receiver
     finally:
-        await producer.stop()
-    _, _, answered = await receiver
+        gc.enable()
     own = [json.loads(a)["latency_ms"] for a in answers]
     return {
         "offered_per_s": round(offered),
