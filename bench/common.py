@@ -468,9 +468,10 @@ async def offer(
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
         await producer.start()
         tick = 0.005
-        broker_cpu: list[float] = []  # the broker's CPU share, window by window
+        broker = bench.broker.pid  # None when the broker does not run here
+        broker_cpu: list[float] = []  # its CPU share, window by window
         start = time.perf_counter()
-        mark = (start, cpu_seconds(bench.broker.pid) if bench.broker.pid else 0.0)
+        mark = (start, cpu_seconds(broker) if broker else 0.0)
         futures = []
         i = 0
         try:
@@ -483,8 +484,8 @@ async def offer(
                     i += 1
                 await asyncio.sleep(tick)  # pacing the offered load, not waiting on an outcome
                 now = time.perf_counter()
-                if bench.broker.pid and now - mark[0] >= WINDOW_S:
-                    used = cpu_seconds(bench.broker.pid)
+                if broker and now - mark[0] >= WINDOW_S:
+                    used = cpu_seconds(broker)
                     broker_cpu.append(round((used - mark[1]) / (now - mark[0]) * 100))
                     mark = (now, used)
             await asyncio.gather(*futures)
