@@ -515,3 +515,12 @@ async def offer(
         if own
         else {}
     )
+
+
+async def broker_hop(bench: Bench, load: list[Message], rate: float, partitions: int) -> dict:
+    """The broker alone: `load` sent at `rate` to a fresh topic of `partitions` and read back
+    from it by the same process — one hop, nothing between producer and consumer. The floor
+    under every path through the broker at that load: the relay's and serving's have two."""
+    topic = f"bench.hop.{uuid.uuid4().hex[:6]}"
+    await create_topic(bench.broker.bootstrap_servers, topic, partitions)
+    return await offer(bench, topic, topic, load, rate, b'"request_id":"lat-')

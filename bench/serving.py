@@ -12,7 +12,9 @@
    back to back `--rounds` times (3), the relay first; the figures are the rounds' medians (on a
    host whose speed drifts, one pair alone moved the ratio by a tenth).
 3. End-to-end latency at a fixed offered load (2,000 requests/s for 30 s), and zero-loss
-   accounting.
+   accounting; beside it, the same load through the broker alone (sent to a fresh topic and
+   read back from it by the load generator: one hop, where the relay's and serving's paths have
+   two), the floor under both.
 4. Open Inference Protocol v2 over HTTP at a fixed concurrency.
 5. Tracing overhead: Kafka throughput again with tracing off, at 1 % sampling and at 100 %, each
    in a fresh serving process exporting over OTLP/HTTP (the standard OTEL_* variables) to a sink
@@ -43,6 +45,7 @@ from common import (
     Bench,
     Message,
     bench_stack,
+    broker_hop,
     ceiling,
     drain,
     metric,
@@ -303,6 +306,10 @@ async def main(args: argparse.Namespace) -> dict:
         messages = requests(project, vectors, args.n, "tp")
         load = requests(project, vectors, int(args.rate * args.duration), "lat")
         batch = ServingSettings().kafka_max_batch
+        say(f"the broker alone, one hop at {args.rate:.0f} messages/s for {args.duration:.0f} s …")
+        hop = await broker_hop(bench, load, args.rate, catalog.PREDICTIONS_ENRICHED.partitions)
+        say(f"  p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms")
+        say_windows(hop)
         ours, relay = await drain_pair(bench, project, messages, "tp", batch, load, args.rate)
         say(f"serving latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
         lat = await offer(
@@ -345,6 +352,10 @@ async def main(args: argparse.Namespace) -> dict:
         "relay_p99_ms": relay["p99_ms"],
         "relay_p99_ms_by_window": relay["p99_ms_by_window"],
         "relay_broker_cpu_pct_by_window": relay["broker_cpu_pct_by_window"],
+        "broker_hop_p50_ms": hop["p50_ms"],
+        "broker_hop_p99_ms": hop["p99_ms"],
+        "broker_hop_p99_ms_by_window": hop["p99_ms_by_window"],
+        "broker_hop_cpu_pct_by_window": hop["broker_cpu_pct_by_window"],
         **web,
         **traced,
     }
