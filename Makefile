@@ -40,7 +40,7 @@ schemas: sync  ## export JSON Schemas and the AsyncAPI document into schemas/
 	$(UV) run --no-sync python -m conveyor_contracts.schemas export
 
 bench: sync
-	@for b in bench/*.py; do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
+	@for b in $(filter-out bench/common.py bench/ab.py,$(wildcard bench/*.py)); do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
 
 bench-ingest: sync  ## ingest's records/s from Kafka beside a plain COPY; ARGS="--records 20000"
 	$(UV) run --no-sync python bench/ingest.py $(ARGS)

@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from common import (
     Bench,
+    Drain,
     Message,
     bench_stack,
     broker_hop,
@@ -129,7 +130,7 @@ def requests(
 
 async def kafka_throughput(
     bench: Bench, project: str, messages: list[Message], prefix: str = "tp", **env: str
-) -> float:
+) -> Drain:
     """Serving's rate on `messages` (ids starting with `prefix`), waiting on its topic when
     serving starts (it catches up with the registry and loads the champion before it takes
     any); every answer must be ok and of version 1."""
@@ -160,7 +161,7 @@ async def kafka_throughput(
         f"  serving used {drained.cpu_us:.0f} CPU-µs a prediction, in batches of "
         f"{mean_batch(drained.service.url, catalog.PREDICTIONS_ENRICHED.name):.0f} on average"
     )
-    return drained.per_s
+    return drained
 
 
 def mean_batch(url: str, topic: str) -> float:
@@ -254,7 +255,7 @@ async def drain_pair(
     say(f"relay ceiling over {len(messages)} messages (batches of {batch}, as serving's) …")
     relay = await ceiling(bench, messages, load, rate, batch)
     say(f"serving over the same {len(messages)} requests …")
-    ours = await kafka_throughput(bench, project, messages, prefix)
+    ours = (await kafka_throughput(bench, project, messages, prefix)).per_s
     say(f"  {ours:,.0f} predictions/s ({ours / relay['per_s']:.2f} of the ceiling)")
     return ours, relay
 
@@ -278,7 +279,7 @@ async def tracing_overhead(bench: Bench, project: str, vectors, n: int) -> dict:
             messages = requests(
                 project, vectors, n, f"tr{key}", None if ratio is None else float(ratio)
             )
-            per_s = await kafka_throughput(bench, project, messages, f"tr{key}", **env)
+            per_s = (await kafka_throughput(bench, project, messages, f"tr{key}", **env)).per_s
             say(f"  tracing {key}: {per_s:,.0f} predictions/s")
             figures[f"tracing_{key}_per_s"] = round(per_s)
             stop_serving(bench)
@@ -288,21 +289,25 @@ async def tracing_overhead(bench: Bench, project: str, vectors, n: int) -> dict:
     return figures
 
 
+async def champion(bench: Bench) -> tuple[str, list[list[float]]]:
+    """The registry, and a fresh project whose champion is a real fraud model: the project's
+    name and feature vectors to ask it about."""
+    database = await infra.create_database(bench.postgres.url, "conveyor_bench")
+    registry = bench.start_service("registry", DATABASE_URL=database)
+    project = f"bench-{uuid.uuid4().hex[:6]}"
+    version, vectors = train_model(project)
+    spec = load_project("fraud").model_copy(update={"name": project})
+    async with httpx.AsyncClient(base_url=registry.url, timeout=30) as client:
+        (await client.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
+        (await client.post(f"/projects/{project}/versions", json=version)).raise_for_status()
+        move = {"version": 1, "actor": "bench", "reason": "bench"}
+        (await client.put(f"/projects/{project}/aliases/champion", json=move)).raise_for_status()
+    return project, vectors
+
+
 async def main(args: argparse.Namespace) -> dict:
     with bench_stack() as bench:
-        database = await infra.create_database(bench.postgres.url, "conveyor_bench")
-        registry = bench.start_service("registry", DATABASE_URL=database)
-        project = f"bench-{uuid.uuid4().hex[:6]}"
-        version, vectors = train_model(project)
-        spec = load_project("fraud").model_copy(update={"name": project})
-        async with httpx.AsyncClient(base_url=registry.url, timeout=30) as client:
-            (await client.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
-            (await client.post(f"/projects/{project}/versions", json=version)).raise_for_status()
-            move = {"version": 1, "actor": "bench", "reason": "bench"}
-            (
-                await client.put(f"/projects/{project}/aliases/champion", json=move)
-            ).raise_for_status()
-
+        project, vectors = await champion(bench)
         messages = requests(project, vectors, args.n, "tp")
         load = requests(project, vectors, int(args.rate * args.duration), "lat")
         batch = ServingSettings().kafka_max_batch
