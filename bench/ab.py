@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -42,13 +43,15 @@ def checkout(rev: str) -> Iterator[Path]:
     if rev == ".":
         yield REPO
         return
-    tree = Path(tempfile.mkdtemp(prefix="conveyor-ab-")) / "tree"
+    parent = Path(tempfile.mkdtemp(prefix="conveyor-ab-"))
+    tree = parent / "tree"
     git = ["git", "-C", str(REPO)]
     subprocess.run([*git, "worktree", "add", "--detach", str(tree), rev], check=True)
     try:
         yield tree
     finally:
         subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=True)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def pythonpath(tree: Path) -> str:
