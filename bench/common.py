@@ -278,8 +278,10 @@ async def produced(service: ServiceProcess, topic: str, n: int, timeout_s: float
     return False
 
 
-def say_windows(at_load: dict) -> None:
-    """A latency run's p99 window by window, and the broker's CPU share in each."""
+def say_latency(at_load: dict, beside: str = "") -> None:
+    """A latency run's p50 and p99 (`beside`: what to say after them), its p99 window by
+    window, and the broker's CPU share in each."""
+    say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms{beside}")
     p99s = ", ".join(f"{p:g}" for p in at_load["p99_ms_by_window"])
     say(f"  p99 by {WINDOW_S:g} s window: {p99s} ms")
     if at_load["broker_cpu_pct_by_window"]:
@@ -338,9 +340,8 @@ async def ceiling(
         at_load = {}
         if load is not None:
             say(f"  relay latency at {rate:.0f} messages/s …")
-            at_load = await offer(bench, source, sink, load, rate, b'"request_id":"lat-')
-            say(f"  p50 {at_load['p50_ms']} ms, p99 {at_load['p99_ms']} ms")
-            say_windows(at_load)
+            at_load = await offer(bench, source, sink, load, rate)
+            say_latency(at_load)
     finally:
         proc.terminate()
         await proc.wait()
@@ -417,18 +418,22 @@ async def drain(
 WINDOW_S = 5.0
 
 
-async def offer(
-    bench: Bench, source: str, sink: str, load: list[Message], rate: float, marker: bytes
-) -> dict:
-    """Send `load` to `source` at `rate` and time each answer's arrival on `sink` (matched by
-    request id); sent and answered are counted."""
+# A latency run's load: requests (or records) whose ids are "lat-0", "lat-1", …, found again in
+# what comes out by this marker.
+LOAD_PREFIX = "lat"
+LOAD_MARKER = f'"request_id":"{LOAD_PREFIX}-'.encode()
+
+
+async def offer(bench: Bench, source: str, sink: str, load: list[Message], rate: float) -> dict:
+    """Send `load` (ids starting with `LOAD_PREFIX`) to `source` at `rate` and time each
+    answer's arrival on `sink` (matched by request id); sent and answered are counted."""
     bootstrap = bench.broker.bootstrap_servers
     sent_at: dict[bytes, float] = {}
     latencies: list[float] = []
     windows: dict[int, list[float]] = {}  # by the window their request was sent in
 
     def request_id(value: bytes) -> bytes:
-        at = value.index(marker) + len(marker) - 4  # the id starts at "lat-"
+        at = value.index(LOAD_MARKER) + len(LOAD_MARKER) - len(LOAD_PREFIX) - 1  # at "lat-"
         return value[at : value.index(b'"', at)]
 
     answers: list[bytes] = []  # serving's, read for its own time once the load is over
@@ -457,7 +462,7 @@ async def offer(
                 bootstrap,
                 sink,
                 n,
-                lambda r: marker in r.value,
+                lambda r: LOAD_MARKER in r.value,
                 timeout_s=n / rate + 60,
                 on_record=on_record,
                 ready=ready,
@@ -523,4 +528,4 @@ async def broker_hop(bench: Bench, load: list[Message], rate: float, partitions:
     under every path through the broker at that load: the relay's and serving's have two."""
     topic = f"bench.hop.{uuid.uuid4().hex[:6]}"
     await create_topic(bench.broker.bootstrap_servers, topic, partitions)
-    return await offer(bench, topic, topic, load, rate, b'"request_id":"lat-')
+    return await offer(bench, topic, topic, load, rate)

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from common import (
+    LOAD_PREFIX,
     Bench,
     Message,
     apply_project,
@@ -157,7 +158,7 @@ async def main(args: argparse.Namespace) -> dict:
         await load_history(bench, database, project, past)
 
         messages = requests(project, args.requests, "tp", now)
-        load = requests(project, int(args.rate * args.duration), "lat", now)
+        load = requests(project, int(args.rate * args.duration), LOAD_PREFIX, now)
         say(f"relay ceiling over {args.requests} requests …")
         relay = await ceiling(bench, messages, load, args.rate)
         say(f"feature over the same {args.requests} requests …")
@@ -170,7 +171,6 @@ async def main(args: argparse.Namespace) -> dict:
             catalog.PREDICTIONS_ENRICHED.name,
             load,
             args.rate,
-            b'"request_id":"lat-',
         )
         say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms (the relay's: {relay['p99_ms']} ms)")
         say(f"  offered {lat['offered_per_s']}/s, sent {lat['sent']}, answered {lat['answered']}")

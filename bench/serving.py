@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from common import (
+    LOAD_PREFIX,
     Bench,
     Drain,
     Message,
@@ -53,7 +54,7 @@ from common import (
     offer,
     percentile,
     say,
-    say_windows,
+    say_latency,
 )
 
 from conveyor_cli import infra
@@ -309,12 +310,11 @@ async def main(args: argparse.Namespace) -> dict:
     with bench_stack() as bench:
         project, vectors = await champion(bench)
         messages = requests(project, vectors, args.n, "tp")
-        load = requests(project, vectors, int(args.rate * args.duration), "lat")
+        load = requests(project, vectors, int(args.rate * args.duration), LOAD_PREFIX)
         batch = ServingSettings().kafka_max_batch
         say(f"the broker alone, one hop at {args.rate:.0f} messages/s for {args.duration:.0f} s …")
         hop = await broker_hop(bench, load, args.rate, catalog.PREDICTIONS_ENRICHED.partitions)
-        say(f"  p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms")
-        say_windows(hop)
+        say_latency(hop)
         ours, relay = await drain_pair(bench, project, messages, "tp", batch, load, args.rate)
         say(f"serving latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
         lat = await offer(
@@ -323,10 +323,8 @@ async def main(args: argparse.Namespace) -> dict:
             catalog.PREDICTIONS_RESPONSES.name,
             load,
             args.rate,
-            b'"request_id":"lat-',
         )
-        say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms (the relay's: {relay['p99_ms']} ms)")
-        say_windows(lat)
+        say_latency(lat, f" (the relay's: {relay['p99_ms']} ms)")
         say(
             f"  of which serving's own time: p50 {lat['own_p50_ms']} ms, p99 {lat['own_p99_ms']} ms"
         )
