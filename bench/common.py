@@ -340,8 +340,9 @@ async def ceiling(
         at_load = {}
         if load is not None:
             say(f"  relay latency at {rate:.0f} messages/s …")
-            at_load = await offer(bench, source, sink, load, rate)
+            at_load = await offer(bench, source, sink, load, rate, proc.pid)
             say_latency(at_load)
+            say(f"  the relay's CPU over the run: {at_load['cpu_pct']} % of a core")
     finally:
         proc.terminate()
         await proc.wait()
@@ -424,9 +425,18 @@ LOAD_PREFIX = "lat"
 LOAD_MARKER = f'"request_id":"{LOAD_PREFIX}-'.encode()
 
 
-async def offer(bench: Bench, source: str, sink: str, load: list[Message], rate: float) -> dict:
+async def offer(
+    bench: Bench,
+    source: str,
+    sink: str,
+    load: list[Message],
+    rate: float,
+    service: int | None = None,
+) -> dict:
     """Send `load` (ids starting with `LOAD_PREFIX`) to `source` at `rate` and time each
-    answer's arrival on `sink` (matched by request id); sent and answered are counted."""
+    answer's arrival on `sink` (matched by request id); sent and answered are counted. With
+    `service` (a pid), that process's CPU share over the run (from the first request sent to the
+    last answer read) is reported too: what the load costs the process in between."""
     bootstrap = bench.broker.bootstrap_servers
     sent_at: dict[bytes, float] = {}
     latencies: list[float] = []
@@ -477,6 +487,7 @@ async def offer(bench: Bench, source: str, sink: str, load: list[Message], rate:
         broker_cpu: list[float] = []  # its CPU share, window by window
         start = time.perf_counter()
         mark = (start, cpu_seconds(broker) if broker else 0.0)
+        service_cpu = cpu_seconds(service) if service else 0.0
         futures = []
         i = 0
         try:
@@ -498,10 +509,11 @@ async def offer(bench: Bench, source: str, sink: str, load: list[Message], rate:
         finally:
             await producer.stop()
         _, _, answered = await receiver
+        if service:
+            service_cpu = (cpu_seconds(service) - service_cpu) / (time.perf_counter() - start)
     finally:
         gc.enable()
-    own = [json.loads(a)["latency_ms"] for a in answers]
-    return {
+    figures = {
         "offered_per_s": round(offered),
         "sent": n,
         "answered": answered,
@@ -512,14 +524,13 @@ async def offer(bench: Bench, source: str, sink: str, load: list[Message], rate:
             round(percentile(windows[w], 99), 1) for w in sorted(windows) if len(windows[w]) > 1
         ],
         "broker_cpu_pct_by_window": broker_cpu,
-    } | (
-        {
-            "own_p50_ms": round(percentile(own, 50), 2),
-            "own_p99_ms": round(percentile(own, 99), 2),
-        }
-        if own
-        else {}
-    )
+    }
+    if service:
+        figures["cpu_pct"] = round(service_cpu * 100)
+    if own := [json.loads(a)["latency_ms"] for a in answers]:
+        figures["own_p50_ms"] = round(percentile(own, 50), 2)
+        figures["own_p99_ms"] = round(percentile(own, 99), 2)
+    return figures
 
 
 async def broker_hop(bench: Bench, load: list[Message], rate: float, partitions: int) -> dict:

@@ -34,6 +34,7 @@ import httpx
 from common import (
     LOAD_PREFIX,
     Bench,
+    Drain,
     Message,
     apply_project,
     bench_stack,
@@ -111,7 +112,7 @@ def stop(bench: Bench, service: ServiceProcess) -> None:
 
 async def throughput(
     bench: Bench, database: str, project: str, messages: list[Message], per_customer: int
-) -> float:
+) -> Drain:
     """Feature's rate on `messages` (ids `tp-…`), waiting on its topic when feature starts;
     every answer must be of project version 1 and count the customer's history."""
     count_at = load_project("fraud").feature_names().index("payments_1h")
@@ -142,7 +143,7 @@ async def throughput(
             f"{per_customer} payments or not of version 1; see {drained.service.log_path}"
         )
     say(f"  feature used {drained.cpu_us:.0f} CPU-µs a request")
-    return drained.per_s
+    return drained
 
 
 async def main(args: argparse.Namespace) -> dict:
@@ -162,7 +163,8 @@ async def main(args: argparse.Namespace) -> dict:
         say(f"relay ceiling over {args.requests} requests …")
         relay = await ceiling(bench, messages, load, args.rate)
         say(f"feature over the same {args.requests} requests …")
-        ours = await throughput(bench, database, project, messages, args.history)
+        drained = await throughput(bench, database, project, messages, args.history)
+        ours = drained.per_s
         say(f"  {ours:,.0f} requests/s ({ours / relay['per_s']:.2f} of the ceiling)")
         say(f"feature latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
         lat = await offer(
@@ -171,8 +173,13 @@ async def main(args: argparse.Namespace) -> dict:
             catalog.PREDICTIONS_ENRICHED.name,
             load,
             args.rate,
+            drained.service.proc.pid if drained.service.proc else None,
         )
         say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms (the relay's: {relay['p99_ms']} ms)")
+        say(
+            f"  feature's CPU over the run: {lat['cpu_pct']} % of a core "
+            f"(the relay's: {relay['cpu_pct']} %)"
+        )
         say(f"  offered {lat['offered_per_s']}/s, sent {lat['sent']}, answered {lat['answered']}")
     return {
         "enrich_per_s": round(ours),
@@ -182,6 +189,8 @@ async def main(args: argparse.Namespace) -> dict:
         "p99_ms": lat["p99_ms"],
         "relay_p50_ms": relay["p50_ms"],
         "relay_p99_ms": relay["p99_ms"],
+        "cpu_pct": lat["cpu_pct"],
+        "relay_cpu_pct": relay["cpu_pct"],
         "sent": lat["sent"],
         "answered": lat["answered"],
     }

@@ -14,7 +14,8 @@
 3. End-to-end latency at a fixed offered load (2,000 requests/s for 30 s), and zero-loss
    accounting; beside it, the same load through the broker alone (sent to a fresh topic and
    read back from it by the load generator: one hop, where the relay's and serving's paths have
-   two), the floor under both.
+   two), the floor under both. Serving's and the relay's CPU share over their latency runs is
+   what that load costs each process.
 4. Open Inference Protocol v2 over HTTP at a fixed concurrency.
 5. Tracing overhead: Kafka throughput again with tracing off, at 1 % sampling and at 100 %, each
    in a fresh serving process exporting over OTLP/HTTP (the standard OTEL_* variables) to a sink
@@ -317,19 +318,26 @@ async def main(args: argparse.Namespace) -> dict:
         say_latency(hop)
         ours, relay = await drain_pair(bench, project, messages, "tp", batch, load, args.rate)
         say(f"serving latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
+        serving = next(p for p in bench.processes if p.name == "serving")
+        assert serving.proc is not None
         lat = await offer(
             bench,
             catalog.PREDICTIONS_ENRICHED.name,
             catalog.PREDICTIONS_RESPONSES.name,
             load,
             args.rate,
+            serving.proc.pid,
         )
         say_latency(lat, f" (the relay's: {relay['p99_ms']} ms)")
         say(
             f"  of which serving's own time: p50 {lat['own_p50_ms']} ms, p99 {lat['own_p99_ms']} ms"
         )
+        say(
+            f"  serving's CPU over the run: {lat['cpu_pct']} % of a core "
+            f"(the relay's: {relay['cpu_pct']} %)"
+        )
         say(f"  sent {lat['sent']}, answered {lat['answered']}")
-        serving_url = next(p.url for p in bench.processes if p.name == "serving")
+        serving_url = serving.url
         say(f"HTTP (Open Inference Protocol v2), concurrency {args.concurrency} …")
         web = await http(serving_url, project, vectors, args.concurrency, args.http_duration)
         say(f"  {web['http_rps']:,} requests/s, p99 {web['http_p99_ms']} ms")
@@ -353,6 +361,7 @@ async def main(args: argparse.Namespace) -> dict:
         **lat,
         "relay_p50_ms": relay["p50_ms"],
         "relay_p99_ms": relay["p99_ms"],
+        "relay_cpu_pct": relay["cpu_pct"],
         "relay_p99_ms_by_window": relay["p99_ms_by_window"],
         "relay_broker_cpu_pct_by_window": relay["broker_cpu_pct_by_window"],
         "broker_hop_p50_ms": hop["p50_ms"],
