@@ -167,13 +167,14 @@ async def main(args: argparse.Namespace) -> dict:
         ours = drained.per_s
         say(f"  {ours:,.0f} requests/s ({ours / relay['per_s']:.2f} of the ceiling)")
         say(f"feature latency at {args.rate:.0f} requests/s for {args.duration:.0f} s …")
+        assert drained.service.proc is not None
         lat = await offer(
             bench,
             catalog.PREDICTIONS_REQUESTS.name,
             catalog.PREDICTIONS_ENRICHED.name,
             load,
             args.rate,
-            drained.service.proc.pid if drained.service.proc else None,
+            drained.service.proc.pid,
         )
         say(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms (the relay's: {relay['p99_ms']} ms)")
         say(
