@@ -487,7 +487,7 @@ async def offer(
         broker_cpu: list[float] = []  # its CPU share, window by window
         start = time.perf_counter()
         mark = (start, cpu_seconds(broker) if broker else 0.0)
-        service_cpu = cpu_seconds(service) if service else 0.0
+        service_start = cpu_seconds(service) if service else 0.0
         futures = []
         i = 0
         try:
@@ -510,7 +510,7 @@ async def offer(
             await producer.stop()
         _, _, answered = await receiver
         if service:
-            service_cpu = (cpu_seconds(service) - service_cpu) / (time.perf_counter() - start)
+            service_share = (cpu_seconds(service) - service_start) / (time.perf_counter() - start)
     finally:
         gc.enable()
     figures = {
@@ -526,7 +526,7 @@ async def offer(
         "broker_cpu_pct_by_window": broker_cpu,
     }
     if service:
-        figures["cpu_pct"] = round(service_cpu * 100)
+        figures["cpu_pct"] = round(service_share * 100)
     if own := [json.loads(a)["latency_ms"] for a in answers]:
         figures["own_p50_ms"] = round(percentile(own, 50), 2)
         figures["own_p99_ms"] = round(percentile(own, 99), 2)
