@@ -14,6 +14,7 @@ from conveyor_bus import Bus, Delivery, KafkaSettings, Rejection, ensure_topics
 from conveyor_cli.infra import Broker
 from conveyor_contracts import catalog
 from conveyor_contracts.events import FeedbackSubmitted
+from tests.support import headers_of
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +225,144 @@ async def test_a_header_that_is_not_utf8_does_not_stop_the_consumer(kafka: Broke
         assert seen["r1"]["x-note"] == "\ufffd\ufffd binary"
         assert seen["r0"]["x-note"] == seen["r2"]["x-note"] == "plain"
         assert bus.dead_letters == 0
+    finally:
+        await bus.stop()
+        await producer.stop()
+
+
+async def _dead(bootstrap: str, topic: str, n: int) -> list:
+    return [r for r in await _read_all(bootstrap, topic, n)]
+
+
+@pytest.mark.parametrize("overlap", [1, 2])
+async def test_a_message_the_handler_cannot_apply_is_found_and_dead_lettered_alone(
+    kafka: Broker, overlap: int
+):
+    """A handler that fails for one message (not a transient failure): the batch is retried a
+    few times, then split until that message fails alone; it is dead-lettered once, with the
+    reason and the exception type, and every other message of the batch is applied."""
+    topic = _topic()
+    await ensure_topics(kafka.bootstrap_servers, [topic])
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    applied: set[str] = set()
+    calls: list[int] = []
+
+    async def handler(batch: list[Delivery[FeedbackSubmitted]]):
+        calls.append(len(batch))
+        if any(d.event.label == "poison" for d in batch):
+            raise OverflowError("int too large to convert to float")
+        applied.update(d.event.request_id for d in batch)
+
+    producer = Bus("producer", settings)
+    await producer.start()
+    try:
+        # One key: one partition, so the 40 messages can come in one batch.
+        for i in range(40):
+            label = "poison" if i == 17 else "x"
+            event = FeedbackSubmitted(project="p", request_id=f"r{i}", label=label)
+            await producer.publish(topic, event, key="k", event_id=f"id-{i}")
+        bus = Bus("poison", settings)
+        bus.consume(topic, handler, group=f"g-{uuid.uuid4().hex[:6]}", overlap=overlap)
+        await bus.start()
+        try:
+            await _until(lambda: len(applied) == 39 and bus.dead_letters == 1)
+        finally:
+            await bus.stop()
+        assert "r17" not in applied
+        (dead,) = await _dead(kafka.bootstrap_servers, topic.dlq, 1)
+        headers = headers_of(dead)
+        assert headers["ce_id"] == "id-17"
+        assert headers["dlq_stage"] == "handle"
+        assert headers["dlq_exception"] == "OverflowError"
+        assert "int too large" in headers["dlq_error"]
+        assert bus.problems() == {}
+        # Retried a few times whole, then split: never one call per message.
+        assert len(calls) < 40
+    finally:
+        await producer.stop()
+
+
+async def test_a_transient_failure_is_retried_in_place_not_dead_lettered(kafka: Broker):
+    """The database down for a while: the batch is applied again and again until it works, the
+    consumer says what it is waiting for meanwhile, and nothing is dead-lettered — not even a
+    message that failed to decode, which is dead-lettered once before the handler ran."""
+    import asyncpg
+
+    topic = _topic()
+    await ensure_topics(kafka.bootstrap_servers, [topic])
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    down = asyncio.Event()
+    down.set()
+    failures = 0
+    applied: list[str] = []
+
+    async def handler(batch: list[Delivery[FeedbackSubmitted]]):
+        nonlocal failures
+        if down.is_set():
+            failures += 1
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+        applied.extend(d.event.request_id for d in batch)
+
+    from conveyor_runtime.runtime import transient_failure
+
+    bus = Bus("transient", settings, transient=transient_failure)
+    bus.consume(topic, handler, group=f"g-{uuid.uuid4().hex[:6]}")
+    producer = Bus("producer", settings)
+    await producer.start()
+    await bus.start()
+    try:
+        await producer.publish_raw(topic.name, b"{not json", key="k", headers={"ce_id": "bad"})
+        for i in range(3):
+            event = FeedbackSubmitted(project="p", request_id=f"r{i}", label="x")
+            await producer.publish(topic, event, key="k")
+        await _until(lambda: failures >= 5)
+        (problem,) = bus.problems().values()
+        assert "CannotConnectNowError" in problem
+        assert bus.dead_letters == 1  # the undecodable one, once
+        down.clear()
+        await _until(lambda: len(applied) == 3)
+        assert bus.problems() == {}
+        assert bus.dead_letters == 1
+        (dead,) = await _dead(kafka.bootstrap_servers, topic.dlq, 1)
+        assert headers_of(dead)["dlq_stage"] == "decode"
+    finally:
+        await bus.stop()
+        await producer.stop()
+
+
+async def test_a_dead_letter_never_weighs_more_than_the_broker_takes(kafka: Broker):
+    """A message over the consumer's size limit is dead-lettered unread, cut to fit the limit,
+    with its original length said."""
+    topic = _topic()
+    await ensure_topics(kafka.bootstrap_servers, [topic])
+    limit = 8192
+    settings = KafkaSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, kafka_max_message_bytes=limit
+    )
+    seen: list[str] = []
+
+    async def handler(batch: list[Delivery[FeedbackSubmitted]]):
+        seen.extend(d.event.request_id for d in batch)
+
+    bus = Bus("sizes", settings)
+    bus.consume(topic, handler, group=f"g-{uuid.uuid4().hex[:6]}")
+    producer = Bus("producer", KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers))
+    await producer.start()
+    await bus.start()
+    try:
+        big = FeedbackSubmitted(project="p", request_id="r" * 20_000, label="x")
+        await producer.publish(topic, big, key="k", headers={"x-note": "n" * 5000})
+        await producer.publish(
+            topic, FeedbackSubmitted(project="p", request_id="ok", label="x"), key="k"
+        )
+        await _until(lambda: seen == ["ok"] and bus.dead_letters == 1)
+        (dead,) = await _dead(kafka.bootstrap_servers, topic.dlq, 1)
+        headers = headers_of(dead)
+        size = len(dead.value) + sum(len(k) + len(v) for k, v in dead.headers)
+        assert size <= limit
+        assert int(headers["dlq_truncated_bytes"]) == len(big.model_dump_json())
+        assert "over the limit" in headers["dlq_error"]
+        assert dead.value == big.model_dump_json().encode()[: len(dead.value)]
     finally:
         await bus.stop()
         await producer.stop()

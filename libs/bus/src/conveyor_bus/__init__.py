@@ -12,6 +12,7 @@ from .bus import (
     send_batches,
 )
 from .errors import BusError, PublishError, TopicSetupError
+from .failures import Retry, Transient, any_of, broker_transient
 from .settings import KafkaSettings
 from .topics import (
     create_topic,
@@ -32,7 +33,11 @@ __all__ = [
     "Outgoing",
     "PublishError",
     "Rejection",
+    "Retry",
     "TopicSetupError",
+    "Transient",
+    "any_of",
+    "broker_transient",
     "create_topic",
     "end_offsets",
     "ensure_topics",

@@ -3,19 +3,23 @@
 A consumer handles one batch at a time (at most `max_records`), so in-flight work is bounded and
 consumption simply waits while a batch is being handled. Within a batch:
 
-1. every record is decoded against its topic's schema; one that cannot be parsed or validated is
-   sent to `<topic>.dlq` with its original bytes and headers plus the error, stage and source
+1. every record is decoded against its topic's schema, once; one that cannot be parsed or
+   validated (or is larger than `kafka_max_message_bytes`) is sent to `<topic>.dlq` with its
+   original bytes and headers plus the error, the exception type, the stage and the source
    coordinates — it never stops the consumer;
 2. the handler applies the valid ones (its effects must be durable when it returns) and may reject
-   individual deliveries, which are dead-lettered the same way;
-3. only then is the offset committed. If the handler raises, nothing is committed: the consumer
-   rewinds to the batch's first offsets and the batch is delivered again after a back-off, so
-   handlers must be idempotent (they are: see each service's idempotency key).
+   individual deliveries, which are dead-lettered the same way. A handler that raises is handled
+   as failures.py says: a transient failure (database or broker unavailable) is retried in place
+   for as long as it lasts, with the consumer reported not ready (`Bus.problems`); any other is
+   retried a few times, then the batch is split to find the message that fails alone, which is
+   dead-lettered — never the partition stopped, never its neighbours dead-lettered with it;
+3. only then is the offset committed. A batch given up at a stop is not committed: it is
+   delivered again, so handlers must be idempotent (they are: see each service's idempotency
+   key).
 
 A consumer whose batches are independent of each other can let a few overlap (`overlap=N`):
 the next batch is decoded and handled while the ones before it wait on their acknowledgements.
-Each is still committed only once it is handled, in order, after every batch before it; a batch
-whose handler raises is handled again in place, after a back-off, and holds the ones after it.
+Each is still committed only once it is handled, in order, after every batch before it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,16 @@ from conveyor_contracts.events import new_id, utcnow
 
 from . import tracing
 from .errors import PublishError
+from .failures import (
+    MAX_ATTEMPTS,
+    Backoff,
+    Transient,
+    bounded,
+    broker_transient,
+    describe,
+    exception_name,
+    halves,
+)
 from .partitioner import keyed_partitions
 from .settings import KafkaSettings
 
@@ -118,6 +132,7 @@ def sampled(items: Sequence[T], k: int = PER_BATCH_SAMPLE) -> Sequence[T]:
 
 DLQ_HEADERS = (
     "dlq_error",
+    "dlq_exception",
     "dlq_stage",
     "dlq_source_topic",
     "dlq_source_partition",
@@ -185,18 +200,28 @@ class Outgoing(NamedTuple):
 
 @dataclass(frozen=True)
 class Rejection:
-    """A delivery the handler refuses: it goes to the dead-letter topic with the reason."""
+    """A delivery the handler refuses: it goes to the dead-letter topic with the reason (and,
+    as its exception type, what the handler names: the check that refused it)."""
 
     delivery: Delivery[Any]
     error: str
     stage: str = "validate"
+    exception: str = "Rejection"
+
+
+class MessageTooLarge(ValueError):
+    """A record over the consumer's `kafka_max_message_bytes`: refused before it is parsed."""
+
+
+class _GivenUp(Exception):
+    """A batch left unfinished because the bus is stopping: not committed, delivered again."""
 
 
 BatchHandler = Callable[[list[Delivery[Any]]], Awaitable[Iterable[Rejection] | None]]
 Positions = Callable[[list[tuple[int, int]]], None]
 
 
-def _error_text(exc: Exception) -> str:
+def _error_text(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         parts = [
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
@@ -215,8 +240,12 @@ class Bus:
         settings: KafkaSettings | None = None,
         *,
         broker: KafkaBroker | None = None,
+        transient: Transient | None = None,
     ) -> None:
+        """`transient` tells the failures worth retrying in place from those a message causes
+        (see failures.py); the broker's own are known without it."""
         self.service = service
+        self.transient = transient or broker_transient
         self.settings = settings or KafkaSettings()
         # No telemetry middleware: the bus records its own spans (tracing.py), one per record in
         # the record's trace, and only when the OTEL_* variables install a tracer provider. No
@@ -229,11 +258,17 @@ class Bus:
             apply_types=False,
         )
         self.dead_letters = 0
+        self._failing: dict[str, str] = {}  # consumer → the transient failure it retries now
         self._gate: asyncio.Event | None = None
-        self._overlapping: list[set[asyncio.Future[None]]] = []  # batches handled, not committed
+        self._overlapping: list[set[asyncio.Future[bool]]] = []  # batches handled, not committed
         self._stopping = False
         self._producer: AIOKafkaProducer | None = None
         self._tracing = False
+
+    def problems(self) -> dict[str, str]:
+        """The consumers retrying a transient failure now, each with what failed: while there
+        are any, the service is not ready."""
+        return dict(self._failing)
 
     def hold_until(self, gate: asyncio.Event) -> None:
         """Group consumers handle nothing until `gate` is set (broadcast consumers run at once):
@@ -350,34 +385,49 @@ class Bus:
         PRODUCED.add(len(messages), {"topic": topic})
 
     async def dead_letter(
-        self, delivery: Delivery[Any], error: str, stage: str, group: str | None
+        self,
+        delivery: Delivery[Any],
+        error: str,
+        stage: str,
+        group: str | None,
+        *,
+        exception: str = "",
     ) -> None:
-        headers = dict(delivery.headers)
-        headers.update(
-            {
-                "dlq_error": error[:4000],
-                "dlq_stage": stage,
-                "dlq_source_topic": delivery.topic,
-                "dlq_source_partition": str(delivery.partition),
-                "dlq_source_offset": str(delivery.offset),
-                "dlq_consumer_group": group or "",
-                "dlq_failed_at": datetime.now(UTC).isoformat(),
-            }
+        """Send `delivery` to its topic's dead-letter topic with why, cut to what the broker
+        accepts (`failures.bounded`). Logged without the reason: a reason names the values
+        that failed, and record values stay out of logs."""
+        reason = error.replace("\x00", "\ufffd")[:4000]
+        own = {
+            "dlq_error": reason,
+            "dlq_exception": exception,
+            "dlq_stage": stage,
+            "dlq_source_topic": delivery.topic,
+            "dlq_source_partition": str(delivery.partition),
+            "dlq_source_offset": str(delivery.offset),
+            "dlq_consumer_group": group or "",
+            "dlq_failed_at": datetime.now(UTC).isoformat(),
+        }
+        value, headers = bounded(
+            delivery.value,
+            {**delivery.headers, **own},
+            self.settings.kafka_max_message_bytes,
+            own,
         )
-        await self.publish_raw(
-            delivery.topic + ".dlq", delivery.value, key=delivery.key, headers=headers
-        )
+        key = delivery.key[:1024] if delivery.key else delivery.key  # counted in the limit too
+        await self.publish_raw(delivery.topic + ".dlq", value, key=key, headers=headers)
         self.dead_letters += 1
         DEAD_LETTERS.add(1, {"topic": delivery.topic, "stage": stage})
         log.warning(
             "dead letter",
             extra={
                 "topic": delivery.topic,
+                "partition": delivery.partition,
                 "offset": delivery.offset,
                 "stage": stage,
-                "error": error[:500],
+                "exception": exception,
             },
         )
+        log.debug("dead letter at %s: %s", delivery, reason[:500])
 
     # --- consuming ------------------------------------------------------------------------------
 
@@ -408,6 +458,7 @@ class Bus:
         fetch_wait = self.settings.kafka_fetch_max_wait_ms
         if broadcast:
             fetch_wait = max(fetch_wait, self.settings.kafka_changelog_fetch_max_wait_ms)
+        largest = self.settings.kafka_max_message_bytes
 
         async def parse(records: tuple[Any, ...]) -> KafkaAckableMessage:
             """The batch as FastStream's own parser makes it, without decoding every record's
@@ -422,6 +473,7 @@ class Bus:
                 message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
             )
 
+        title = f"{self.service}:{topic.name}"
         subscriber = self.broker.subscriber(
             topic.name,
             group_id=group_id,
@@ -431,20 +483,19 @@ class Bus:
             fetch_max_wait_ms=fetch_wait,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL if broadcast or overlap > 1 else AckPolicy.NACK_ON_ERROR,
-            title=f"{self.service}:{topic.name}",
+            title=title,
             parser=parse,
             decoder=_message_ref,
         )
         subscriber.get_msg = _fetcher(subscriber)  # type: ignore[method-assign,assignment]
-        backoff = _Backoff()
         attrs = {"topic": topic.name}
         queue_wait = attrs | {"stage": "queue_wait"}
         decode_time = attrs | {"stage": "decode"}
         handle_time = attrs | {"stage": "handle"}
 
-        window: set[asyncio.Future[None]] = set()
+        window: set[asyncio.Future[bool]] = set()
         self._overlapping.append(window)
-        newest: asyncio.Future[None] | None = None  # the batch the next one commits after
+        newest: asyncio.Future[bool] | None = None  # the batch the next one commits after
 
         async def on_batch(body: weakref.ref[KafkaMessage]) -> None:
             nonlocal newest
@@ -464,7 +515,9 @@ class Bus:
             batch.add_done_callback(window.discard)
             newest = batch
 
-        async def run(message: KafkaMessage, after: asyncio.Future[None] | None = None) -> None:
+        async def run(message: KafkaMessage, after: asyncio.Future[bool] | None = None) -> bool:
+            """Handle a batch and commit it; False when it was given up at a stop (nothing
+            committed, and the batches after it commit nothing either)."""
             records = message.raw_message
             records = records if isinstance(records, tuple) else (records,)
             started = time.perf_counter()
@@ -475,90 +528,148 @@ class Bus:
             heads = [decode_headers(record.headers or ()) for record in records]
             IN_FLIGHT.add(len(records), attrs)
             try:
-                while True:
-                    try:
-                        if self._tracing:
-                            spans = tracing.batch_spans(self.service, topic.name, records, heads)
-                            with spans as traces:
-                                await handle(message, records, heads, traces)
-                        else:
-                            await handle(message, records, heads, repeat(NO_TRACE))
-                        break
-                    except Exception:
-                        if overlap == 1:
-                            raise
-                        # Overlapping: handled again in place, after handle's back-off; the
-                        # batches after it wait to be committed.
+                if self._tracing:
+                    spans = tracing.batch_spans(self.service, topic.name, records, heads)
+                    with spans as traces:
+                        await handle(records, heads, traces)
+                else:
+                    await handle(records, heads, repeat(NO_TRACE))
+            except _GivenUp:
+                if overlap == 1 and not broadcast:
+                    raise  # FastStream rewinds the consumer: delivered again
+                return False
             finally:
                 IN_FLIGHT.add(-len(records), attrs)
             ends = _last_offsets(records)
             if overlap > 1:
-                if after is not None:
-                    await after  # in order: committed after every batch before it
+                if after is not None and not await after:
+                    return False  # in order: an earlier batch was given up
                 await commit(ends)
+            elif not broadcast:
+                await message.ack()
             CONSUMED.add(len(records), attrs)
             BATCH_SIZE.record(len(records), attrs)
             BATCH_TIME.record(time.perf_counter() - started, attrs)
             _record_lag(message, ends)
             if consumed is not None:
                 consumed([(r.partition, r.offset) for r in records])
+            return True
 
         async def handle(
-            message: KafkaMessage,
             records: tuple[ConsumerRecord, ...],
             heads: list[dict[str, str]],
             traces: Iterable[Mapping[str, str]],
         ) -> None:
-            """Decode the records (each with its decoded headers and its trace context), hand
-            the valid ones to the handler, dead-letter the rest and what the handler rejects."""
-            try:
-                good: list[Delivery[Any]] = []
-                decoding = time.perf_counter()
-                validate = topic.adapter.validate_json
-                # `traces` repeats an empty context when nothing is traced
-                for record, headers, trace in zip(records, heads, traces, strict=False):
-                    key, value = record.key, record.value
-                    key = key.decode("utf-8", "replace") if type(key) is bytes else key
-                    if type(value) is not bytes:  # a tombstone (null): invalid, as JSON null
-                        value = json.dumps(value).encode()
-                    reason = None
+            """Decode the records once (each with its decoded headers and its trace context),
+            dead-letter those that do not decode, and apply the rest (see `apply`)."""
+            good: list[Delivery[Any]] = []
+            decoding = time.perf_counter()
+            validate = topic.adapter.validate_json
+            # `traces` repeats an empty context when nothing is traced
+            for record, headers, trace in zip(records, heads, traces, strict=False):
+                key, value = record.key, record.value
+                key = key.decode("utf-8", "replace") if type(key) is bytes else key
+                if type(value) is not bytes:  # a tombstone (null): invalid, as JSON null
+                    value = json.dumps(value).encode()
+                failure: BaseException | None = None
+                event = None
+                if len(value) > largest:
+                    reason = f"message of {len(value)} bytes is over the limit of {largest}"
+                    failure = MessageTooLarge(reason)
+                else:
                     try:
                         event = validate(value)
                     except (ValidationError, ValueError) as exc:
-                        event, reason = None, _error_text(exc)
-                    delivery = Delivery(
-                        event,
-                        headers,
-                        key,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        value,
-                        trace,
-                    )
-                    if reason is not None:
-                        await self.dead_letter(delivery, reason, "decode", group_id)
-                        continue
-                    good.append(delivery)
-                tracing.decoded()
-                handling = time.perf_counter()
-                STAGE_TIME.record(handling - decoding, decode_time)
-                rejections = await handler(good) if good else None
-                for rejection in rejections or ():
-                    await self.dead_letter(
-                        rejection.delivery, rejection.error, rejection.stage, group_id
-                    )
-            except Exception:
-                delay = backoff.next()
-                log.exception("handler failed on %s; redelivering in %.1fs", topic.name, delay)
-                await asyncio.sleep(delay)
-                if broadcast:
-                    await message.nack()  # no group to fall back on: rewind this consumer
-                raise
-            backoff.reset()
+                        failure = exc
+                delivery = Delivery(
+                    event,
+                    headers,
+                    key,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    value,
+                    trace,
+                )
+                if failure is not None:
+                    await dead_letter(delivery, _error_text(failure), "decode", failure)
+                    continue
+                good.append(delivery)
+            tracing.decoded()
+            handling = time.perf_counter()
+            STAGE_TIME.record(handling - decoding, decode_time)
+            if good:
+                await apply(good, MAX_ATTEMPTS)
             STAGE_TIME.record(time.perf_counter() - handling, handle_time)
-            if not broadcast and overlap == 1:
-                await message.ack()
+
+        async def apply(batch: list[Delivery[Any]], attempts: int) -> None:
+            """Hand `batch` to the handler and dead-letter what it rejects. A transient failure
+            is retried in place for as long as it lasts (the consumer is reported not ready
+            meanwhile); any other is retried `attempts` times in all, then the batch is split
+            in halves, each applied on its own, until the message that fails alone is
+            dead-lettered with the reason (see failures.py)."""
+            backoff = Backoff()
+            tried = 0
+            while True:
+                try:
+                    rejections = await handler(batch)
+                except Exception as exc:
+                    if self._stopping:
+                        raise _GivenUp from exc
+                    if self.transient(exc):
+                        self._failing[title] = describe(exc)[:300]
+                        delay = backoff.next()
+                        log.warning(
+                            "%s: transient failure (%s); batch of %d again in %.1fs",
+                            title,
+                            exception_name(exc),
+                            len(batch),
+                            delay,
+                        )
+                        await asyncio.sleep(delay)
+                        continue
+                    tried += 1
+                    log.warning(
+                        "%s: batch of %d failed (%s), attempt %d of %d",
+                        title,
+                        len(batch),
+                        exception_name(exc),
+                        tried,
+                        attempts,
+                    )
+                    log.debug("%s: the failure", title, exc_info=True)
+                    if tried < attempts:
+                        await asyncio.sleep(backoff.next())
+                        continue
+                    if len(batch) == 1:
+                        await dead_letter(batch[0], describe(exc), "handle", exc)
+                    else:
+                        for half in halves(batch):
+                            await apply(half, 1)
+                    return
+                break
+            self._failing.pop(title, None)
+            for rejection in rejections or ():
+                await dead_letter(
+                    rejection.delivery, rejection.error, rejection.stage, rejection.exception
+                )
+
+        async def dead_letter(
+            delivery: Delivery[Any], reason: str, stage: str, exception: BaseException | str
+        ) -> None:
+            """One dead letter, however long the broker takes to accept it."""
+            backoff = Backoff()
+            name = exception if isinstance(exception, str) else exception_name(exception)
+            while True:
+                try:
+                    await self.dead_letter(delivery, reason, stage, group_id, exception=name)
+                    return
+                except Exception as exc:
+                    if self._stopping:
+                        raise _GivenUp from exc
+                    self._failing[title] = f"dead letter not accepted: {describe(exc)[:300]}"
+                    log.warning("%s: a dead letter failed (%s)", title, exception_name(exc))
+                    await backoff.sleep()
 
         async def commit(ends: dict[TopicPartition, int]) -> None:
             """Commit the batch's own offsets (the consumer's position is already past the
@@ -661,17 +772,3 @@ async def _message_ref(message: KafkaMessage) -> weakref.ref[KafkaMessage]:
     is decoded against its topic's schema in `run`, where a failure is a dead letter
     (FastStream's own decoding would fail the whole batch instead)."""
     return weakref.ref(message)
-
-
-class _Backoff:
-    """Exponential back-off between redeliveries of a failing batch, capped at 5 s."""
-
-    def __init__(self) -> None:
-        self._delay = 0.0
-
-    def next(self) -> float:
-        self._delay = min(5.0, max(0.1, self._delay * 2))
-        return self._delay
-
-    def reset(self) -> None:
-        self._delay = 0.0

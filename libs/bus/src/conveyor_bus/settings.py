@@ -25,6 +25,13 @@ class KafkaSettings(BaseSettings):
         "records are rare, and a broker that answers only when the wait ends would be asked for "
         "them a hundred times a second by every replica.",
     )
+    kafka_max_message_bytes: int = Field(
+        1_000_000,
+        ge=4096,
+        description="Largest record a consumer takes (a larger one is dead-lettered unread) and "
+        "largest dead letter it sends (its original value is cut to fit, saying how long it "
+        "was): at most the broker's `message.max.bytes` (Apache Kafka's default, 1 MiB).",
+    )
     kafka_linger_ms: int = Field(
         0, ge=0, description="How long the producer waits to fill a batch before sending it."
     )

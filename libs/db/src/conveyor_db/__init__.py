@@ -8,7 +8,7 @@ from .announce import Announcer, Message
 from .database import Database
 from .migrations import MigrationError, migrate, package_migrations
 from .outbox import OutboxRelay, enqueue, enqueue_many
-from .pool import DatabaseError, DatabaseSettings, create_pool
+from .pool import DatabaseError, DatabaseSettings, create_pool, is_transient
 
 __all__ = [
     "Announcer",
@@ -21,6 +21,7 @@ __all__ = [
     "create_pool",
     "enqueue",
     "enqueue_many",
+    "is_transient",
     "migrate",
     "package_migrations",
 ]

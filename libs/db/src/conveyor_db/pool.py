@@ -16,6 +16,25 @@ class DatabaseError(Exception):
     pass
 
 
+# SQLSTATE classes of failures that pass by themselves: connection exceptions (08), transaction
+# rollbacks such as serialization failures and deadlocks (40), insufficient resources (53),
+# operator intervention such as a shutting-down server (57), and a lock not available (55P03).
+# Everything else (data exceptions (22), a value too large for an index (54000), a constraint
+# (23)) is about the data a message carries.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database failure is the database's (unreachable, restarting, overloaded, a
+    conflict with another transaction) rather than the data's: worth retrying as it is."""
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.PostgresConnectionError | DatabaseError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state.startswith(_TRANSIENT_CLASSES) or state == "55P03"
+    return False
+
+
 class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 

@@ -20,11 +20,20 @@ from typing import Any
 import uvicorn
 import uvloop
 from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
 
-from conveyor_bus import Bus, Delivery, end_offsets, ensure_topics, published_ids
+from conveyor_bus import (
+    Bus,
+    Delivery,
+    any_of,
+    broker_transient,
+    end_offsets,
+    ensure_topics,
+    published_ids,
+)
 from conveyor_contracts import catalog
 from conveyor_contracts.events import ProjectApplied
-from conveyor_db import Database, OutboxRelay
+from conveyor_db import Database, OutboxRelay, is_transient
 from conveyor_telemetry import (
     configure_logging,
     configure_metrics,
@@ -33,6 +42,7 @@ from conveyor_telemetry import (
 )
 
 from .projects import ProjectCache
+from .registry import RegistryUnavailable
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,15 @@ log = logging.getLogger(__name__)
 # allocations stay far below; what cycles there are still go, later): 28,100-31,800 →
 # 30,900-33,700 predictions/s.
 GC_THRESHOLDS = (50_000, 20, 10)
+
+# A readiness probe's own database round trip: a database slower than this is not ready.
+READY_QUERY_TIMEOUT_S = 1.0
+
+# What a consumer retries in place rather than blames on a message: the broker's, the
+# database's and the registry's unavailability.
+transient_failure = any_of(
+    broker_transient, is_transient, lambda exc: isinstance(exc, RegistryUnavailable)
+)
 
 Hook = Callable[[], Awaitable[object]]  # what a hook returns is ignored
 RegistryListener = Callable[[list[Delivery[Any]]], Awaitable[None]]
@@ -63,7 +82,7 @@ class Runtime:
     ) -> None:
         self.name = name
         self.settings = settings
-        self.bus = bus or Bus(name, settings)
+        self.bus = bus or Bus(name, settings, transient=transient_failure)
         self.db = Database(settings, name, migrations, outbox=outbox) if uses_database else None
         self.relay: OutboxRelay | None = None
         self.projects = ProjectCache()
@@ -84,6 +103,13 @@ class Runtime:
             lifespan=self._lifespan,
         )
         self.http.add_api_route("/healthz", self.health, methods=["GET"], tags=["health"])
+        self.http.add_api_route(
+            "/readyz",
+            self.readiness,
+            methods=["GET"],
+            tags=["health"],
+            responses={503: {"description": "Not ready: the reasons are listed."}},
+        )
         self.http.add_api_route(
             "/metrics", self.metrics, methods=["GET"], tags=["health"], include_in_schema=False
         )
@@ -219,6 +245,24 @@ class Runtime:
         if self.relay is not None:
             body["outbox_published"] = self.relay.published
         return body
+
+    async def readiness(self) -> JSONResponse:
+        """200 when the service takes work: started, caught up with the registry's changelog,
+        its database answering, and no consumer retrying a transient failure; else 503 with
+        every reason (a probe that routes no traffic here meanwhile)."""
+        problems = [f"{consumer}: {why}" for consumer, why in self.bus.problems().items()]
+        if not self.started:
+            problems.append("starting")
+        elif not self.caught_up.is_set():
+            problems.append(f"catching up with {catalog.REGISTRY_EVENTS.name}")
+        if self.started and self.db is not None:
+            try:
+                async with asyncio.timeout(READY_QUERY_TIMEOUT_S):
+                    await self.db.pool.fetchval("SELECT 1")
+            except Exception as exc:
+                problems.append(f"database: {type(exc).__name__}")
+        body = {"service": self.name, "ready": not problems, "problems": problems}
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics(self) -> Response:
         """For Prometheus to scrape (recorded through OpenTelemetry's API)."""

@@ -13,7 +13,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from conveyor_bus import Bus, Delivery, Outgoing, Rejection
 from conveyor_contracts import catalog
 from conveyor_contracts.events import PredictionEnriched, PredictionRequested, RecordAccepted
-from conveyor_runtime import KnownProject, ProjectCache
+from conveyor_runtime import KnownProject, ProjectCache, UnknownProject
 
 from .adapters.store import FeatureStore, NewRow, State
 from .domain.features import (
@@ -36,8 +36,9 @@ LATE = _meter.create_counter(
 )
 
 
-class ProjectNotYetKnown(RuntimeError):
-    """Ingest accepted records of a project this replica has not heard of yet: retry later."""
+# Ingest may accept a project's first records a moment before this replica reads the project's
+# announcement: how long a record of an unknown project waits for it before it is refused.
+PROJECT_WAIT_S = 5.0
 
 
 class Features:
@@ -58,15 +59,21 @@ class Features:
         for project, newest in list(self.newest.items()):
             yield Observation((now - newest).total_seconds(), {"project": project})
 
-    async def on_accepted(self, batch: list[Delivery[RecordAccepted]]) -> None:
-        by_project: dict[str, list[RecordAccepted]] = defaultdict(list)
+    async def on_accepted(self, batch: list[Delivery[RecordAccepted]]) -> list[Rejection]:
+        by_project: dict[str, list[Delivery[RecordAccepted]]] = defaultdict(list)
         for d in batch:
-            by_project[d.event.project].append(d.event)
-        for project, records in by_project.items():
-            known = self.projects.get(project)
-            if known is None:
-                raise ProjectNotYetKnown(project)
-            await self._accept(known, records)
+            by_project[d.event.project].append(d)
+        rejections: list[Rejection] = []
+        for project, deliveries in by_project.items():
+            try:
+                known = self.projects.get(project) or await self.projects.wait_for(
+                    project, PROJECT_WAIT_S
+                )
+            except UnknownProject as exc:
+                rejections.extend(Rejection(d, str(exc), "validate") for d in deliveries)
+                continue
+            await self._accept(known, [d.event for d in deliveries])
+        return rejections
 
     async def _accept(self, known: KnownProject, records: list[RecordAccepted]) -> None:
         """Fold records into their entities' histories in event-time order; each new record gets
