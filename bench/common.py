@@ -26,6 +26,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
+from conveyor_auth import Role, TokenFile
 from conveyor_bus import create_topic, send_batches
 from conveyor_bus.bus import BATCH_BYTES
 from conveyor_cli import infra
@@ -49,10 +50,20 @@ class Bench:
     postgres: infra.Postgres
     workdir: Path
     processes: list[ServiceProcess] = field(default_factory=list)
+    admin_token: str = ""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The bench's own admin bearer header (its services accept only the token file's)."""
+        if not self.admin_token:
+            tokens, self.admin_token = TokenFile().issue("bench", [Role.ADMIN])
+            tokens.write(self.workdir / "tokens.json")
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     def start_service(self, name: str, **env: str) -> ServiceProcess:
         """Start one Conveyor service as its own process and wait until it is healthy."""
         port = infra.free_port()
+        assert self.auth  # the token file exists before a service reads it
         service = ServiceProcess(
             name,
             port,
@@ -63,6 +74,7 @@ class Bench:
                 "HTTP_HOST": "127.0.0.1",
                 "HTTP_PORT": str(port),
                 "LOG_LEVEL": "WARNING",
+                "CONVEYOR_TOKENS_FILE": str(self.workdir / "tokens.json"),
             }
             | env,
         )
@@ -136,7 +148,7 @@ def message(topic: TopicSpec, key: str, event: BaseModel) -> Message:
 async def apply_project(bench: Bench, registry_url: str, spec: ModelProject) -> None:
     """Apply `spec` through the registry and wait until its `project_applied` is on
     registry.events: a service started after that knows the project before it takes work."""
-    async with httpx.AsyncClient(base_url=registry_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=registry_url, timeout=30, headers=bench.auth) as client:
         (await client.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
     mine = f'"type":"project_applied","project":"{spec.name}"'.encode()
     _, _, seen = await receive(

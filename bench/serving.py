@@ -172,7 +172,9 @@ def mean_batch(url: str, topic: str) -> float:
     return metric(url, "conveyor_batch_size_sum", topic=topic) / count if count else float("nan")
 
 
-async def http(url: str, project: str, vectors, concurrency: int, duration: float) -> dict:
+async def http(
+    url: str, project: str, vectors, concurrency: int, duration: float, auth: dict[str, str]
+) -> dict:
     latencies: list[float] = []
     failures = 0
     n = len(vectors[0])
@@ -199,7 +201,7 @@ async def http(url: str, project: str, vectors, concurrency: int, duration: floa
             i += concurrency
 
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10, headers=auth) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client, w) for w in range(concurrency)))
         elapsed = time.perf_counter() - start
@@ -299,10 +301,10 @@ async def champion(bench: Bench) -> tuple[str, list[list[float]]]:
     project = f"bench-{uuid.uuid4().hex[:6]}"
     version, vectors = train_model(project)
     spec = load_project("fraud").model_copy(update={"name": project})
-    async with httpx.AsyncClient(base_url=registry.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=registry.url, timeout=30, headers=bench.auth) as client:
         (await client.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
         (await client.post(f"/projects/{project}/versions", json=version)).raise_for_status()
-        move = {"version": 1, "actor": "bench", "reason": "bench"}
+        move = {"version": 1, "reason": "bench"}
         (await client.put(f"/projects/{project}/aliases/champion", json=move)).raise_for_status()
     return project, vectors
 
@@ -339,7 +341,9 @@ async def main(args: argparse.Namespace) -> dict:
         say(f"  sent {lat['sent']}, answered {lat['answered']}")
         serving_url = serving.url
         say(f"HTTP (Open Inference Protocol v2), concurrency {args.concurrency} …")
-        web = await http(serving_url, project, vectors, args.concurrency, args.http_duration)
+        web = await http(
+            serving_url, project, vectors, args.concurrency, args.http_duration, bench.auth
+        )
         say(f"  {web['http_rps']:,} requests/s, p99 {web['http_p99_ms']} ms")
         pairs = [(ours, relay["per_s"])]
         for r in range(1, args.rounds):

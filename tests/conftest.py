@@ -38,6 +38,19 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"conveyor broker: {broker}", f"conveyor database: {db}"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def token_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every service the session starts (in-process or as a process) accepts the tests' callers
+    (tests.support.USERS)."""
+    from tests.support import TOKEN_FILE
+
+    path = tmp_path_factory.mktemp("auth") / "tokens.json"
+    TOKEN_FILE.write(path)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CONVEYOR_TOKENS_FILE", str(path))
+        yield str(path)
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[infra.Broker]:
     broker = infra.broker_from_env_or_start(allow_containers=True)

@@ -11,16 +11,38 @@ from typing import Any
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor_auth import Role, TokenFile
 from conveyor_bus import end_offsets
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
 from conveyor_contracts.events import ProjectApplied
 from conveyor_examples import load_project
 from conveyor_runtime import Runtime
+
+# The callers the tests' services know (tests/conftest.py hands the file to every service the
+# session starts): each name with its roles, and the token it calls with.
+USERS = {
+    "test-admin": [Role.ADMIN],
+    "alice": [Role.APPROVER],
+    "carol": [Role.APPROVER],
+    "dave": [Role.SCIENTIST],
+    "an-app": [Role.APP],
+    "a-viewer": [Role.VIEWER],
+}
+TOKEN_FILE = TokenFile()
+TOKENS: dict[str, str] = {}
+for _name, _roles in USERS.items():
+    TOKEN_FILE, TOKENS[_name] = TOKEN_FILE.issue(_name, _roles)
+
+
+def bearer(name: str = "test-admin") -> dict[str, str]:
+    """The Authorization header of one of the tests' callers (`USERS`)."""
+    return {"Authorization": f"Bearer {TOKENS[name]}"}
 
 
 def unique_project(prefix: str = "t", base: str = "fraud") -> ModelProject:
@@ -43,12 +65,18 @@ async def until(probe: Callable[[], Any], timeout_s: float = 30.0, what: str = "
 
 
 @asynccontextmanager
-async def running(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    """Start a service in-process and give an HTTP client for its API."""
+async def running(
+    runtime: Runtime, *, as_user: str | None = "test-admin"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Start a service in-process and give an HTTP client for its API, calling as `as_user`
+    (None: without a token)."""
     await runtime.start()
     try:
         transport = httpx.ASGITransport(app=runtime.http)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        headers = bearer(as_user) if as_user else {}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://service", headers=headers
+        ) as client:
             yield client
     finally:
         await runtime.stop()
@@ -140,6 +168,16 @@ class Kafka:
         finally:
             await consumer.stop()
         return out
+
+
+async def broker_topics(bootstrap: str) -> set[str]:
+    """The topics the broker has now (listed without creating any)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 def headers_of(record: Any) -> dict[str, str]:

@@ -66,12 +66,15 @@ def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
         "DATABASE_URL": asyncio.run(infra.create_database(postgres.url, "wine")),
         "CONVEYOR_HOME": str(home),
     }
-    # Three registry users made with `conveyor token`: two approvers and one without the role.
+    # Three people's tokens made with `conveyor token issue` in the stack's token file before it
+    # starts (`conveyor up` adds its own admin's and keeps them): two approvers, one scientist.
+    env.pop("CONVEYOR_TOKEN", None)
     made = {
-        name: Cli(env).json("token", name, *(["--role", "approver"] if name != "dave" else []))
+        name: Cli(env).json(
+            "token", "issue", name, "--role", "scientist" if name == "dave" else "approver"
+        )
         for name in ("alice", "carol", "dave")
     }
-    env["REGISTRY_USERS"] = json.dumps([m["registry_users_entry"] for m in made.values()])
     tokens = {name: m["token"] for name, m in made.items()}
     up = subprocess.Popen(
         [sys.executable, "-m", "conveyor_cli.main", "up"],
@@ -85,6 +88,7 @@ def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
         until(lambda: (home / "stack.json").exists() or up.poll() is not None, 120, "the stack")
         assert up.poll() is None, up.stdout.read() if up.stdout else ""
         urls = until(lambda: _healthy(home), 60, "every service healthy")
+        tokens["admin"] = (home / "token").read_text().strip()
         _play(Cli(env), urls, kafka.bootstrap_servers, tokens)
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
@@ -109,7 +113,8 @@ def _healthy(home: Path) -> dict[str, str] | None:
 
 
 def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str]) -> None:
-    http = httpx.Client(timeout=10)
+    # The CLI calls as the stack's admin unless CONVEYOR_TOKEN names someone else.
+    http = httpx.Client(timeout=10, headers={"Authorization": f"Bearer {tokens['admin']}"})
     assert cli.json("apply", "wine")["project_version"] == 1
     until(
         lambda: all(
@@ -141,12 +146,12 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str])
 
     # The trainer asked for approval; only an approver's token decides it.
     (request,) = cli.json("approvals", "wine")
-    assert (request["requested_by"], request["version"]) == ("trainer", version)
+    assert (request["requested_by"], request["version"]) == ("service:trainer", version)
     assert request["evidence"]["metrics"]["accuracy"] == run["metrics"]["accuracy"]
-    nobody = cli("approve", "wine", str(request["id"]))
+    nobody = cli.as_user("cvt_not-a-token")("approve", "wine", str(request["id"]))
     assert nobody.returncode == 1 and "401" in nobody.stdout + nobody.stderr
     no_role = cli.as_user(tokens["dave"])("approve", "wine", str(request["id"]))
-    assert no_role.returncode == 1 and "approver role" in no_role.stdout + no_role.stderr
+    assert no_role.returncode == 1 and "may not decide" in no_role.stdout + no_role.stderr
     decided = cli.as_user(tokens["alice"]).json(
         "approve", "wine", str(request["id"]), "--reason", "reviewed the holdout"
     )
@@ -176,7 +181,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str])
     correct = sum(a.label == truth[a.request_id] for a in answers)
     assert correct >= 32, f"{correct} of 40"  # rows it saw in training, among others
 
-    _open_inference_protocol(url["serving"], version, answers)
+    _open_inference_protocol(url["serving"], version, answers, tokens["admin"])
     _metrics_per_version(http, url["serving"], version, len(answers))
 
     # Nothing to roll back to yet: a clear refusal, not a crash.
@@ -188,21 +193,22 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str])
     run = _train(cli, http, url["trainer"], "e2e again")
     newer = run["model_version"]
     assert run["status"] == "succeeded" and newer == version + 1, run
-    # Without a token, promoting asks for approval; an approver's own promotion moves at once.
-    held = cli.json("promote", "wine", str(newer), "--reason", "second look")
-    assert held["state"] == "pending" and held["requested_by"] == "cli"
+    # A scientist's promotion asks for approval; an approver's own moves at once.
+    dave = cli.as_user(tokens["dave"])
+    held = dave.json("promote", "wine", str(newer), "--reason", "second look")
+    assert held["state"] == "pending" and held["requested_by"] == "dave"
     carol = cli.as_user(tokens["carol"])
-    carol.json("promote", "wine", str(newer), "--actor", "ignored", "--reason", "second look")
-    rolled = cli.json("rollback", "wine", "--actor", "bob", "--reason", "paging at night")
+    carol.json("promote", "wine", str(newer), "--reason", "second look")
+    rolled = dave.json("rollback", "wine", "--reason", "paging at night")
     assert (rolled["from_version"], rolled["to_version"]) == (newer, version)
     history = cli.json("history", "wine")
     assert [(h["actor"], h["from_version"], h["to_version"]) for h in history] == [
         ("alice", None, version),
         ("carol", version, newer),
-        ("bob", newer, version),
+        ("dave", newer, version),
     ]
-    assert (
-        history[0]["reason"] == f"approved request {request['id']} of trainer: reviewed the holdout"
+    assert history[0]["reason"] == (
+        f"approved request {request['id']} of service:trainer: reviewed the holdout"
     )
     until(
         lambda: http.get(url["serving"] + "/models").json()["wine"]["version"] == version,
@@ -247,9 +253,12 @@ def _train(cli: Cli, http: httpx.Client, trainer: str, reason: str) -> dict:
     return until(finished, 60, f"run {run_id}")
 
 
-def _open_inference_protocol(base: str, version: int, answers: list[PredictionServed]) -> None:
+def _open_inference_protocol(
+    base: str, version: int, answers: list[PredictionServed], token: str
+) -> None:
     """The HTTP edge, through a v2 client library written elsewhere (Triton's), answers the
     vectors the Kafka edge scored exactly as the Kafka edge did."""
+    auth = {"Authorization": f"Bearer {token}"}
     client = InferenceServerClient(url=base.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("wine") and client.is_model_ready("wine", str(version))
@@ -268,7 +277,7 @@ def _open_inference_protocol(base: str, version: int, answers: list[PredictionSe
     ]
     for pinned, sent in ((None, tensor), (str(version), tensor), (None, packed)):
         kwargs = {"model_version": pinned} if pinned else {}
-        result = client.infer("wine", [sent], outputs=outputs, **kwargs)
+        result = client.infer("wine", [sent], outputs=outputs, headers=auth, **kwargs)
         labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
         assert labels == [a.label for a in answers]
         probabilities = result.as_numpy("probabilities")
@@ -278,11 +287,11 @@ def _open_inference_protocol(base: str, version: int, answers: list[PredictionSe
         )
         assert np.abs(probabilities - expected).max() < 1e-6
     with pytest.raises(InferenceServerException, match="version 99 is not loaded"):
-        client.infer("wine", [tensor], model_version="99")
+        client.infer("wine", [tensor], model_version="99", headers=auth)
     wrong = InferInput("input", [1, n - 1], "FP32")
     wrong.set_data_from_numpy(x[:1, 1:], binary_data=False)
     with pytest.raises(InferenceServerException, match="shape"):
-        client.infer("wine", [wrong])
+        client.infer("wine", [wrong], headers=auth)
 
 
 async def _predict(bootstrap: str, rows) -> list[PredictionServed]:

@@ -93,7 +93,10 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
     stack.up()
     try:
         spec = load_project("fraud").model_copy(update={"name": "traced"})
-        r = httpx.post(stack.urls["registry"] + "/projects", json=spec.model_dump(mode="json"))
+        admin = {"Authorization": f"Bearer {stack.admin_token}"}
+        r = httpx.post(
+            stack.urls["registry"] + "/projects", json=spec.model_dump(mode="json"), headers=admin
+        )
         assert r.status_code == 201, r.text
         until(
             lambda: all(
@@ -106,7 +109,7 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
         )
         # A release in a trace of its own: registering and promoting continue the caller's trace
         # into the registry and, through registry.events, into serving's hot-swap.
-        release = {"traceparent": f"00-{RELEASE_TRACE}-{FEEDBACK_ROOT}-01"}
+        release = {"traceparent": f"00-{RELEASE_TRACE}-{FEEDBACK_ROOT}-01"} | admin
         registry = stack.urls["registry"] + "/projects/traced"
         r = httpx.post(
             registry + "/versions", json=make_model(spec).registration("r1"), headers=release
@@ -114,7 +117,7 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
         assert r.status_code == 201, r.text
         r = httpx.put(
             registry + "/aliases/champion",
-            json={"version": 1, "actor": "test", "reason": "first"},
+            json={"version": 1, "reason": "first"},
             headers=release,
         )
         assert r.is_success, r.text
@@ -128,7 +131,7 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
         r = httpx.post(
             stack.urls["feedback"] + "/feedback",
             json={"project": "traced", "request_id": request_id, "label": spec.label.classes[0]},
-            headers={"traceparent": f"00-{FEEDBACK_TRACE}-{FEEDBACK_ROOT}-01"},
+            headers={"traceparent": f"00-{FEEDBACK_TRACE}-{FEEDBACK_ROOT}-01"} | admin,
         )
         assert r.status_code == 202 and r.json()["recorded"], r.text
         labeled = until(

@@ -17,8 +17,7 @@ from conveyor_contracts.events import (
     PromotionRequested,
 )
 from conveyor_registry.bootstrap import RegistrySettings, bootstrap
-from conveyor_registry.domain.model import User, token_digest
-from tests.support import Kafka, running, unique_project
+from tests.support import Kafka, bearer, running, unique_project
 
 pytestmark = pytest.mark.integration
 
@@ -87,16 +86,19 @@ async def test_projects_versions_aliases_and_their_events(kafka, database_url):
         assert info["input_example"] == described["input_example"]
         assert info["evaluations"] == described["evaluations"]
 
-        move = {"version": 1, "actor": "alice", "reason": "first model"}
-        assert (await api.put(f"/projects/{name}/aliases/champion", json=move)).json() == {
+        # The actor of a move is the caller's token's name, whatever a body says.
+        move = {"version": 1, "actor": "mallory", "reason": "first model"}
+        as_alice = bearer("alice")
+        r = await api.put(f"/projects/{name}/aliases/champion", json=move, headers=as_alice)
+        assert r.json() == {
             "alias": "champion",
             "from_version": None,
             "to_version": 1,
         }
-        same = await api.put(f"/projects/{name}/aliases/champion", json=move)
+        same = await api.put(f"/projects/{name}/aliases/champion", json=move, headers=as_alice)
         assert same.status_code == 200
-        move2 = {"version": 2, "actor": "trainer", "reason": "better on holdout"}
-        await api.put(f"/projects/{name}/aliases/champion", json=move2)
+        move2 = {"version": 2, "reason": "better on holdout"}
+        await api.put(f"/projects/{name}/aliases/champion", json=move2, headers=bearer("dave"))
         r = await api.put(
             f"/projects/{name}/aliases/champion",
             json={"version": 3, "actor": "bob", "reason": "try"},
@@ -113,13 +115,14 @@ async def test_projects_versions_aliases_and_their_events(kafka, database_url):
 
         back = await api.post(
             f"/projects/{name}/aliases/champion/rollback",
-            json={"actor": "carol", "reason": "v2 misbehaves"},
+            json={"reason": "v2 misbehaves"},
+            headers=bearer("carol"),
         )
         assert back.json() == {"alias": "champion", "from_version": 2, "to_version": 1}
         history = (await api.get(f"/projects/{name}/aliases/champion/history")).json()
         assert [(h["from_version"], h["to_version"], h["actor"]) for h in history] == [
             (None, 1, "alice"),
-            (1, 2, "trainer"),
+            (1, 2, "dave"),
             (2, 1, "carol"),
         ]
         assert (await api.get(f"/projects/{name}/aliases")).json() == {"champion": 1}
@@ -169,7 +172,7 @@ async def test_an_event_committed_but_not_yet_published_is_not_lost(kafka, datab
     from conveyor_registry.adapters.repository import Repository
 
     repo = Repository(runtime.db)
-    await repo.apply_project(spec)
+    await repo.apply_project(spec, "test")
     pending = await runtime.db.pool.fetchval(
         "SELECT count(*) FROM outbox WHERE published_at IS NULL"
     )
@@ -187,12 +190,6 @@ async def test_an_event_committed_but_not_yet_published_is_not_lost(kafka, datab
         assert isinstance(found[0], ProjectApplied)
 
 
-def _user(name: str, *roles: str) -> tuple[dict, dict[str, str]]:
-    token = f"token-of-{name}-{uuid.uuid4().hex}"
-    entry = {"name": name, "token_sha256": token_digest(token), "roles": list(roles)}
-    return entry, {"Authorization": f"Bearer {token}"}
-
-
 async def test_approval_mode_holds_promotions_for_an_approver(kafka, database_url):
     base = unique_project("appr")
     policies = base.policies.model_copy(
@@ -200,37 +197,35 @@ async def test_approval_mode_holds_promotions_for_an_approver(kafka, database_ur
     )
     spec = base.model_copy(update={"policies": policies})
     name = spec.name
-    alice, as_alice = _user("alice", "approver")
-    carol, as_carol = _user("carol", "approver")
-    dave, as_dave = _user("dave")
-    settings = _settings(kafka, database_url).model_copy(
-        update={"registry_users": [User(**u) for u in (alice, carol, dave)]}
-    )
-    async with running(bootstrap(settings)) as api:
+    as_alice, as_carol, as_dave = bearer("alice"), bearer("carol"), bearer("dave")
+    async with running(bootstrap(_settings(kafka, database_url))) as api:
         await api.post("/projects", json=spec.model_dump(mode="json"))
         for run in ("run-1", "run-2"):
             await api.post(f"/projects/{name}/versions", json=_version(run, run.encode()))
 
         # A move of the champion is held as a request; asking twice is the same request.
-        move = {"version": 1, "actor": "trainer", "reason": "passed the gate"}
-        held = await api.put(f"/projects/{name}/aliases/champion", json=move)
+        # (dave, a scientist: the trainer's role)
+        move = {"version": 1, "reason": "passed the gate"}
+        held = await api.put(f"/projects/{name}/aliases/champion", json=move, headers=as_dave)
         assert held.status_code == 202 and held.json()["state"] == "pending", held.text
+        assert held.json()["requested_by"] == "dave"
         first = held.json()["id"]
-        again = await api.put(f"/projects/{name}/aliases/champion", json=move)
+        again = await api.put(f"/projects/{name}/aliases/champion", json=move, headers=as_dave)
         assert again.status_code == 202 and again.json()["id"] == first
         assert (await api.get(f"/projects/{name}/aliases")).json() == {}
         # Other aliases are not gated.
-        r = await api.put(f"/projects/{name}/aliases/challenger", json=move)
+        r = await api.put(f"/projects/{name}/aliases/challenger", json=move, headers=as_dave)
         assert r.status_code == 200 and r.json()["to_version"] == 1
 
         # Who may decide: nobody without a token, nobody with an unknown one, not a user
         # without the role, not the person who asked.
         decide = f"/projects/{name}/promotions/{first}/approve"
-        assert (await api.post(decide, json={"reason": "ok"})).status_code == 401
+        r = await api.post(decide, json={"reason": "ok"}, headers={"Authorization": ""})
+        assert r.status_code == 401 and "needs a bearer token" in r.text
         r = await api.post(decide, json={"reason": "ok"}, headers={"Authorization": "Bearer x"})
-        assert r.status_code == 401 and "names no registry user" in r.text
+        assert r.status_code == 401 and "not one this service knows" in r.text
         r = await api.post(decide, json={"reason": "ok"}, headers=as_dave)
-        assert r.status_code == 403 and "approver role" in r.text
+        assert r.status_code == 403 and "may not decide" in r.text
         own = await api.post(
             f"/projects/{name}/promotions",
             json={"version": 2, "requested_by": "ignored", "reason": "mine"},
@@ -260,18 +255,18 @@ async def test_approval_mode_holds_promotions_for_an_approver(kafka, database_ur
         assert r.status_code == 409 and "already approved by alice" in r.text
         history = (await api.get(f"/projects/{name}/aliases/champion/history")).json()
         assert [(h["actor"], h["to_version"]) for h in history] == [("alice", 1)]
-        assert f"approved request {first} of trainer" in history[0]["reason"]
+        assert f"approved request {first} of dave" in history[0]["reason"]
 
         # An approver's own move is not held; a rollback never is.
         r = await api.put(
             f"/projects/{name}/aliases/champion",
-            json={"version": 2, "actor": "ignored", "reason": "hotfix reviewed"},
+            json={"version": 2, "reason": "hotfix reviewed"},
             headers=as_carol,
         )
         assert r.status_code == 200 and r.json()["to_version"] == 2
         r = await api.post(
             f"/projects/{name}/aliases/champion/rollback",
-            json={"actor": "oncall", "reason": "v2 pages"},
+            json={"reason": "v2 pages"},
         )
         assert r.status_code == 200 and r.json()["to_version"] == 1
         listed = (await api.get(f"/projects/{name}/promotions")).json()
@@ -401,9 +396,7 @@ async def test_a_pending_version_completes_once(kafka, database_url):
         pending = {"run_id": "run-p", "project_version": 1, "status": "pending"}
         r = await api.post(f"/projects/{name}/versions", json=pending)
         assert r.status_code == 201 and r.json()["status"] == "pending"
-        r = await api.put(
-            f"/projects/{name}/aliases/champion", json={"version": 1, "actor": "a", "reason": "r"}
-        )
+        r = await api.put(f"/projects/{name}/aliases/champion", json={"version": 1, "reason": "r"})
         assert r.status_code == 409 and "pending" in r.text
         bad = await api.post(
             f"/projects/{name}/versions", json=pending | {"run_id": "x", "onnx_base64": "AA=="}
@@ -429,3 +422,63 @@ async def test_a_pending_version_completes_once(kafka, database_url):
                 decode=catalog.REGISTRY_EVENTS,
             )
         assert [e.status for e in events] == ["pending", "ready"]
+
+
+async def test_every_write_needs_a_caller_with_the_role_and_leaving_approval_mode_needs_another(
+    kafka, database_url
+):
+    """No token, an unknown one, or a role that does not grant the action: refused with the
+    reason. A project in approval mode is not taken out of it by re-applying it: the change
+    waits for an approver other than its author, and only then is applied."""
+    base = unique_project("mode")
+    approval = base.policies.model_copy(
+        update={"promotion": base.policies.promotion.model_copy(update={"mode": "approval"})}
+    )
+    spec = base.model_copy(update={"policies": approval})
+    name = spec.name
+    body = spec.model_dump(mode="json")
+    async with running(bootstrap(_settings(kafka, database_url))) as api:
+        r = await api.post("/projects", json=body, headers={"Authorization": ""})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        for user in ("a-viewer", "an-app"):
+            r = await api.post("/projects", json=body, headers=bearer(user))
+            assert r.status_code == 403 and "may not apply" in r.text, r.text
+        r = await api.post("/projects", json=body, headers=bearer("dave"))
+        assert r.status_code == 201 and r.json()["project_version"] == 1
+
+        auto = spec.model_copy(update={"policies": base.policies}).model_dump(mode="json")
+        held = await api.post("/projects", json=auto, headers=bearer("alice"))
+        assert held.status_code == 202, held.text
+        change = held.json()
+        assert (change["state"], change["requested_by"]) == ("pending", "alice")
+        assert "approval mode" in change["reason"]
+        assert (await api.get(f"/projects/{name}")).json()["project_version"] == 1
+        again = await api.post("/projects", json=auto, headers=bearer("alice"))
+        assert again.status_code == 202 and again.json()["id"] == change["id"]
+
+        decide = f"/projects/{name}/changes/{change['id']}"
+        r = await api.post(decide + "/approve", json={"reason": "mine"}, headers=bearer("alice"))
+        assert r.status_code == 403 and "another approver" in r.text
+        r = await api.post(decide + "/approve", json={"reason": "ok"}, headers=bearer("dave"))
+        assert r.status_code == 403
+        r = await api.post(decide + "/approve", json={"reason": "agreed"}, headers=bearer("carol"))
+        assert r.status_code == 200 and r.json()["decided_by"] == "carol", r.text
+        latest = (await api.get(f"/projects/{name}")).json()
+        assert latest["project_version"] == 2
+        assert latest["spec"]["policies"]["promotion"]["mode"] == "auto"
+        listed = (await api.get(f"/projects/{name}/changes")).json()
+        assert [(c["id"], c["state"]) for c in listed] == [(change["id"], "approved")]
+
+        # Values the database cannot hold are the caller's fault, never a 5xx.
+        r = await api.get(f"/projects/{name}/versions/{2**31}")
+        assert r.status_code == 422
+        r = await api.post(
+            f"/projects/{name}/versions",
+            json={
+                "run_id": "r-\u00001",
+                "project_version": 1,
+                "status": "ready",
+                "onnx_base64": "éé==",
+            },
+        )
+        assert r.status_code == 422, r.text

@@ -19,7 +19,7 @@ from conveyor_serving.adapters.registry import ModelSource
 from conveyor_serving.bootstrap import ServingSettings, bootstrap
 from conveyor_serving.domain.predictor import in_canary
 from tests.models import Model, make_model
-from tests.support import Kafka, headers_of, running, unique_project, until
+from tests.support import Kafka, broker_topics, headers_of, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -178,10 +178,12 @@ async def test_answers_hot_swap_and_errors(kafka):
         assert headers_of(dead[0])["dlq_stage"] == "infer"
 
         # A deadline already past gets "deadline exceeded" instead of a late answer; one still
-        # ahead is answered. A reply-to topic gets a copy; one that cannot exist is a dead letter
-        # with the reason (Tansu creates a missing topic with a valid name when asked for it),
-        # and predictions.responses has every answer regardless.
-        replies = f"replies-{new_id()[:8]}"
+        # ahead is answered. A reply-to topic of the applications' prefix gets a copy; one that
+        # is not a topic name, a platform topic, outside the prefix or missing is a dead letter
+        # with the reason, and is never created; predictions.responses has every answer
+        # regardless.
+        replies = f"replies.{new_id()[:8]}"
+        missing = f"replies.{new_id()[:8]}"
         await create_topic(kafka.bootstrap_servers, replies)
         past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
         ahead = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
@@ -191,13 +193,22 @@ async def test_answers_hot_swap_and_errors(kafka):
         await k.send(catalog.PREDICTIONS_ENRICHED, timely, key="e", ce_deadline=ahead)
         await k.send(catalog.PREDICTIONS_ENRICHED, mine, key="e", ce_replyto=replies)
         await k.send(catalog.PREDICTIONS_ENRICHED, lost, key="e", ce_replyto="not a topic")
-        ids = {r.request_id for r in (late, timely, mine, lost)}
+        refused = {
+            catalog.REGISTRY_EVENTS.name: "one of the platform's topics",
+            f"mine-{new_id()[:8]}": "does not start with 'replies.'",
+            missing: "does not exist",
+        }
+        elsewhere = {}
+        for topic in refused:
+            elsewhere[topic] = _request(name, names, 3.0)
+            await k.send(catalog.PREDICTIONS_ENRICHED, elsewhere[topic], key="e", ce_replyto=topic)
+        ids = {r.request_id for r in (late, timely, mine, lost, *elsewhere.values())}
         got = {
             a.request_id: a
             for a in await k.collect(
                 catalog.PREDICTIONS_RESPONSES.name,
                 lambda r: r.request_id in ids,
-                4,
+                len(ids),
                 decode=catalog.PREDICTIONS_RESPONSES,
             )
         }
@@ -210,7 +221,14 @@ async def test_answers_hot_swap_and_errors(kafka):
             catalog.PREDICTIONS_ENRICHED.dlq, lambda r: lost.request_id.encode() in r.value, 1
         )
         assert headers_of(dead[0])["dlq_stage"] == "reply"
-        assert "not a topic" in headers_of(dead[0])["dlq_error"]
+        assert "not a valid topic name" in headers_of(dead[0])["dlq_error"]
+        for topic, why in refused.items():
+            request_id = elsewhere[topic].request_id.encode()
+            (dead,) = await k.collect(
+                catalog.PREDICTIONS_ENRICHED.dlq, lambda r, i=request_id: i in r.value, 1
+            )
+            assert why in headers_of(dead)["dlq_error"], headers_of(dead)["dlq_error"]
+        assert missing not in await broker_topics(kafka.bootstrap_servers)
 
         # The HTTP edge answers with the same model.
         n = len(names)

@@ -38,6 +38,7 @@ from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -46,7 +47,7 @@ from opentelemetry import metrics
 from pydantic import BaseModel, ValidationError
 
 from conveyor_contracts import FORWARDED_HEADERS, TopicSpec, decode_headers, shared_headers
-from conveyor_contracts.events import new_id, utcnow
+from conveyor_contracts.events import COORDINATES, DerivesId, new_id, utcnow
 
 from . import tracing
 from .errors import PublishError
@@ -114,6 +115,9 @@ IN_FLIGHT = _meter.create_up_down_counter(
 )
 
 T = TypeVar("T")
+
+# How often the list of the broker's topics is read at most (topic_exists).
+TOPICS_REFRESH_S = 1.0
 
 # At a stop, how long overlapping batches under way get to finish and commit.
 STOP_GRACE_S = 10.0
@@ -264,6 +268,8 @@ class Bus:
         self._stopping = False
         self._producer: AIOKafkaProducer | None = None
         self._tracing = False
+        self._topics: set[str] = set()  # topics seen to exist (topic_exists)
+        self._topics_read_at = -TOPICS_REFRESH_S
 
     def problems(self) -> dict[str, str]:
         """The consumers retrying a transient failure now, each with what failed: while there
@@ -354,15 +360,29 @@ class Bus:
         with tracing.stage("produce", topic=destination):
             await self.send(destination, messages)
 
-    async def topic_exists(self, topic: str, timeout_s: float = 2.0) -> bool:
-        """Whether the broker has `topic` (a produce to a missing one would stall until the
-        client's request time-out)."""
-        if self._producer is None:
+    async def topic_exists(self, topic: str, timeout_s: float = 5.0) -> bool:
+        """Whether the broker has `topic`, asked without creating it: a producer's metadata
+        request may create a missing topic (where the broker auto-creates topics), so the list
+        of topics is read through the admin API — at most once a second, a miss included."""
+        if topic in self._topics:
+            return True
+        now = time.monotonic()
+        if now - self._topics_read_at < TOPICS_REFRESH_S:
             return False
+        self._topics_read_at = now
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            client_id=f"conveyor-{self.service}-admin",
+        )
         try:
-            return bool(await asyncio.wait_for(self._producer.partitions_for(topic), timeout_s))
-        except (TimeoutError, KafkaError):
-            return False
+            async with asyncio.timeout(timeout_s):
+                await admin.start()
+                self._topics = set(await admin.list_topics())
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("could not list the broker's topics: %r", exc)
+        finally:
+            await admin.close()
+        return topic in self._topics
 
     async def publish_raw(
         self, topic: str, value: bytes, *, key: str | bytes | None, headers: dict[str, str]
@@ -459,6 +479,9 @@ class Bus:
         if broadcast:
             fetch_wait = max(fetch_wait, self.settings.kafka_changelog_fetch_max_wait_ms)
         largest = self.settings.kafka_max_message_bytes
+        # Events whose producers may leave their id out get one derived from where they were
+        # read (events.DerivesId); the others are validated without a context to build.
+        derives_ids = isinstance(topic.schema, type) and issubclass(topic.schema, DerivesId)
 
         async def parse(records: tuple[Any, ...]) -> KafkaAckableMessage:
             """The batch as FastStream's own parser makes it, without decoding every record's
@@ -578,7 +601,16 @@ class Bus:
                     failure = MessageTooLarge(reason)
                 else:
                     try:
-                        event = validate(value)
+                        event = (
+                            validate(
+                                value,
+                                context={
+                                    COORDINATES: (record.topic, record.partition, record.offset)
+                                },
+                            )
+                            if derives_ids
+                            else validate(value)
+                        )
                     except (ValidationError, ValueError) as exc:
                         failure = exc
                 delivery = Delivery(

@@ -99,13 +99,20 @@ class Outcome:
 
 class Demo:
     def __init__(
-        self, urls: dict[str, str], bootstrap_servers: str, config: DemoConfig, console: Console
+        self,
+        urls: dict[str, str],
+        bootstrap_servers: str,
+        config: DemoConfig,
+        console: Console,
+        *,
+        token: str | None = None,
     ) -> None:
         self.urls = urls
         self.bootstrap = bootstrap_servers
         self.config = config
         self.console = console
-        self.http = httpx.AsyncClient(timeout=10.0)
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.AsyncClient(timeout=10.0, headers=auth)
         self.t0 = time.monotonic()
         self.traffic = FraudTraffic(seed=config.seed)
         self.sim_clock = datetime.now(UTC) - timedelta(
@@ -184,7 +191,7 @@ class Demo:
     async def _train_first_model(self, project: str) -> int:
         r = await self.http.post(
             self.urls["trainer"] + f"/projects/{project}/runs",
-            json={"reason": "first model", "requested_by": "demo"},
+            json={"reason": "first model"},
         )
         r.raise_for_status()
         self.note(f"training run {r.json()['run_id'][:8]} started")

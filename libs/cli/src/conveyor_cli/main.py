@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import os
-import secrets
 import signal
 import time
 from pathlib import Path
@@ -17,13 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from conveyor_auth import Role, TokenFile
 from conveyor_contracts import ModelProject, catalog
 from conveyor_contracts.events import PredictionRequested, PredictionServed, StartTraining
 from conveyor_examples import load_project, project_names
 
 from .demo import Demo, DemoConfig, DemoFailed, emit_json, print_summary, verdict
 from .kafka_io import Producer, tail
-from .stack import Stack, StackError, running_stack
+from .stack import STATE_DIR, TOKENS_FILE, Stack, StackError, local_token, running_stack
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Conveyor: a Kafka-native MLOps platform."
@@ -102,7 +100,8 @@ def demo(
             assert stack.broker is not None
             urls, bootstrap = stack.urls, stack.broker.bootstrap_servers
         console.rule("the loop")
-        outcome = asyncio.run(Demo(urls, bootstrap, config, console).run())
+        token = stack.admin_token if stack is not None else local_token()
+        outcome = asyncio.run(Demo(urls, bootstrap, config, console, token=token).run())
         if stack is not None:
             stack.check_alive()
     except (DemoFailed, StackError) as exc:
@@ -133,8 +132,9 @@ def _url(service: str) -> str:
 
 
 def _call(method: str, service: str, path: str, **kwargs: Any) -> Any:
-    """One API call; CONVEYOR_TOKEN, when set, goes along as the caller's bearer token."""
-    if token := os.environ.get("CONVEYOR_TOKEN"):
+    """One API call, with the caller's bearer token (`CONVEYOR_TOKEN`, else the local stack's
+    admin token)."""
+    if token := local_token():
         kwargs["headers"] = {"Authorization": f"Bearer {token}"} | kwargs.get("headers", {})
     r = httpx.request(method, _url(service) + path, timeout=120.0, **kwargs)
     if r.status_code >= 400:
@@ -175,14 +175,7 @@ def projects() -> None:
 @app.command()
 def train(project: str, reason: str = "requested from the CLI") -> None:
     """Start a training run for a project."""
-    _print(
-        _call(
-            "POST",
-            "trainer",
-            f"/projects/{project}/runs",
-            json={"reason": reason, "requested_by": "cli"},
-        )
-    )
+    _print(_call("POST", "trainer", f"/projects/{project}/runs", json={"reason": reason}))
 
 
 @app.command()
@@ -216,16 +209,15 @@ def promote(
     version: int,
     alias: str = "champion",
     reason: str = "promoted from the CLI",
-    actor: str = "cli",
 ) -> None:
     """Point an alias (default champion) at a version. In a project that requires approval,
-    this asks for it (the request is printed) unless CONVEYOR_TOKEN is an approver's."""
+    this asks for it (the request is printed) unless the caller is an approver."""
     _print(
         _call(
             "PUT",
             "registry",
             f"/projects/{project}/aliases/{alias}",
-            json={"version": version, "actor": actor, "reason": reason},
+            json={"version": version, "reason": reason},
         )
     )
 
@@ -235,7 +227,6 @@ def rollback(
     project: str,
     alias: str = "champion",
     reason: str = "rolled back from the CLI",
-    actor: str = "cli",
 ) -> None:
     """Move an alias back to the version it pointed at before its last move."""
     _print(
@@ -243,7 +234,7 @@ def rollback(
             "POST",
             "registry",
             f"/projects/{project}/aliases/{alias}/rollback",
-            json={"actor": actor, "reason": reason},
+            json={"reason": reason},
         )
     )
 
@@ -257,28 +248,65 @@ def approvals(project: str, state: str = "pending") -> None:
 
 @app.command()
 def approve(project: str, request: int, reason: str = "approved from the CLI") -> None:
-    """Accept a promotion request: the alias moves. Needs CONVEYOR_TOKEN of an approver."""
+    """Accept a promotion request: the alias moves. Needs an approver's token."""
     path = f"/projects/{project}/promotions/{request}/approve"
     _print(_call("POST", "registry", path, json={"reason": reason}))
 
 
 @app.command()
 def reject(project: str, request: int, reason: str = "rejected from the CLI") -> None:
-    """Refuse a promotion request. Needs CONVEYOR_TOKEN of an approver."""
+    """Refuse a promotion request. Needs an approver's token."""
     path = f"/projects/{project}/promotions/{request}/reject"
     _print(_call("POST", "registry", path, json={"reason": reason}))
 
 
-@app.command()
-def token(
-    name: str,
-    role: Annotated[list[str], typer.Option("--role", help="approver")] = [],  # noqa: B006
+token_app = typer.Typer(
+    no_args_is_help=True,
+    help="Bearer tokens: who may call the services' write APIs, and with which roles.",
+)
+app.add_typer(token_app, name="token")
+TokensPath = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        help="The token file the services read (CONVEYOR_TOKENS_FILE); default: the local stack's.",
+    ),
+]
+
+
+@token_app.command("issue")
+def token_issue(
+    name: Annotated[str, typer.Argument(help="Who holds it: recorded as the actor of changes.")],
+    role: Annotated[
+        list[Role],
+        typer.Option("--role", help="viewer, app, scientist, approver or admin (repeatable)."),
+    ],
+    file: TokensPath = STATE_DIR / TOKENS_FILE,
 ) -> None:
-    """Make a registry user: prints a new token (give it to the user as CONVEYOR_TOKEN) and
-    the entry to add to the registry's REGISTRY_USERS (only the token's sha256 is kept)."""
-    secret = secrets.token_urlsafe(32)
-    entry = {"name": name, "token_sha256": hashlib.sha256(secret.encode()).hexdigest()}
-    _print({"token": secret, "registry_users_entry": entry | {"roles": role}})
+    """Issue a token (replacing NAME's): printed once, kept only as its sha256. Services that
+    read the file accept it within a second, without a restart."""
+    tokens, secret = TokenFile.read(file).issue(name, role)
+    tokens.write(file)
+    _print({"name": name, "roles": [str(r) for r in role], "token": secret, "file": str(file)})
+
+
+@token_app.command("revoke")
+def token_revoke(name: str, file: TokensPath = STATE_DIR / TOKENS_FILE) -> None:
+    """Revoke NAME's token: refused by every service within a second."""
+    tokens = TokenFile.read(file)
+    if not any(t.name == name for t in tokens.tokens):
+        console.print(f"[red]no token named {name!r} in {file}[/red]")
+        raise typer.Exit(1)
+    tokens.without(name).write(file)
+    _print({"revoked": name, "file": str(file)})
+
+
+@token_app.command("list")
+def token_list(file: TokensPath = STATE_DIR / TOKENS_FILE) -> None:
+    """Who holds a token, with which roles (never the tokens themselves)."""
+    _print(
+        [{"name": t.name, "roles": [str(r) for r in t.roles]} for t in TokenFile.read(file).tokens]
+    )
 
 
 @app.command()
@@ -321,7 +349,7 @@ def experiment(
     """Train variants on one snapshot of the examples, one run each (never promoted by the
     run); `conveyor compare RUN...` puts them side by side."""
     variants = [json.loads(v) for v in variant]
-    body = {"variants": variants, "reason": reason, "requested_by": "cli"}
+    body = {"variants": variants, "reason": reason}
     _print(_call("POST", "trainer", f"/projects/{project}/experiments", json=body))
 
 

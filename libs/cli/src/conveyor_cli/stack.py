@@ -22,12 +22,19 @@ from typing import Any
 
 import httpx
 
+from conveyor_auth import Role, TokenFile, token_digest
 from conveyor_bus import ensure_topics
 from conveyor_contracts import SERVICES
 
 from . import infra
 
 STATE_DIR = Path(os.environ.get("CONVEYOR_HOME", ".conveyor"))
+TOKENS_FILE = "tokens.json"  # what the services accept: names, roles, sha256s of tokens
+ADMIN_TOKEN_FILE = "token"  # the local admin's own token, which the CLI picks up
+LOCAL_ADMIN = "local-admin"
+# Services that call others' write APIs, each with its own token and role: the trainer registers
+# and promotes versions.
+SERVICE_ROLES = {"trainer": Role.SCIENTIST}
 
 
 class StackError(RuntimeError):
@@ -81,6 +88,7 @@ class Stack:
     postgres: infra.Postgres | None = None
     database_url: str = ""
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    admin_token: str = ""
 
     @property
     def urls(self) -> dict[str, str]:
@@ -95,6 +103,7 @@ class Stack:
             self.postgres = infra.postgres_from_env_or_start()
             self.database_url = self.postgres.url
             asyncio.run(ensure_topics(self.broker.bootstrap_servers))
+            service_tokens = self._tokens()
             ports = {name: infra.free_port() for name in SERVICES}
             base = {k: v for k, v in os.environ.items() if not k.startswith("HTTP_")}
             for name in SERVICES:
@@ -107,8 +116,12 @@ class Stack:
                         "HTTP_HOST": "127.0.0.1",
                         "HTTP_PORT": str(ports[name]),
                         "OTEL_SERVICE_NAME": f"conveyor-{name}",
+                        "CONVEYOR_TOKENS_FILE": str((self.state_dir / TOKENS_FILE).resolve()),
                     }
                 )
+                env.pop("CONVEYOR_TOKEN", None)  # a service calls others as itself, or not
+                if name in service_tokens:
+                    env["CONVEYOR_TOKEN"] = service_tokens[name]
                 self.services[name] = ServiceProcess(name, ports[name], logs / f"{name}.log", env)
             for service in self.services.values():
                 service.start()
@@ -117,6 +130,25 @@ class Stack:
         except BaseException:
             self.down()
             raise
+
+    def _tokens(self) -> dict[str, str]:
+        """The stack's token file: the local admin's token kept across runs (in
+        `ADMIN_TOKEN_FILE`, readable by its owner only) and a fresh token for each service that
+        calls another's write API. Returns those services' tokens."""
+        path = self.state_dir / TOKENS_FILE
+        tokens = TokenFile.read(path)
+        admin_path = self.state_dir / ADMIN_TOKEN_FILE
+        admin = admin_path.read_text().strip() if admin_path.exists() else ""
+        if not admin or not any(t.token_sha256 == token_digest(admin) for t in tokens.tokens):
+            tokens, admin = tokens.issue(LOCAL_ADMIN, [Role.ADMIN])
+            admin_path.touch(mode=0o600)
+            admin_path.write_text(admin + "\n")
+        self.admin_token = admin
+        issued = {}
+        for service, role in SERVICE_ROLES.items():
+            tokens, issued[service] = tokens.issue(f"service:{service}", [role])
+        tokens.write(path)
+        return issued
 
     def wait_healthy(self, timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
@@ -176,6 +208,14 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def local_token(state_dir: Path = STATE_DIR) -> str | None:
+    """The caller's bearer token: `CONVEYOR_TOKEN`, else the local stack's admin token."""
+    if token := os.environ.get("CONVEYOR_TOKEN"):
+        return token
+    path = state_dir / ADMIN_TOKEN_FILE
+    return path.read_text().strip() if path.exists() else None
 
 
 def running_stack(state_dir: Path = STATE_DIR) -> dict[str, Any]:

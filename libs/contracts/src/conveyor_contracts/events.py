@@ -9,12 +9,13 @@ compatible (minor) change; anything else needs a new topic version.
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from hashlib import sha1
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import NAMESPACE_URL, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from .project import ModelProject
 
@@ -51,7 +52,54 @@ class Event(BaseModel):
     type_name: ClassVar[str]
 
 
-ProjectName = Annotated[str, Field(description="Model project name.", examples=["fraud"])]
+# Every id and name an event carries ends up in a database index or a log line: bounded here, at
+# the edge, for every producer. (A check rather than a schema bound: a message beyond it was
+# never storable, so readers of the published schemas lose nothing.)
+MAX_ID_LENGTH = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _bounded(value: str) -> str:
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; at most {MAX_ID_LENGTH}")
+    if not value:
+        raise ValueError("is empty")
+    if _CONTROL.search(value):
+        raise ValueError("contains a control character")
+    return value
+
+
+Id = Annotated[
+    str,
+    AfterValidator(_bounded),
+    Field(description=f"1 to {MAX_ID_LENGTH} characters, no control characters."),
+]
+COORDINATES = "coordinates"  # validation context: (topic, partition, offset) a message was read at
+
+
+class DerivesId(Event):
+    """An event whose producer may leave its id out: a consumer that passes where it read the
+    message (`context={COORDINATES: (topic, partition, offset)}`) gets an id derived from that
+    place, the same at every redelivery, so the message's effects are recognised as already
+    applied. Built in code without that context, the id is random as before."""
+
+    id_field: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_id(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and data.get(cls.id_field) is None and info.context:
+            at = info.context.get(COORDINATES)
+            if at is not None:
+                return {**data, cls.id_field: derived_id(cls.type_name, *map(str, at))}
+        return data
+
+
+ProjectName = Annotated[
+    str,
+    AfterValidator(_bounded),
+    Field(description="Model project name.", examples=["fraud"]),
+]
 FeatureNames = Annotated[list[str], Field(description="Ordered model input names.")]
 FeatureValues = Annotated[list[float], Field(description="Values, in `feature_names` order.")]
 
@@ -77,8 +125,8 @@ class RecordAccepted(Event):
     type_name: ClassVar[str] = "conveyor.record.accepted"
     project: ProjectName
     project_version: int
-    record_id: str
-    entity_id: str
+    record_id: Id
+    entity_id: Id
     event_time: datetime
     ingested_at: datetime
     fields: dict[str, Any]
@@ -126,8 +174,8 @@ class FeatureRowComputed(Event):
     type_name: ClassVar[str] = "conveyor.feature.row_computed"
     project: ProjectName
     project_version: int
-    record_id: str
-    entity_id: str
+    record_id: Id
+    entity_id: Id
     event_time: datetime
     feature_names: FeatureNames
     values: FeatureValues
@@ -139,11 +187,16 @@ class FeatureRowComputed(Event):
     )
 
 
-class PredictionRequested(Event):
+class PredictionRequested(DerivesId):
     """An application asks for a prediction for one entity."""
 
     type_name: ClassVar[str] = "conveyor.prediction.requested"
-    request_id: str = Field(default_factory=new_id)
+    id_field: ClassVar[str] = "request_id"
+    request_id: Id = Field(
+        default_factory=new_id,
+        description="The application's id; when absent, derived from where the request was read "
+        "(topic, partition, offset), so a redelivery has the same one.",
+    )
     project: ProjectName
     fields: dict[str, Any] = Field(description="The entity key and the current record's fields.")
     requested_at: datetime = Field(default_factory=utcnow)
@@ -153,10 +206,10 @@ class PredictionEnriched(Event):
     """A prediction request with its feature vector, computed by the feature service."""
 
     type_name: ClassVar[str] = "conveyor.prediction.enriched"
-    request_id: str
+    request_id: Id
     project: ProjectName
     project_version: int
-    entity_id: str
+    entity_id: Id
     requested_at: datetime
     enriched_at: datetime
     feature_names: FeatureNames
@@ -170,9 +223,9 @@ class PredictionServed(Event):
     """The answer to one prediction request, with the exact feature vector that was scored."""
 
     type_name: ClassVar[str] = "conveyor.prediction.served"
-    request_id: str
+    request_id: Id
     project: ProjectName
-    entity_id: str
+    entity_id: Id
     status: Literal["ok", "error"]
     error: str | None = None
     model_version: int | None = None
@@ -188,14 +241,19 @@ class PredictionServed(Event):
 # --- feedback -----------------------------------------------------------------------------------
 
 
-class FeedbackSubmitted(Event):
+class FeedbackSubmitted(DerivesId):
     """An end user's verdict: the true label of an earlier prediction."""
 
     type_name: ClassVar[str] = "conveyor.feedback.submitted"
-    feedback_id: str = Field(default_factory=new_id)
+    id_field: ClassVar[str] = "feedback_id"
+    feedback_id: Id = Field(
+        default_factory=new_id,
+        description="The product UI's id; when absent, derived from where the feedback was read "
+        "(topic, partition, offset), so a redelivery has the same one.",
+    )
     project: ProjectName
-    request_id: str = Field(description="The prediction this feedback judges.")
-    label: str
+    request_id: Id = Field(description="The prediction this feedback judges.")
+    label: Id
     submitted_at: datetime = Field(default_factory=utcnow)
 
 
@@ -203,10 +261,10 @@ class FeedbackRecorded(Event):
     """A label joined to the prediction it judges: the best training data there is."""
 
     type_name: ClassVar[str] = "conveyor.feedback.recorded"
-    feedback_id: str
-    request_id: str
+    feedback_id: Id
+    request_id: Id
     project: ProjectName
-    entity_id: str
+    entity_id: Id
     model_version: int | None
     feature_names: FeatureNames
     values: FeatureValues

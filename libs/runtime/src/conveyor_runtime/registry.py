@@ -37,8 +37,11 @@ SHA256_HEADER = "X-Artifact-SHA256"
 
 
 class RegistryClient:
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 30.0) -> None:
+        """`token`: the calling service's own bearer token (its writes are recorded under its
+        name)."""
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=auth)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -89,12 +92,12 @@ class RegistryClient:
         return dict(r.json())
 
     async def move_alias(
-        self, project: str, alias: str, version: int, *, actor: str, reason: str
+        self, project: str, alias: str, version: int, *, reason: str
     ) -> dict[str, Any]:
         r = await self._request(
             "PUT",
             f"/projects/{project}/aliases/{alias}",
-            json={"version": version, "actor": actor, "reason": reason},
+            json={"version": version, "reason": reason},
         )
         return dict(r.json())
 
@@ -103,7 +106,6 @@ class RegistryClient:
         project: str,
         version: int,
         *,
-        requested_by: str,
         reason: str,
         evidence: dict[str, Any],
         alias: str = "champion",
@@ -116,7 +118,6 @@ class RegistryClient:
             json={
                 "alias": alias,
                 "version": version,
-                "requested_by": requested_by,
                 "reason": reason,
                 "evidence": evidence,
             },

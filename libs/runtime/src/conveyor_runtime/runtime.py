@@ -22,6 +22,7 @@ import uvloop
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
+from conveyor_auth import TokenStore, install
 from conveyor_bus import (
     Bus,
     Delivery,
@@ -41,6 +42,7 @@ from conveyor_telemetry import (
     prometheus_scrape,
 )
 
+from .http import harden
 from .projects import ProjectCache
 from .registry import RegistryUnavailable
 from .settings import ServiceSettings
@@ -102,6 +104,9 @@ class Runtime:
             version="0.1.0",
             lifespan=self._lifespan,
         )
+        harden(self.http, settings.http_max_body_bytes)
+        self.tokens = TokenStore(settings.conveyor_tokens_file, settings.conveyor_tokens)
+        install(self.http, self.tokens)
         self.http.add_api_route("/healthz", self.health, methods=["GET"], tags=["health"])
         self.http.add_api_route(
             "/readyz",

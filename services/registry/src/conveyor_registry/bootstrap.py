@@ -6,17 +6,12 @@ from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
 
 from .adapters.repository import Repository
-from .domain.model import RegistryError, User
+from .domain.model import RegistryError
 from .entrypoints.api import registry_error, router
 
 
 class RegistrySettings(ServiceSettings):
     http_port: int = 8104
-    registry_users: list[User] = Field(
-        default_factory=list,
-        description="Registry users as JSON: name, token_sha256 and roles (`approver` decides "
-        "promotion requests). `conveyor token NAME --role approver` makes an entry.",
-    )
     registry_public_url: str | None = Field(
         None, description="The registry's URL as others reach it (OpenLineage namespace)."
     )
@@ -28,7 +23,6 @@ def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
         "registry", settings, migrations=package_migrations("conveyor_registry"), outbox=True
     )
     assert runtime.db is not None
-    runtime.http.state.registry_users = settings.registry_users
     first_broker = settings.kafka_bootstrap_servers.split(",")[0]
     runtime.http.state.lineage_namespaces = (
         f"kafka://{first_broker}",

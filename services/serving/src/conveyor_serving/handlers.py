@@ -188,13 +188,35 @@ class Answers:
 
 SERVED = PredictionServed.type_name
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+PLATFORM_TOPICS = frozenset(name for spec in catalog.CATALOG for name in (spec.name, spec.dlq))
+
+
+def reply_refusal(topic: str, prefix: str) -> str | None:
+    """Why answers may not be copied to `topic`, or None: a reply topic is an application's, so
+    it starts with the configured prefix and is never one of the platform's own (else anyone
+    who can send a request could write answers into any topic, a changelog included)."""
+    shown = topic[:100]
+    if not TOPIC_NAME.fullmatch(topic):
+        return f"reply-to topic {shown!r} is not a valid topic name"
+    if topic in PLATFORM_TOPICS or topic.endswith(catalog.DLQ_SUFFIX):
+        return f"reply-to topic {shown!r} is one of the platform's topics"
+    if not prefix or not topic.startswith(prefix):
+        return f"reply-to topic {shown!r} does not start with {prefix!r}"
+    return None
 
 
 class Serving:
     def __init__(
-        self, predictor: Predictor, source: ModelSource, bus: Bus, projects: ProjectCache
+        self,
+        predictor: Predictor,
+        source: ModelSource,
+        bus: Bus,
+        projects: ProjectCache,
+        *,
+        reply_prefix: str = "replies.",
     ) -> None:
         self.predictor = predictor
+        self.reply_prefix = reply_prefix
         self.projects = projects
         self.source = source
         self.bus = bus
@@ -328,7 +350,8 @@ class Serving:
         self, requests: list[Delivery[PredictionEnriched]], outgoing: list[Outgoing]
     ) -> list[Rejection]:
         """Copies of answers to the topics their requests named in `ce_replyto`. A topic that is
-        not a valid name or does not exist is the request's fault: a dead letter, not a retry."""
+        not allowed (`reply_refusal`) or does not exist is the request's fault: a dead letter,
+        not a retry. Existence is checked without creating the topic."""
         by_topic: dict[str, list[tuple[Delivery[PredictionEnriched], Outgoing]]] = defaultdict(list)
         for d, out in zip(requests, outgoing, strict=True):
             if topic := d.headers.get(REPLY_TO):
@@ -336,8 +359,10 @@ class Serving:
         refused: list[Rejection] = []
         for topic, pairs in by_topic.items():
             if topic not in self._reply_topics:
-                if not TOPIC_NAME.fullmatch(topic) or not await self.bus.topic_exists(topic):
-                    reason = f"reply-to topic {topic!r} does not exist"
+                reason = reply_refusal(topic, self.reply_prefix)
+                if reason is None and not await self.bus.topic_exists(topic):
+                    reason = f"reply-to topic {topic[:100]!r} does not exist"
+                if reason is not None:
                     refused.extend(Rejection(d, reason, "reply") for d, _ in pairs)
                     continue
                 self._reply_topics.add(topic)

@@ -29,7 +29,8 @@ def bootstrap(
     )
     assert runtime.db is not None
     repo = Repository(runtime.db)
-    registry = registry or HttpRegistry(settings.registry_url)
+    token = settings.conveyor_token.get_secret_value() if settings.conveyor_token else None
+    registry = registry or HttpRegistry(settings.registry_url, token)
     RunLog.capture()
     runs = Runs(repo, registry, settings.kafka_bootstrap_servers)
     trainer = Trainer(runtime.projects, repo, runs)

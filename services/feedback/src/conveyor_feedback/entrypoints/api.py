@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from conveyor_auth import Action, Principal, caller
 from conveyor_bus import tracing
 from conveyor_contracts.events import FeedbackSubmitted
 from conveyor_runtime import UnknownProject
@@ -22,6 +23,9 @@ class FeedbackBatch(BaseModel):
 class Outcome(BaseModel):
     recorded: list[str] = Field(description="Feedback ids joined to their prediction now.")
     waiting: list[str] = Field(description="Feedback ids waiting for their prediction.")
+
+
+Submitter = Annotated[Principal, caller(Action.SUBMIT)]
 
 
 def router(feedback: Feedback) -> APIRouter:
@@ -51,11 +55,11 @@ def router(feedback: Feedback) -> APIRouter:
         return Outcome(recorded=[r.feedback_id for r in recorded], waiting=waiting)
 
     @api.post("/feedback", response_model=Outcome, status_code=202)
-    async def post_feedback(item: FeedbackSubmitted) -> Outcome:
+    async def post_feedback(item: FeedbackSubmitted, _who: Submitter) -> Outcome:
         return await _submit([item])
 
     @api.post("/feedback/batch", response_model=Outcome, status_code=202)
-    async def post_batch(batch: FeedbackBatch) -> Outcome:
+    async def post_batch(batch: FeedbackBatch, _who: Submitter) -> Outcome:
         return await _submit(batch.feedback)
 
     @api.get("/projects/{project}/feedback/stats")

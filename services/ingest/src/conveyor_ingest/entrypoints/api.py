@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from conveyor_auth import Action, Principal, caller
 from conveyor_contracts.events import QualityReported
 from conveyor_runtime import UnknownProject
 
@@ -38,6 +39,9 @@ class Stored(BaseModel):
 class Quality(BaseModel):
     profile: dict[str, Any] | None = Field(description="What the project's records look like.")
     window: QualityReported | None = Field(description="The window filling now, if any.")
+
+
+Submitter = Annotated[Principal, caller(Action.SUBMIT)]
 
 
 def router(ingest: Ingest) -> APIRouter:
@@ -88,11 +92,11 @@ def router(ingest: Ingest) -> APIRouter:
         )
 
     @api.post("/projects/{project}/records", response_model=Stored, status_code=201)
-    async def post_record(project: str, record: RecordIn) -> Stored:
+    async def post_record(project: str, record: RecordIn, _who: Submitter) -> Stored:
         return await _ingest(project, [record], "http")
 
     @api.post("/projects/{project}/records/batch", response_model=Stored, status_code=201)
-    async def post_batch(project: str, batch: BatchIn) -> Stored:
+    async def post_batch(project: str, batch: BatchIn, _who: Submitter) -> Stored:
         """All or nothing: one record that fails its contract (or, under policy `reject`, its
         quality checks) refuses the batch, and the 422 lists every failing record."""
         return await _ingest(project, batch.records, "http")
@@ -115,7 +119,9 @@ def router(ingest: Ingest) -> APIRouter:
 
     @api.post("/projects/{project}/quality/profile")
     async def rebuild_profile(
-        project: str, records: int = Query(1000, ge=20, le=100_000)
+        _who: Annotated[Principal, caller(Action.APPLY)],
+        project: str,
+        records: int = Query(1000, ge=20, le=100_000),
     ) -> dict[str, Any]:
         """Profile the project anew from its newest records (after a change the team accepts
         as the new normal)."""

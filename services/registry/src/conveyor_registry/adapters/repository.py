@@ -26,10 +26,10 @@ from ..domain.model import (
     NotFound,
     RegisterVersion,
     RequestPromotion,
-    User,
     artifact_digest,
     check_decision,
     check_registration,
+    held_for_approval,
     rollback_target,
     spec_digest,
 )
@@ -38,6 +38,10 @@ SOURCE = "conveyor/registry"
 _REQUEST_COLUMNS = (
     "id, project, alias, version, requested_by, reason, evidence, state, decided_by, "
     "decision_reason, decided_at, created_at"
+)
+_CHANGE_COLUMNS = (
+    "id, project, spec, spec_sha256, requested_by, reason, state, decided_by, decision_reason, "
+    "decided_at, created_at"
 )
 _VERSION_COLUMNS = (
     "project, version, run_id, project_version, status, failure_reason, sha256, metrics, "
@@ -55,34 +59,124 @@ class Repository:
 
     # --- projects -------------------------------------------------------------------------------
 
-    async def apply_project(self, spec: ModelProject) -> tuple[int, bool]:
+    async def apply_project(
+        self, spec: ModelProject, actor: str, *, may_decide: bool = False
+    ) -> tuple[int, bool] | dict[str, Any]:
+        """Apply `spec` as the project's next version: (version, created), the same version when
+        nothing changed. A change that the project's approval mode holds (see
+        `held_for_approval`) becomes a pending change request instead, returned as a dict —
+        unless `may_decide` (an approver applying; recorded as such)."""
         body = spec.model_dump(mode="json")
         digest = spec_digest(body)
         async with self.pool.acquire() as con, con.transaction():
             await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "project:" + spec.name)
             latest = await con.fetchrow(
-                "SELECT version, spec_sha256 FROM projects WHERE name = $1 "
+                "SELECT version, spec, spec_sha256 FROM projects WHERE name = $1 "
                 "ORDER BY version DESC LIMIT 1",
                 spec.name,
             )
             if latest is not None and latest["spec_sha256"] == digest:
                 return int(latest["version"]), False
-            version = 1 if latest is None else int(latest["version"]) + 1
-            await con.execute(
-                "INSERT INTO projects (name, version, spec, spec_sha256) VALUES ($1, $2, $3, $4)",
-                spec.name,
-                version,
-                body,
-                digest,
+            why = held_for_approval(None if latest is None else dict(latest["spec"]), body)
+            if why is not None and not may_decide:
+                return await self._hold_change(con, spec.name, body, digest, actor, why)
+            return await self._apply(con, spec, body, digest, actor), True
+
+    async def _apply(
+        self,
+        con: asyncpg.Connection,
+        spec: ModelProject,
+        body: dict[str, Any],
+        digest: str,
+        actor: str,
+    ) -> int:
+        latest = await con.fetchval("SELECT max(version) FROM projects WHERE name = $1", spec.name)
+        version = 1 if latest is None else int(latest) + 1
+        await con.execute(
+            "INSERT INTO projects (name, version, spec, spec_sha256, applied_by) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            spec.name,
+            version,
+            body,
+            digest,
+            actor,
+        )
+        await enqueue(
+            con,
+            catalog.REGISTRY_EVENTS,
+            ProjectApplied(project=spec.name, project_version=version, spec=spec),
+            key=spec.name,
+            source=SOURCE,
+        )
+        return version
+
+    async def _hold_change(
+        self,
+        con: asyncpg.Connection,
+        project: str,
+        body: dict[str, Any],
+        digest: str,
+        actor: str,
+        why: str,
+    ) -> dict[str, Any]:
+        existing = await con.fetchrow(
+            f"SELECT {_CHANGE_COLUMNS} FROM project_changes WHERE project = $1 "
+            "AND spec_sha256 = $2 AND state = 'pending'",
+            project,
+            digest,
+        )
+        if existing is not None:
+            return dict(existing)
+        row = await con.fetchrow(
+            "INSERT INTO project_changes (project, spec, spec_sha256, requested_by, reason) "
+            f"VALUES ($1, $2, $3, $4, $5) RETURNING {_CHANGE_COLUMNS}",
+            project,
+            body,
+            digest,
+            actor,
+            why,
+        )
+        return dict(row)
+
+    async def project_changes(self, project: str, state: str | None) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            f"SELECT {_CHANGE_COLUMNS} FROM project_changes WHERE project = $1 "
+            "AND ($2::text IS NULL OR state = $2) ORDER BY id",
+            project,
+            state,
+        )
+        return [dict(r) for r in rows]
+
+    async def decide_change(
+        self, project: str, change_id: int, decider: str, approve: bool, reason: str
+    ) -> dict[str, Any]:
+        """Accept (the spec is applied, its author recorded as who applied it) or refuse a held
+        change to a project; never by its author."""
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "project:" + project)
+            row = await con.fetchrow(
+                f"SELECT {_CHANGE_COLUMNS} FROM project_changes WHERE project = $1 AND id = $2 "
+                "FOR UPDATE",
+                project,
+                change_id,
             )
-            await enqueue(
-                con,
-                catalog.REGISTRY_EVENTS,
-                ProjectApplied(project=spec.name, project_version=version, spec=spec),
-                key=spec.name,
-                source=SOURCE,
+            if row is None:
+                raise NotFound(f"project {project!r} has no change request {change_id}")
+            check_decision(dict(row), decider)
+            if approve:
+                spec = ModelProject.model_validate(row["spec"])
+                await self._apply(
+                    con, spec, dict(row["spec"]), row["spec_sha256"], row["requested_by"]
+                )
+            decided = await con.fetchrow(
+                "UPDATE project_changes SET state = $2, decided_by = $3, decision_reason = $4, "
+                f"decided_at = now() WHERE id = $1 RETURNING {_CHANGE_COLUMNS}",
+                change_id,
+                "approved" if approve else "rejected",
+                decider,
+                reason,
             )
-            return version, True
+            return dict(decided)
 
     async def projects(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
@@ -104,7 +198,9 @@ class Repository:
 
     # --- versions -------------------------------------------------------------------------------
 
-    async def register(self, project: str, body: RegisterVersion) -> tuple[dict[str, Any], bool]:
+    async def register(
+        self, project: str, body: RegisterVersion, actor: str
+    ) -> tuple[dict[str, Any], bool]:
         artifact, sha = _artifact(body)
         async with self.pool.acquire() as con, con.transaction():
             await self._require_project(con, project)
@@ -126,8 +222,8 @@ class Repository:
             row = await con.fetchrow(
                 "INSERT INTO model_versions (project, version, run_id, project_version, status, "
                 "failure_reason, artifact, sha256, metrics, signature, profile, lineage, "
-                "input_example, evaluations) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) "
+                "input_example, evaluations, registered_by) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
                 f"RETURNING {_VERSION_COLUMNS}",
                 project,
                 version,
@@ -143,6 +239,7 @@ class Repository:
                 body.lineage,
                 body.input_example,
                 body.evaluations,
+                actor,
             )
             await _announce(con, row)
             return dict(row), True
@@ -278,7 +375,7 @@ class Repository:
         return mode == "approval"
 
     async def request_promotion(
-        self, project: str, body: RequestPromotion
+        self, project: str, body: RequestPromotion, requested_by: str
     ) -> tuple[dict[str, Any], bool]:
         """Open a request (the same pending one when asked again) and announce it."""
         async with self.pool.acquire() as con, con.transaction():
@@ -302,7 +399,7 @@ class Repository:
                 project,
                 body.alias,
                 body.version,
-                body.requested_by,
+                requested_by,
                 body.reason,
                 body.evidence,
             )
@@ -314,7 +411,7 @@ class Repository:
                     request_id=row["id"],
                     alias=body.alias,
                     version=body.version,
-                    requested_by=body.requested_by,
+                    requested_by=requested_by,
                     reason=body.reason,
                 ),
                 key=project,
@@ -346,7 +443,7 @@ class Repository:
         return dict(row)
 
     async def decide(
-        self, project: str, request_id: int, user: User, approve: bool, reason: str
+        self, project: str, request_id: int, decider: str, approve: bool, reason: str
     ) -> dict[str, Any]:
         """Approve (the alias moves, with the approver as its actor; other pending requests for
         the alias are superseded) or reject; the decision and its event commit together."""
@@ -359,7 +456,7 @@ class Repository:
             )
             if row is None:
                 raise NotFound(f"project {project!r} has no promotion request {request_id}")
-            check_decision(dict(row), user)
+            check_decision(dict(row), decider)
             state = "approved" if approve else "rejected"
             await enqueue(
                 con,
@@ -370,7 +467,7 @@ class Repository:
                     alias=row["alias"],
                     version=row["version"],
                     decision=state,
-                    decided_by=user.name,
+                    decided_by=decider,
                     reason=reason,
                 ),
                 key=project,
@@ -382,7 +479,7 @@ class Repository:
                     project,
                     row["alias"],
                     row["version"],
-                    user.name,
+                    decider,
                     f"approved request {request_id} of {row['requested_by']}: {reason}",
                 )
                 await con.execute(
@@ -391,7 +488,7 @@ class Repository:
                     "AND state = 'pending' AND id <> $5",
                     project,
                     row["alias"],
-                    user.name,
+                    decider,
                     f"request {request_id} was approved",
                     request_id,
                 )
@@ -400,7 +497,7 @@ class Repository:
                 f"decided_at = now() WHERE id = $1 RETURNING {_REQUEST_COLUMNS}",
                 request_id,
                 state,
-                user.name,
+                decider,
                 reason,
             )
             return dict(decided)
@@ -484,7 +581,7 @@ def _artifact(body: CompleteVersion) -> tuple[bytes | None, str | None]:
         return None, None
     try:
         artifact = base64.b64decode(body.onnx_base64, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:
         raise Conflict(f"onnx_base64 is not valid base64: {exc}") from exc
     return artifact, artifact_digest(artifact)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat, StringConstraints
 
 ALIAS_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 
@@ -26,55 +25,37 @@ class Conflict(RegistryError):
     pass
 
 
-class Unauthenticated(RegistryError):
-    """A bearer token that names no user."""
-
-
 class Forbidden(RegistryError):
-    """The user is known but may not do this."""
+    """The caller is known but may not do this."""
 
 
-APPROVER = "approver"
 CHAMPION = "champion"
 GATED_ALIASES = frozenset({CHAMPION})  # the aliases an approval-mode project holds for approval
 
 
-class User(BaseModel):
-    """A registry user: a name, the sha256 of their bearer token (the token itself is never
-    stored) and their roles (`approver` may accept or reject promotion requests)."""
-
-    name: str = Field(min_length=1, max_length=200)
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    roles: list[str] = Field(default_factory=list)
-
-    @property
-    def approver(self) -> bool:
-        return APPROVER in self.roles
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def authenticate(users: list[User], token: str) -> User:
-    digest = token_digest(token)
-    for user in users:
-        if hmac.compare_digest(user.token_sha256, digest):
-            return user
-    raise Unauthenticated("the bearer token names no registry user")
-
-
-def check_decision(request: dict[str, Any], user: User) -> None:
-    """Only a pending request, only by an approver, never by the person who asked."""
-    if not user.approver:
-        raise Forbidden(f"{user.name} does not have the {APPROVER} role")
+def check_decision(request: dict[str, Any], decider: str) -> None:
+    """Only a pending request, never by the person who asked (the role to decide is checked
+    at the edge)."""
     if request["state"] != "pending":
         raise Conflict(
             f"promotion request {request['id']} is already {request['state']}"
             + (f" by {request['decided_by']}" if request["decided_by"] else "")
         )
-    if request["requested_by"] == user.name:
-        raise Forbidden(f"{user.name} asked for this promotion: another approver must decide")
+    if request["requested_by"] == decider:
+        raise Forbidden(f"{decider} asked for this: another approver must decide")
+
+
+def held_for_approval(current: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
+    """Why applying `new` over the project's `current` spec needs an approver, or None: a
+    project in approval mode leaves it only when someone other than the author agrees (else
+    re-applying it with `mode: auto` would bypass every approval)."""
+    if current is None:
+        return None
+    mode = current.get("policies", {}).get("promotion", {}).get("mode")
+    new_mode = new.get("policies", {}).get("promotion", {}).get("mode")
+    if mode == "approval" and new_mode != "approval":
+        return f"the project is in approval mode: leaving it ({new_mode}) needs an approver"
+    return None
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
@@ -92,13 +73,23 @@ def valid_alias(name: str) -> bool:
     return re.match(ALIAS_PATTERN, name) is not None
 
 
+# What a person writes as a reason: bounded, and free of NUL (which text columns refuse).
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]+$")]
+# Version numbers are Postgres integers.
+VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
 class CompleteVersion(BaseModel):
     """What a pending version becomes: ready with its artifact, or failed with the reason."""
 
     status: Literal["ready", "failed"]
-    failure_reason: str | None = None
-    onnx_base64: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    failure_reason: (
+        Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] | None
+    ) = None
+    onnx_base64: str | None = Field(None, pattern=r"^[A-Za-z0-9+/=\s]*$")
+    metrics: dict[Annotated[str, StringConstraints(max_length=200)], FiniteFloat] = Field(
+        default_factory=dict
+    )
     signature: dict[str, Any] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
@@ -118,34 +109,33 @@ class CompleteVersion(BaseModel):
 class RegisterVersion(CompleteVersion):
     """A new version: ready or failed at once, or pending until its run completes it."""
 
-    run_id: str = Field(min_length=1, max_length=200)
-    project_version: int = Field(ge=1)
+    run_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    project_version: VersionNumber
     status: Literal["pending", "ready", "failed"]  # type: ignore[assignment]
 
 
 class MoveAlias(BaseModel):
-    version: int = Field(ge=1)
-    actor: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1, max_length=2000)
+    """Point an alias at a version; the actor recorded is the caller's token's name."""
+
+    version: VersionNumber
+    reason: Reason
 
 
 class RequestPromotion(BaseModel):
     alias: str = Field(CHAMPION, pattern=ALIAS_PATTERN)
-    version: int = Field(ge=1)
-    requested_by: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1, max_length=2000)
+    version: VersionNumber
+    reason: Reason
     evidence: dict[str, Any] = Field(
         default_factory=dict, description="What the request rests on: metrics, tests, run id."
     )
 
 
 class Decision(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Reason
 
 
 class Rollback(BaseModel):
-    actor: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Reason
 
 
 @dataclass(frozen=True)

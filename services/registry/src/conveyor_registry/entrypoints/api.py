@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from conveyor_auth import Action, Principal, caller
 from conveyor_contracts import ModelProject
+from conveyor_contracts.project import NAME_PATTERN
 from conveyor_runtime import SHA256_HEADER
 
 from ..adapters.repository import Repository
@@ -25,16 +26,12 @@ from ..domain.model import (
     RegisterVersion,
     RequestPromotion,
     Rollback,
-    Unauthenticated,
-    User,
-    authenticate,
 )
 
 AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN)]
-Bearer = Annotated[
-    HTTPAuthorizationCredentials | None,
-    Depends(HTTPBearer(auto_error=False, description="A registry user's token (REGISTRY_USERS).")),
-]
+ProjectName = Annotated[str, Path(pattern=NAME_PATTERN)]
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+RequestNumber = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class Applied(BaseModel):
@@ -97,37 +94,24 @@ class PromotionRequest(BaseModel):
     created_at: datetime
 
 
-def _caller(request: Request, credentials: Bearer) -> User | None:
-    """The user a bearer token names (users from `app.state.registry_users`); None without a
-    token; 401 for a token no one has."""
-    if credentials is None:
-        return None
-    return authenticate(request.app.state.registry_users, credentials.credentials)
+class ChangeRequest(BaseModel):
+    """A change to a project that its approval mode holds for an approver."""
 
-
-Caller = Annotated[User | None, Depends(_caller)]
-
-
-def _approver(user: Caller) -> User:
-    if user is None:
-        raise HTTPException(
-            401,
-            detail="deciding a promotion needs an approver's bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return user
-
-
-Approver = Annotated[User, Depends(_approver)]
+    id: int
+    project: str
+    spec: dict[str, Any]
+    requested_by: str
+    reason: str
+    state: str
+    decided_by: str | None
+    decision_reason: str | None
+    decided_at: datetime | None
+    created_at: datetime
 
 
 async def registry_error(_request: Request, exc: Exception) -> JSONResponse:
     """Every registry error an endpoint (or its dependencies) raises, as its HTTP status:
     installed once on the app (`app.add_exception_handler(RegistryError, registry_error)`)."""
-    if isinstance(exc, Unauthenticated):
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
     status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, Forbidden) else 409
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
@@ -135,11 +119,53 @@ async def registry_error(_request: Request, exc: Exception) -> JSONResponse:
 def router(repo: Repository) -> APIRouter:
     api = APIRouter(tags=["registry"])
 
-    @api.post("/projects", response_model=Applied, status_code=201)
-    async def apply_project(spec: ModelProject) -> Any:
-        version, created = await repo.apply_project(spec)
+    @api.post(
+        "/projects",
+        response_model=Applied,
+        status_code=201,
+        responses={202: {"model": ChangeRequest, "description": "Held for an approver."}},
+    )
+    async def apply_project(
+        spec: ModelProject, who: Annotated[Principal, caller(Action.APPLY)]
+    ) -> Any:
+        """Apply a project: its next version (201), or the same one when nothing changed (200).
+        A change that would take a project out of approval mode is held for another approver
+        (202, a change request) — also when an approver asks."""
+        outcome = await repo.apply_project(spec, who.name)
+        if isinstance(outcome, dict):
+            held = ChangeRequest.model_validate(outcome)
+            return JSONResponse(held.model_dump(mode="json"), status_code=202)
+        version, created = outcome
         body = Applied(project=spec.name, project_version=version, created=created)
         return JSONResponse(body.model_dump(), status_code=201 if created else 200)
+
+    @api.get("/projects/{project}/changes", response_model=list[ChangeRequest])
+    async def list_changes(
+        project: ProjectName,
+        state: Annotated[
+            str | None, Query(pattern="^(pending|approved|rejected|superseded)$")
+        ] = None,
+    ) -> Any:
+        return await repo.project_changes(project, state)
+
+    @api.post("/projects/{project}/changes/{change_id}/approve", response_model=ChangeRequest)
+    async def approve_change(
+        project: ProjectName,
+        change_id: RequestNumber,
+        body: Decision,
+        who: Annotated[Principal, caller(Action.DECIDE)],
+    ) -> Any:
+        """Accept a held change: the spec is applied. Not by its author."""
+        return await repo.decide_change(project, change_id, who.name, True, body.reason)
+
+    @api.post("/projects/{project}/changes/{change_id}/reject", response_model=ChangeRequest)
+    async def reject_change(
+        project: ProjectName,
+        change_id: RequestNumber,
+        body: Decision,
+        who: Annotated[Principal, caller(Action.DECIDE)],
+    ) -> Any:
+        return await repo.decide_change(project, change_id, who.name, False, body.reason)
 
     @api.get("/projects")
     async def list_projects() -> list[dict[str, Any]]:
@@ -147,21 +173,30 @@ def router(repo: Repository) -> APIRouter:
 
     @api.get("/projects/{project}")
     async def get_project(
-        project: str, version: Annotated[int | None, Query(ge=1)] = None
+        project: ProjectName, version: Annotated[int | None, Query(ge=1)] = None
     ) -> dict[str, Any]:
         """The project's latest spec, or the one it had at `version`."""
         return await repo.project(project, version)
 
     @api.post("/projects/{project}/versions", response_model=Registered, status_code=201)
-    async def register(project: str, body: RegisterVersion) -> Any:
-        row, created = await repo.register(project, body)
+    async def register(
+        project: ProjectName,
+        body: RegisterVersion,
+        who: Annotated[Principal, caller(Action.REGISTER)],
+    ) -> Any:
+        row, created = await repo.register(project, body, who.name)
         out = Registered(
             project=project, version=row["version"], sha256=row["sha256"], status=row["status"]
         )
         return JSONResponse(out.model_dump(), status_code=201 if created else 200)
 
     @api.post("/projects/{project}/versions/{version}/complete", response_model=Registered)
-    async def complete(project: str, version: int, body: CompleteVersion) -> Any:
+    async def complete(
+        project: ProjectName,
+        version: VersionNumber,
+        body: CompleteVersion,
+        _who: Annotated[Principal, caller(Action.REGISTER)],
+    ) -> Any:
         """A pending version becomes ready (with its artifact) or failed (with the reason),
         once; 409 for a version already completed differently."""
         row, _ = await repo.complete(project, version, body)
@@ -170,15 +205,17 @@ def router(repo: Repository) -> APIRouter:
         )
 
     @api.get("/projects/{project}/versions", response_model=list[VersionInfo])
-    async def list_versions(project: str) -> Any:
+    async def list_versions(project: ProjectName) -> Any:
         return await repo.versions(project)
 
     @api.get("/projects/{project}/versions/{version}", response_model=VersionInfo)
-    async def get_version(project: str, version: int) -> Any:
+    async def get_version(project: ProjectName, version: VersionNumber) -> Any:
         return await repo.version(project, version)
 
     @api.get("/projects/{project}/versions/{version}/openlineage")
-    async def openlineage_events(project: str, version: int, request: Request) -> list[Any]:
+    async def openlineage_events(
+        project: ProjectName, version: VersionNumber, request: Request
+    ) -> list[Any]:
         """The run that made the version as OpenLineage run events (START, then COMPLETE or
         FAIL): Kafka inputs with the offset ranges read, the model as output (by sha256)."""
         row = await repo.version(project, version)
@@ -189,7 +226,7 @@ def router(repo: Repository) -> APIRouter:
         "/projects/{project}/versions/{version}/artifact",
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
-    async def get_artifact(project: str, version: int) -> Response:
+    async def get_artifact(project: ProjectName, version: VersionNumber) -> Response:
         data, sha = await repo.artifact(project, version)
         return Response(
             data,
@@ -198,7 +235,7 @@ def router(repo: Repository) -> APIRouter:
         )
 
     @api.get("/projects/{project}/aliases")
-    async def list_aliases(project: str) -> dict[str, int]:
+    async def list_aliases(project: ProjectName) -> dict[str, int]:
         return await repo.aliases(project)
 
     @api.put(
@@ -206,17 +243,21 @@ def router(repo: Repository) -> APIRouter:
         response_model=Moved,
         responses={202: {"model": PromotionRequest, "description": "Held for approval."}},
     )
-    async def move_alias(project: str, alias: AliasName, body: MoveAlias, user: Caller) -> Any:
-        """Move the alias. When the project's promotion mode is `approval` and the caller is
-        not an approver, the move becomes a pending promotion request (202). With a bearer
-        token, the recorded actor is the token's user."""
-        actor = user.name if user else body.actor
-        if await repo.requires_approval(project, alias) and not (user and user.approver):
+    async def move_alias(
+        project: ProjectName,
+        alias: AliasName,
+        body: MoveAlias,
+        who: Annotated[Principal, caller(Action.PROMOTE)],
+    ) -> Any:
+        """Move the alias; the recorded actor is the caller. When the project's promotion mode
+        is `approval` and the caller is not an approver, the move becomes a pending promotion
+        request (202)."""
+        actor = who.name
+        if await repo.requires_approval(project, alias) and not who.can(Action.DEPLOY):
             request, _ = await repo.request_promotion(
                 project,
-                RequestPromotion(
-                    alias=alias, version=body.version, requested_by=actor, reason=body.reason
-                ),
+                RequestPromotion(alias=alias, version=body.version, reason=body.reason),
+                actor,
             )
             out = PromotionRequest.model_validate(request)
             return JSONResponse(out.model_dump(mode="json"), status_code=202)
@@ -224,29 +265,36 @@ def router(repo: Repository) -> APIRouter:
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
 
     @api.post("/projects/{project}/aliases/{alias}/rollback", response_model=Moved)
-    async def rollback(project: str, alias: AliasName, body: Rollback, user: Caller) -> Any:
+    async def rollback(
+        project: ProjectName,
+        alias: AliasName,
+        body: Rollback,
+        who: Annotated[Principal, caller(Action.ROLLBACK)],
+    ) -> Any:
         """Move the alias back to where its last move took it from: always allowed (the way
         out of a bad release needs no approval), and recorded like any move."""
-        move = await repo.rollback(project, alias, user.name if user else body.actor, body.reason)
+        move = await repo.rollback(project, alias, who.name, body.reason)
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
 
     @api.get("/projects/{project}/aliases/{alias}/history", response_model=list[HistoryEntry])
-    async def alias_history(project: str, alias: AliasName) -> Any:
+    async def alias_history(project: ProjectName, alias: AliasName) -> Any:
         return await repo.history(project, alias)
 
     @api.post("/projects/{project}/promotions", response_model=PromotionRequest, status_code=201)
-    async def request_promotion(project: str, body: RequestPromotion, user: Caller) -> Any:
+    async def request_promotion(
+        project: ProjectName,
+        body: RequestPromotion,
+        who: Annotated[Principal, caller(Action.PROMOTE)],
+    ) -> Any:
         """Ask for an alias move that an approver decides (the trainer does when a candidate
         passes the gate of an approval-mode project). Asking again returns the open request."""
-        if user is not None:
-            body = body.model_copy(update={"requested_by": user.name})
-        request, created = await repo.request_promotion(project, body)
+        request, created = await repo.request_promotion(project, body, who.name)
         out = PromotionRequest.model_validate(request)
         return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
 
     @api.get("/projects/{project}/promotions", response_model=list[PromotionRequest])
     async def list_promotions(
-        project: str,
+        project: ProjectName,
         state: Annotated[
             str | None, Query(pattern="^(pending|approved|rejected|superseded)$")
         ] = None,
@@ -254,20 +302,30 @@ def router(repo: Repository) -> APIRouter:
         return await repo.promotion_requests(project, state)
 
     @api.get("/projects/{project}/promotions/{request_id}", response_model=PromotionRequest)
-    async def get_promotion(project: str, request_id: int) -> Any:
+    async def get_promotion(project: ProjectName, request_id: RequestNumber) -> Any:
         return await repo.promotion_request(project, request_id)
 
     @api.post(
         "/projects/{project}/promotions/{request_id}/approve", response_model=PromotionRequest
     )
-    async def approve(project: str, request_id: int, body: Decision, user: Approver) -> Any:
-        """Accept the request: the alias moves, with the approver as its actor. Needs a bearer
-        token of a user with the `approver` role, not the one who asked (403 otherwise)."""
-        return await repo.decide(project, request_id, user, True, body.reason)
+    async def approve(
+        project: ProjectName,
+        request_id: RequestNumber,
+        body: Decision,
+        who: Annotated[Principal, caller(Action.DECIDE)],
+    ) -> Any:
+        """Accept the request: the alias moves, with the approver as its actor. Needs the
+        `approver` role, and not the one who asked (403 otherwise)."""
+        return await repo.decide(project, request_id, who.name, True, body.reason)
 
     @api.post("/projects/{project}/promotions/{request_id}/reject", response_model=PromotionRequest)
-    async def reject(project: str, request_id: int, body: Decision, user: Approver) -> Any:
+    async def reject(
+        project: ProjectName,
+        request_id: RequestNumber,
+        body: Decision,
+        who: Annotated[Principal, caller(Action.DECIDE)],
+    ) -> Any:
         """Refuse the request; the alias stays. Same rules as approving."""
-        return await repo.decide(project, request_id, user, False, body.reason)
+        return await repo.decide(project, request_id, who.name, False, body.reason)
 
     return api

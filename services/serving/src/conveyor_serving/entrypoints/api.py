@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from conveyor_auth import Action, Principal, caller
 from conveyor_bus import tracing
 
 from ..domain.predictor import InvalidInput, LoadedModel, NoModel, Predictor
@@ -145,6 +146,9 @@ async def read_request(request: Request) -> tuple[InferenceRequest, bytes]:
         raise Refused(400, f"invalid inference request: {exc}") from exc
 
 
+Submitter = Annotated[Principal, caller(Action.SUBMIT)]
+
+
 def router(predictor: Predictor, is_ready: Callable[[], bool]) -> APIRouter:
     api = APIRouter(tags=["inference (Open Inference Protocol v2)"])
     body_schema = {
@@ -231,7 +235,7 @@ def router(predictor: Predictor, is_ready: Callable[[], bool]) -> APIRouter:
         "/v2/models/{name}/infer", response_model=InferenceResponse, openapi_extra=body_schema
     )
     @_errors_as_oip
-    async def infer(name: str, request: Request) -> InferenceResponse:
+    async def infer(name: str, request: Request, _who: Submitter) -> InferenceResponse:
         return await _infer(name, None, request)
 
     @api.post(
@@ -240,7 +244,9 @@ def router(predictor: Predictor, is_ready: Callable[[], bool]) -> APIRouter:
         openapi_extra=body_schema,
     )
     @_errors_as_oip
-    async def infer_version(name: str, version: str, request: Request) -> InferenceResponse:
+    async def infer_version(
+        name: str, version: str, request: Request, _who: Submitter
+    ) -> InferenceResponse:
         return await _infer(name, version, request)
 
     @api.get("/models", tags=["serving"])

@@ -39,8 +39,8 @@ class Registry(abc.ABC):
 
 
 class HttpRegistry(Registry):
-    def __init__(self, base_url: str) -> None:
-        self.registry = RegistryClient(base_url)
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self.registry = RegistryClient(base_url, token=token)
 
     async def register(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.registry.register(project, body)
@@ -60,7 +60,7 @@ class HttpRegistry(Registry):
         return version, data
 
     async def promote(self, project: str, version: int, reason: str) -> None:
-        await self.registry.move_alias(project, "champion", version, actor="trainer", reason=reason)
+        await self.registry.move_alias(project, "champion", version, reason=reason)
 
     async def version(self, project: str, version: int) -> tuple[dict[str, Any], bytes | None]:
         info = await self.registry.version(project, version)
@@ -77,7 +77,7 @@ class HttpRegistry(Registry):
         self, project: str, version: int, reason: str, evidence: dict[str, Any]
     ) -> int:
         request = await self.registry.request_promotion(
-            project, version, requested_by="trainer", reason=reason, evidence=evidence
+            project, version, reason=reason, evidence=evidence
         )
         return int(request["id"])
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
+from conveyor_auth import Action, Principal, caller
 from conveyor_contracts.project import EstimatorSpec
 from conveyor_runtime import NotInRegistry, ProjectCache
 
@@ -16,8 +17,9 @@ from ..runs import OverBudget, ReproduceFailed, Runs, Trigger
 
 
 class RunRequest(BaseModel):
-    reason: str = Field("requested over HTTP", max_length=500)
-    requested_by: str = Field("api", max_length=200)
+    """Who asked is the caller's token's name."""
+
+    reason: str = Field("requested over HTTP", max_length=500, pattern=r"^[^\x00]*$")
 
 
 class ExperimentRequest(RunRequest):
@@ -55,16 +57,19 @@ class RunInfo(BaseModel):
     logs: str
 
 
+Trainer = Annotated[Principal, caller(Action.TRAIN)]
+
+
 def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
     api = APIRouter(tags=["trainer"])
 
     @api.post("/projects/{project}/runs", status_code=202, response_model=Started)
-    async def start_run(project: str, body: RunRequest) -> Any:
+    async def start_run(project: str, body: RunRequest, who: Trainer) -> Any:
         known = projects.get(project)
         if known is None:
             raise HTTPException(404, detail=f"unknown project {project!r}")
         try:
-            run_id = await runs.start(known, Trigger("person", body.requested_by, body.reason))
+            run_id = await runs.start(known, Trigger("person", who.name, body.reason))
         except ActiveRun as exc:
             raise HTTPException(409, detail=str(exc)) from exc
         except OverBudget as exc:
@@ -72,7 +77,7 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
         return Started(run_id=run_id)
 
     @api.post("/projects/{project}/experiments", status_code=202, response_model=Started)
-    async def start_experiment(project: str, body: ExperimentRequest) -> Any:
+    async def start_experiment(project: str, body: ExperimentRequest, who: Trainer) -> Any:
         """Train variants side by side: the same examples, the same holdout, one run each
         (`GET /projects/{project}/runs?experiment=...`, `GET /runs/compare`)."""
         known = projects.get(project)
@@ -80,7 +85,7 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
             raise HTTPException(404, detail=f"unknown project {project!r}")
         try:
             experiment_id, run_id = await runs.start_experiment(
-                known, Trigger("person", body.requested_by, body.reason), body.variants
+                known, Trigger("person", who.name, body.reason), body.variants
             )
         except ActiveRun as exc:
             raise HTTPException(409, detail=str(exc)) from exc
@@ -124,7 +129,9 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
         }
 
     @api.post("/projects/{project}/versions/{version}/reproduce")
-    async def reproduce(project: str, version: int) -> dict[str, Any]:
+    async def reproduce(
+        project: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], _who: Trainer
+    ) -> dict[str, Any]:
         """Read the version's training set again from its recorded topic offsets, retrain,
         and compare the new model's probabilities with the registered ones on the holdout."""
         try:

@@ -1,0 +1,49 @@
+"""The FastAPI side: a dependency per action, and the answers to auth errors.
+
+    @api.post("/things")
+    async def make(thing: Thing, who: Principal = caller(Action.APPLY)) -> ...
+
+`install(app, store)` puts the token store on the app and answers `Unauthenticated` with 401
+(and `WWW-Authenticate: Bearer`) and `Forbidden` with 403, each with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .roles import Action, Principal
+from .tokens import AuthError, Forbidden, TokenStore
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `conveyor token issue` (the local stack writes one for you).",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def caller(action: Action) -> Any:
+    """A dependency: the caller, authenticated and allowed `action` (else 401 or 403)."""
+
+    def authorized(request: Request, credentials: Credentials) -> Principal:
+        store: TokenStore = request.app.state.tokens
+        token = credentials.credentials if credentials is not None else None
+        return store.authorize(token, action)
+
+    return Depends(authorized)
+
+
+async def _refused(_request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, Forbidden):
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def install(app: FastAPI, store: TokenStore) -> None:
+    app.state.tokens = store
+    app.add_exception_handler(AuthError, _refused)

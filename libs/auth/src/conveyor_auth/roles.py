@@ -1,0 +1,64 @@
+"""Roles and the actions they grant: one table, read by every service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"  # reads
+    APP = "app"  # an application: submits records, prediction requests and feedback
+    SCIENTIST = "scientist"  # runs models: projects, training, versions, promotion requests
+    APPROVER = "approver"  # a scientist who also decides others' requests
+    ADMIN = "admin"  # everything
+
+
+ROLES = tuple(Role)
+
+
+class Action(StrEnum):
+    READ = "read"
+    SUBMIT = "submit"  # records, prediction requests, feedback
+    APPLY = "apply"  # apply a project, rebuild its quality profile
+    TRAIN = "train"  # start runs and experiments, reproduce a version
+    REGISTER = "register"  # register and complete model versions
+    PROMOTE = "promote"  # move an alias (held for approval where the project says so), ask
+    ROLLBACK = "rollback"  # move an alias back: the way out of a bad release needs no approval
+    DECIDE = "decide"  # approve or reject someone else's request
+    DEPLOY = "deploy"  # move a gated alias without a request (the approver's own judgement)
+
+
+_SCIENTIST = frozenset(
+    {
+        Action.READ,
+        Action.SUBMIT,
+        Action.APPLY,
+        Action.TRAIN,
+        Action.REGISTER,
+        Action.PROMOTE,
+        Action.ROLLBACK,
+    }
+)
+GRANTS: dict[Role, frozenset[Action]] = {
+    Role.VIEWER: frozenset({Action.READ}),
+    Role.APP: frozenset({Action.READ, Action.SUBMIT}),
+    Role.SCIENTIST: _SCIENTIST,
+    Role.APPROVER: _SCIENTIST | {Action.DECIDE, Action.DEPLOY},
+    Role.ADMIN: frozenset(Action),
+}
+
+
+def grants(roles: frozenset[Role] | set[Role], action: Action) -> bool:
+    return any(action in GRANTS[role] for role in roles)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: the name recorded as the actor of what they change."""
+
+    name: str
+    roles: frozenset[Role]
+
+    def can(self, action: Action) -> bool:
+        return grants(self.roles, action)
