@@ -91,8 +91,10 @@ def _move(project: str, version: int) -> AliasMoved:
 
 
 def _with_webhook(spec: ModelProject, url: str) -> ModelProject:
+    """`spec` notifying `url`, validated as applying it would."""
     drift = spec.policies.drift.model_copy(update={"notify": [url]})
-    return spec.model_copy(update={"policies": spec.policies.model_copy(update={"drift": drift})})
+    spec = spec.model_copy(update={"policies": spec.policies.model_copy(update={"drift": drift})})
+    return ModelProject.model_validate(spec.model_dump(mode="json"))
 
 
 async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolves(
