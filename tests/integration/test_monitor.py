@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,10 @@ from conveyor_contracts.events import (
     FeedbackRecorded,
     PredictionServed,
 )
+from conveyor_db import Database, DatabaseSettings, package_migrations
+from conveyor_monitor.adapters.notifier import Notifier, notify
 from conveyor_monitor.adapters.registry import Profiles
+from conveyor_monitor.adapters.targets import Allowance
 from conveyor_monitor.bootstrap import MonitorSettings, bootstrap
 from tests.support import Kafka, Webhook, headers_of, running, unique_project, until
 
@@ -91,8 +95,14 @@ def _move(project: str, version: int) -> AliasMoved:
 
 
 def _with_webhook(spec: ModelProject, url: str) -> ModelProject:
+    """`spec` notifying `url`, validated as applying it would."""
     drift = spec.policies.drift.model_copy(update={"notify": [url]})
-    return spec.model_copy(update={"policies": spec.policies.model_copy(update={"drift": drift})})
+    spec = spec.model_copy(update={"policies": spec.policies.model_copy(update={"drift": drift})})
+    return ModelProject.model_validate(spec.model_dump(mode="json"))
+
+
+# The tests' receivers listen on loopback, which a monitor refuses unless told otherwise.
+LOOPBACK = ["127.0.0.1", "::1"]
 
 
 async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolves(
@@ -102,6 +112,7 @@ async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolv
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=database_url,
         notify_interval_s=0.2,
+        monitor_webhook_allowed_hosts=LOOPBACK,
     )
     rng = np.random.default_rng(5)
     i = 0
@@ -355,3 +366,144 @@ async def test_a_canary_is_compared_with_the_champion_version_by_version(kafka, 
         recent = (await api.get(f"/projects/{name}/versions", params={"minutes": 5})).json()
         assert [r["requests"] for r in recent] == [60, 20]
         assert (await api.get(f"/projects/{name}/versions?minutes=0")).status_code == 422
+
+
+# --- webhook targets ------------------------------------------------------------------------------
+
+
+def _opened(project: str) -> DriftDetected:
+    now = datetime.now(UTC)
+    return DriftDetected(
+        episode_id=f"{project}-e1",
+        project=project,
+        model_version=1,
+        kind="data",
+        opened_at=now,
+        onset_at=now,
+        windows=2,
+    )
+
+
+@asynccontextmanager
+async def _queued(database_url: str, url: str) -> AsyncIterator[tuple[Database, DriftDetected]]:
+    """The monitor's database holding one opened episode of a project that notifies `url`, queued
+    as the monitor queues it (the episode itself is the business of the tests above)."""
+    spec = _with_webhook(unique_project("hook"), url)
+    db = Database(
+        DatabaseSettings(database_url=database_url),
+        "monitor",
+        package_migrations("conveyor_monitor"),
+        outbox=True,
+    )
+    await db.connect()
+    try:
+        event = _opened(spec.name)
+        async with db.pool.acquire() as con:
+            await notify(con, spec.policies.drift.notify, event)
+        yield db, event
+    finally:
+        await db.close()
+
+
+async def _notification(db: Database) -> dict[str, Any]:
+    row = await db.pool.fetchrow(
+        "SELECT attempts, delivered_at, failed_at, last_error, next_at > now() AS waits "
+        "FROM notifications"
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def test_a_webhook_on_loopback_is_refused_without_an_allowance_and_not_retried(
+    database_url,
+):
+    async with Webhook() as hook, _queued(database_url, hook.url) as (db, _):
+        notifier = Notifier(db)
+        try:
+            assert await notifier.deliver() == 0
+            n = await _notification(db)
+            assert n["failed_at"] is not None and n["delivered_at"] is None
+            assert n["attempts"] == 1
+            assert n["last_error"] in {
+                f"refused: {a} is a loopback address; allow it with MONITOR_WEBHOOK_ALLOWED_HOSTS"
+                for a in LOOPBACK
+            }
+            assert await notifier.deliver() == 0  # failed for good: not tried again
+            assert (await _notification(db))["attempts"] == 1
+        finally:
+            await notifier.close()
+        assert hook.attempts == []  # the receiver heard nothing
+
+
+async def test_a_webhook_on_an_allowed_address_is_delivered_and_its_reply_is_not_kept(
+    database_url,
+):
+    async with Webhook(fail_first=1) as hook, _queued(database_url, hook.url) as (db, event):
+        notifier = Notifier(db, allowance=Allowance.parse(LOOPBACK))
+        try:
+            # The receiver's first answer is a 503 with a body: only the status is kept.
+            assert await notifier.deliver() == 0
+            n = await _notification(db)
+            assert n["last_error"] == "HTTP 503"
+            assert n["failed_at"] is None and n["waits"]
+            await db.pool.execute("UPDATE notifications SET next_at = now()")
+            assert await notifier.deliver() == 1
+            n = await _notification(db)
+            assert n["delivered_at"] is not None and n["last_error"] is None
+        finally:
+            await notifier.close()
+        assert len(hook.attempts) == 2 and len(hook.received) == 1
+        headers, body = hook.received[0]
+        assert body["episode_id"] == event.episode_id
+        assert headers["idempotency-key"] == f"{event.episode_id}:drift_detected"
+        assert headers["host"] == f"localhost:{hook.port}"  # by address, for the name
+
+
+async def test_a_webhook_goes_to_the_address_that_was_checked(database_url):
+    """The POST goes to the address the check saw, never to a second resolution: a name that
+    only the monitor's resolver knows reaches the receiver, and the same answer for a name that
+    is not allowed stops it, however the name would resolve later."""
+    loopback = ip_address("127.0.0.1")
+
+    async def resolver(host: str, port: int) -> list[IPv4Address | IPv6Address]:
+        assert host == "receiver.invalid"  # a name no DNS answers for
+        return [loopback]
+
+    async with Webhook() as hook:
+        url = f"http://receiver.invalid:{hook.port}/hook"
+        async with _queued(database_url, url) as (db, _):
+            notifier = Notifier(db, allowance=Allowance.parse([]), resolver=resolver)
+            try:
+                assert await notifier.deliver() == 0
+                assert (await _notification(db))["last_error"] == (
+                    "refused: 127.0.0.1 is a loopback address; "
+                    "allow it with MONITOR_WEBHOOK_ALLOWED_HOSTS"
+                )
+            finally:
+                await notifier.close()
+            assert hook.attempts == []
+        async with _queued(database_url, url) as (db, _):
+            await db.pool.execute("DELETE FROM notifications WHERE failed_at IS NOT NULL")
+            allowed = Allowance.parse(["receiver.invalid"])
+            notifier = Notifier(db, allowance=allowed, resolver=resolver)
+            try:
+                assert await notifier.deliver() == 1
+            finally:
+                await notifier.close()
+        assert [h["host"] for h, _ in hook.received] == [f"receiver.invalid:{hook.port}"]
+
+
+async def test_a_receiver_that_cannot_be_reached_is_retried_with_the_error_in_short(
+    database_url,
+):
+    async with Webhook() as closed:
+        url = closed.url  # a port nobody listens on once the receiver has stopped
+    async with _queued(database_url, url) as (db, _):
+        notifier = Notifier(db, allowance=Allowance.parse(LOOPBACK))
+        try:
+            assert await notifier.deliver() == 0
+        finally:
+            await notifier.close()
+        n = await _notification(db)
+        assert n["failed_at"] is None and n["waits"] and n["attempts"] == 1
+        assert n["last_error"].startswith("ConnectError: ") and len(n["last_error"]) <= 200

@@ -8,11 +8,16 @@ services is specific to one project.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .addresses import IPAddress, non_global
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 
@@ -144,6 +149,56 @@ class EstimatorSpec(_Spec):
         return value
 
 
+MAX_WEBHOOK_URL = 2000
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    """The IP address a URL's host is written as, if it is one: the standard notations, and the
+    shorthand IPv4 ones (`127.1`, `0x7f000001`, `2130706433`) that resolvers accept as well."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _webhook_problem(url: str) -> str | None:
+    """Why `url` cannot be a webhook, as the end of a sentence; None when it can.
+
+    Only what the URL itself shows is judged here: a host name resolves later, and the monitor
+    checks its addresses before every delivery.
+    """
+    if not re.match(r"^https?://[^\s/]+", url):
+        return "is not http(s)"
+    if len(url) > MAX_WEBHOOK_URL:
+        return f"is longer than {MAX_WEBHOOK_URL:,} characters"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "contains whitespace or control characters"
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - reading it is what checks it
+    except ValueError:
+        return "has an invalid port"
+    if "@" in parts.netloc:
+        return "carries credentials (user:pass@), which would be stored and logged with it"
+    if not parts.hostname:
+        return "has no host"
+    address = _literal_address(parts.hostname)
+    kind = non_global(address) if address is not None else None
+    if kind is not None:
+        return (
+            f"points at {parts.hostname}, {kind}: webhooks go to public addresses (name an "
+            "internal receiver by a host name the monitor allows with "
+            "MONITOR_WEBHOOK_ALLOWED_HOSTS)"
+        )
+    return None
+
+
 class DriftPolicy(_Spec):
     """How the monitor decides that the data or the model's performance has drifted.
 
@@ -201,8 +256,10 @@ class DriftPolicy(_Spec):
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
         for url in value:
-            if not re.match(r"^https?://[^\s/]+", url):
-                raise ValueError(f"drift policy: notify URL {url!r} is not http(s)")
+            problem = _webhook_problem(url)
+            if problem is not None:
+                shown = url if len(url) <= 80 else url[:80] + "..."
+                raise ValueError(f"drift policy: notify URL {shown!r} {problem}")
         return value
 
     @model_validator(mode="after")

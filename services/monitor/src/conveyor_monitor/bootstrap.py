@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field, field_validator
+
 from conveyor_contracts import catalog
 from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
@@ -7,6 +9,7 @@ from conveyor_runtime import Runtime, ServiceSettings
 from .adapters.notifier import Notifier
 from .adapters.registry import HttpProfiles, Profiles
 from .adapters.repository import Repository
+from .adapters.targets import Allowance
 from .entrypoints.api import router
 from .handlers import Monitor
 
@@ -14,6 +17,18 @@ from .handlers import Monitor
 class MonitorSettings(ServiceSettings):
     http_port: int = 8106
     notify_interval_s: float = 1.0
+    monitor_webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Webhook targets allowed although they are not public addresses (loopback, "
+        "private, link-local, ...): host names, matched exactly, and addresses or CIDR blocks "
+        'the resolved addresses may fall in. JSON, e.g. `["hooks.internal", "10.20.0.0/16"]`.',
+    )
+
+    @field_validator("monitor_webhook_allowed_hosts")
+    @classmethod
+    def _allowance(cls, value: list[str]) -> list[str]:
+        Allowance.parse(value)  # a mistyped entry stops the monitor rather than being ignored
+        return value
 
 
 def bootstrap(
@@ -31,7 +46,9 @@ def bootstrap(
     runtime.bus.consume(catalog.FEEDBACK_RECORDED, monitor.on_feedback)
     runtime.bus.consume(catalog.PREDICTIONS_SHADOW, monitor.on_shadow)
     runtime.every(15.0, monitor.measure_coverage, name="label-coverage")
-    notifier = Notifier(runtime.db)
+    notifier = Notifier(
+        runtime.db, allowance=Allowance.parse(settings.monitor_webhook_allowed_hosts)
+    )
     runtime.every(settings.notify_interval_s, notifier.deliver, name="webhooks")
     runtime.on_stop(notifier.close)
     runtime.http.include_router(router(repo))
