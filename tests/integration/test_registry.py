@@ -443,6 +443,19 @@ async def test_every_write_needs_a_caller_with_the_role_and_leaving_approval_mod
         for user in ("a-viewer", "an-app"):
             r = await api.post("/projects", json=body, headers=bearer(user))
             assert r.status_code == 403 and "may not apply" in r.text, r.text
+        hooked = spec.model_copy(
+            update={
+                "policies": approval.model_copy(
+                    update={
+                        "drift": approval.drift.model_copy(
+                            update={"notify": ["http://169.254.169.254/latest"]}
+                        )
+                    }
+                )
+            }
+        )
+        r = await api.post("/projects", json=hooked.model_dump(mode="json"))
+        assert r.status_code == 422 and "link-local" in r.text, r.text
         r = await api.post("/projects", json=body, headers=bearer("dave"))
         assert r.status_code == 201 and r.json()["project_version"] == 1
 

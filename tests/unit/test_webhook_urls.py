@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from conveyor_contracts.addresses import non_global
-from conveyor_contracts.project import DriftPolicy
+from conveyor_contracts.project import DriftPolicy, notify_problems
 
 
 @pytest.mark.parametrize(
@@ -73,10 +73,16 @@ def test_public_addresses_pass(address):
     ],
 )
 def test_a_drift_policy_refuses_webhooks_it_can_tell_are_wrong_when_applied(url, problem):
-    with pytest.raises(ValidationError) as refused:
-        DriftPolicy(notify=["https://hooks.example.com/ok", url])
-    message = str(refused.value)
+    (message,) = notify_problems(["https://hooks.example.com/ok", url])
     assert "drift policy: notify URL '" in message and problem in message
+
+
+def test_a_spec_read_back_from_the_changelog_keeps_webhooks_applied_before_the_checks():
+    # registry.events is kept forever: a spec applied with a URL that applying now refuses must
+    # still read, or every service would drop the project.
+    assert DriftPolicy(notify=["http://10.0.0.5/hook"]).notify == ["http://10.0.0.5/hook"]
+    with pytest.raises(ValidationError, match="is not http"):
+        DriftPolicy(notify=["ftp://hooks.example.com/x"])
 
 
 def test_a_drift_policy_keeps_public_webhooks_and_host_names_for_the_monitor_to_judge():
@@ -89,3 +95,4 @@ def test_a_drift_policy_keeps_public_webhooks_and_host_names_for_the_monitor_to_
     ]
     assert len(urls[-1]) == 2000
     assert DriftPolicy(notify=urls).notify == urls
+    assert notify_problems(urls) == []

@@ -61,8 +61,8 @@ def test_answers_scored_together_share_what_they_can_and_stay_the_models_own_jso
         ("req-1", "c-17", "fraud", {"legit": 0.25, "fraud": 0.75}, ["amount", "hour"]),
         ("req-2", "c-18", "legit", {"legit": 1.0, "fraud": 0.0}, ["amount", "hour"]),
         ("req-3", "c-19", "fraud", {"legit": 1e-07, "fraud": 0.9999999}, ["amount", "minute"]),
-        # text that JSON must escape, and text beyond ASCII
-        ('r"4\\', "c\n\t20", "legit", {"legit": 0.5, "fraud": 0.5}, ["amount", "hour"]),
+        # text that JSON must escape (control characters never reach an id), and beyond ASCII
+        ('r"4\\', 'c"/\\20', "legit", {"legit": 0.5, "fraud": 0.5}, ["amount", "hour"]),
         ("réq-5 ✓", "c-\u2028", "fraud", {"legit": 0.0, "fraud": 1.0}, ["amount", "hour"]),
     ]
     for i, (request_id, entity_id, label, probabilities, names) in enumerate(answers):

@@ -199,6 +199,18 @@ def _webhook_problem(url: str) -> str | None:
     return None
 
 
+def notify_problems(urls: list[str]) -> list[str]:
+    """What is wrong with a drift policy's webhook URLs, one sentence each (checked when a spec
+    is applied; the monitor judges the addresses names resolve to at each delivery)."""
+    out = []
+    for url in urls:
+        problem = _webhook_problem(url)
+        if problem is not None:
+            shown = url if len(url) <= 80 else url[:80] + "..."
+            out.append(f"drift policy: notify URL {shown!r} {problem}")
+    return out
+
+
 class DriftPolicy(_Spec):
     """How the monitor decides that the data or the model's performance has drifted.
 
@@ -255,11 +267,12 @@ class DriftPolicy(_Spec):
     @field_validator("notify")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
+        # Only what every spec ever applied met: this also runs on each project read back from
+        # registry.events, where a spec applied before `notify_problems` existed must still
+        # read. The registry refuses the rest when a spec is applied.
         for url in value:
-            problem = _webhook_problem(url)
-            if problem is not None:
-                shown = url if len(url) <= 80 else url[:80] + "..."
-                raise ValueError(f"drift policy: notify URL {shown!r} {problem}")
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise ValueError(f"drift policy: notify URL {url[:80]!r} is not http(s)")
         return value
 
     @model_validator(mode="after")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from conveyor_auth import Action, Principal, caller
 from conveyor_contracts import ModelProject
-from conveyor_contracts.project import NAME_PATTERN
+from conveyor_contracts.project import NAME_PATTERN, notify_problems
 from conveyor_runtime import SHA256_HEADER
 
 from ..adapters.repository import Repository
@@ -131,6 +131,8 @@ def router(repo: Repository) -> APIRouter:
         """Apply a project: its next version (201), or the same one when nothing changed (200).
         A change that would take a project out of approval mode is held for another approver
         (202, a change request) — also when an approver asks."""
+        if problems := notify_problems(spec.policies.drift.notify):
+            raise HTTPException(422, detail=problems)
         outcome = await repo.apply_project(spec, who.name)
         if isinstance(outcome, dict):
             held = ChangeRequest.model_validate(outcome)
