@@ -11,6 +11,7 @@ import pytest
 from conveyor_contracts import catalog
 from conveyor_contracts.events import (
     AliasMoved,
+    ModelLoadFailed,
     ModelVersionRegistered,
     ProjectApplied,
     PromotionDecided,
@@ -18,7 +19,7 @@ from conveyor_contracts.events import (
 )
 from conveyor_registry.bootstrap import RegistrySettings, bootstrap
 from conveyor_registry.domain.model import User, token_digest
-from tests.support import Kafka, running, unique_project
+from tests.support import Kafka, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -429,3 +430,58 @@ async def test_a_pending_version_completes_once(kafka, database_url):
                 decode=catalog.REGISTRY_EVENTS,
             )
         assert [e.status for e in events] == ["pending", "ready"]
+
+
+async def test_no_alias_moves_to_a_version_serving_could_not_load(kafka, database_url):
+    spec = unique_project("lf")
+    name = spec.name
+    async with (
+        Kafka(kafka.bootstrap_servers) as k,
+        running(bootstrap(_settings(kafka, database_url))) as api,
+    ):
+        await api.post("/projects", json=spec.model_dump(mode="json"))
+        for run, payload in (("run-1", b"model-one"), ("run-2", b"not onnx")):
+            await api.post(f"/projects/{name}/versions", json=_version(run, payload))
+        move = {"version": 1, "actor": "alice", "reason": "first"}
+        assert (await api.put(f"/projects/{name}/aliases/champion", json=move)).status_code == 200
+
+        # Serving reports v2 broken, and the same report arrives twice (a redelivery): one
+        # failure is kept.
+        failure = ModelLoadFailed(
+            project=name,
+            version=2,
+            alias="champion",
+            sha256=hashlib.sha256(b"not onnx").hexdigest(),
+            reason="InvalidProtobuf: Protobuf parsing failed.",
+            replica="host-a/42",
+        )
+        for _ in range(2):
+            await k.send(catalog.SERVING_EVENTS, failure, key=name, ce_id="report-" + name)
+
+        async def recorded() -> list:
+            return (await api.get(f"/projects/{name}/versions/2")).json()["load_failures"]
+
+        failures = await until(recorded, 20, "the load failure recorded")
+        assert [(f["alias"], f["replica"], f["reason"]) for f in failures] == [
+            ("champion", "host-a/42", "InvalidProtobuf: Protobuf parsing failed.")
+        ]
+        listed = {v["version"]: v for v in (await api.get(f"/projects/{name}/versions")).json()}
+        assert listed[2]["load_failures"] == failures and listed[1]["load_failures"] == []
+
+        # Neither a move nor a promotion request may point an alias at it, for any alias; the
+        # answer names the failure. v1 still moves.
+        for alias in ("champion", "challenger"):
+            r = await api.put(
+                f"/projects/{name}/aliases/{alias}",
+                json={"version": 2, "actor": "bob", "reason": "try"},
+            )
+            assert r.status_code == 409, r.text
+            assert "failed to load" in r.text and "Protobuf parsing failed" in r.text
+        r = await api.post(
+            f"/projects/{name}/promotions",
+            json={"alias": "champion", "version": 2, "requested_by": "bob", "reason": "try"},
+        )
+        assert r.status_code == 409 and "failed to load" in r.text
+        assert (await api.get(f"/projects/{name}/aliases")).json() == {"champion": 1}
+        move = {"version": 1, "actor": "alice", "reason": "as challenger"}
+        assert (await api.put(f"/projects/{name}/aliases/challenger", json=move)).status_code == 200
