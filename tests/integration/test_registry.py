@@ -11,13 +11,14 @@ import pytest
 from conveyor_contracts import catalog
 from conveyor_contracts.events import (
     AliasMoved,
+    ModelLoadFailed,
     ModelVersionRegistered,
     ProjectApplied,
     PromotionDecided,
     PromotionRequested,
 )
 from conveyor_registry.bootstrap import RegistrySettings, bootstrap
-from tests.support import Kafka, bearer, running, unique_project
+from tests.support import Kafka, bearer, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ async def test_projects_versions_aliases_and_their_events(kafka, database_url):
         assert info["evaluations"] == described["evaluations"]
 
         # The actor of a move is the caller's token's name, whatever a body says.
-        move = {"version": 1, "actor": "mallory", "reason": "first model"}
+        move = {"version": 1, "reason": "first model"}
         as_alice = bearer("alice")
         r = await api.put(f"/projects/{name}/aliases/champion", json=move, headers=as_alice)
         assert r.json() == {
@@ -101,12 +102,12 @@ async def test_projects_versions_aliases_and_their_events(kafka, database_url):
         await api.put(f"/projects/{name}/aliases/champion", json=move2, headers=bearer("dave"))
         r = await api.put(
             f"/projects/{name}/aliases/champion",
-            json={"version": 3, "actor": "bob", "reason": "try"},
+            json={"version": 3, "reason": "try"},
         )
         assert r.status_code == 409 and "failed" in r.text
         r = await api.put(
             f"/projects/{name}/aliases/champion",
-            json={"version": 9, "actor": "bob", "reason": "try"},
+            json={"version": 9, "reason": "try"},
         )
         assert r.status_code == 404
         r = await api.put(f"/projects/{name}/aliases/Bad_Alias", json=move)
@@ -495,3 +496,58 @@ async def test_every_write_needs_a_caller_with_the_role_and_leaving_approval_mod
             },
         )
         assert r.status_code == 422, r.text
+
+
+async def test_no_alias_moves_to_a_version_serving_could_not_load(kafka, database_url):
+    spec = unique_project("lf")
+    name = spec.name
+    async with (
+        Kafka(kafka.bootstrap_servers) as k,
+        running(bootstrap(_settings(kafka, database_url))) as api,
+    ):
+        await api.post("/projects", json=spec.model_dump(mode="json"))
+        for run, payload in (("run-1", b"model-one"), ("run-2", b"not onnx")):
+            await api.post(f"/projects/{name}/versions", json=_version(run, payload))
+        move = {"version": 1, "reason": "first"}
+        assert (await api.put(f"/projects/{name}/aliases/champion", json=move)).status_code == 200
+
+        # Serving reports v2 broken, and the same report arrives twice (a redelivery): one
+        # failure is kept.
+        failure = ModelLoadFailed(
+            project=name,
+            version=2,
+            alias="champion",
+            sha256=hashlib.sha256(b"not onnx").hexdigest(),
+            reason="InvalidProtobuf: Protobuf parsing failed.",
+            replica="host-a/42",
+        )
+        for _ in range(2):
+            await k.send(catalog.SERVING_EVENTS, failure, key=name, ce_id="report-" + name)
+
+        async def recorded() -> list:
+            return (await api.get(f"/projects/{name}/versions/2")).json()["load_failures"]
+
+        failures = await until(recorded, 20, "the load failure recorded")
+        assert [(f["alias"], f["replica"], f["reason"]) for f in failures] == [
+            ("champion", "host-a/42", "InvalidProtobuf: Protobuf parsing failed.")
+        ]
+        listed = {v["version"]: v for v in (await api.get(f"/projects/{name}/versions")).json()}
+        assert listed[2]["load_failures"] == failures and listed[1]["load_failures"] == []
+
+        # Neither a move nor a promotion request may point an alias at it, for any alias; the
+        # answer names the failure. v1 still moves.
+        for alias in ("champion", "challenger"):
+            r = await api.put(
+                f"/projects/{name}/aliases/{alias}",
+                json={"version": 2, "reason": "try"},
+            )
+            assert r.status_code == 409, r.text
+            assert "failed to load" in r.text and "Protobuf parsing failed" in r.text
+        r = await api.post(
+            f"/projects/{name}/promotions",
+            json={"alias": "champion", "version": 2, "requested_by": "bob", "reason": "try"},
+        )
+        assert r.status_code == 409 and "failed to load" in r.text
+        assert (await api.get(f"/projects/{name}/aliases")).json() == {"champion": 1}
+        move = {"version": 1, "reason": "as challenger"}
+        assert (await api.put(f"/projects/{name}/aliases/challenger", json=move)).status_code == 200

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor_bus import create_topic
 from conveyor_cli.kafka_io import tail
-from conveyor_contracts import catalog
+from conveyor_contracts import ModelProject, catalog
 from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed, new_id
+from conveyor_registry.bootstrap import RegistrySettings
+from conveyor_registry.bootstrap import bootstrap as registry_bootstrap
 from conveyor_runtime import NotInRegistry
-from conveyor_serving.adapters.registry import ModelSource
+from conveyor_serving.adapters.registry import HttpModelSource, ModelSource
 from conveyor_serving.bootstrap import ServingSettings, bootstrap
 from conveyor_serving.domain.predictor import in_canary
 from tests.models import Model, make_model
@@ -144,13 +150,10 @@ async def test_answers_hot_swap_and_errors(kafka):
         await until(lambda: runtime_version(api, name, 2), 30, "v2 loaded")
 
         # An artifact that does not match its sha256 is refused, and a move to a version the
-        # registry does not have is skipped: v2 keeps serving and the changelog keeps flowing.
-        # registry.events has one partition: once a later move is served, the earlier was handled.
+        # registry does not have is skipped: each is marked failed, and v2 keeps serving.
         for version in (3, 9):
             await k.send(catalog.REGISTRY_EVENTS, _move(name, version, models[3], 2), key=name)
-            marker = unique_project("srv").name
-            await k.send(catalog.REGISTRY_EVENTS, _move(marker, 1, models[1]), key=marker)
-            await until(partial(runtime_version, api, marker, 1), 30, "the marker loaded")
+            await until(partial(_failed, api, name, version), 30, f"v{version} marked failed")
         probe = _request(name, names, 3.0)
         await k.send(catalog.PREDICTIONS_ENRICHED, probe, key="e")
         got = await k.collect(
@@ -263,6 +266,12 @@ async def runtime_version(api, name, version) -> bool:
     return (await api.get("/models")).json().get(name, {}).get("version") == version
 
 
+async def _failed(api, name, version) -> str | None:
+    """Why serving could not load `version` of the champion of `name`, once it says so."""
+    failed = (await api.get("/models")).json().get(name, {}).get("failed") or {}
+    return failed.get("reason") if failed.get("version") == version else None
+
+
 def _with_challenger(spec, mode: str, share: float = 0.1):
     serving = spec.policies.serving.model_copy(update={"challenger": mode, "canary_share": share})
     return spec.model_copy(
@@ -342,3 +351,142 @@ async def _answers(
         topic, lambda a: a.request_id in ids, len(ids), decode=catalog.PREDICTIONS_RESPONSES
     )
     return {a.request_id: a for a in found}
+
+
+# --- a version that does not load -----------------------------------------------------------------
+
+GARBAGE = b"these bytes are not an ONNX model"
+
+
+def _through(registry: httpx.AsyncClient) -> HttpModelSource:
+    """Serving's own registry client, talking to the in-process registry's app."""
+    source = HttpModelSource(str(registry.base_url))
+    source.registry.client = registry
+    return source
+
+
+async def _register_and_promote(registry, project: str, body: dict) -> int:
+    r = await registry.post(f"/projects/{project}/versions", json=body)
+    assert r.status_code == 201, r.text
+    version = r.json()["version"]
+    move = {"version": version, "actor": "test", "reason": "test"}
+    r = await registry.put(f"/projects/{project}/aliases/champion", json=move)
+    assert r.status_code == 200, r.text
+    return int(version)
+
+
+async def _a_broken_b_fine(registry, api=None) -> tuple[ModelProject, ModelProject]:
+    """Project A serves v1, then its champion moves to v2, a garbage artifact with a valid
+    signature; project B's first version is promoted right after. With a serving (`api`), returns
+    once it has loaded A's v1 before the move, B's v1, and marked A's v2 failed."""
+    a, b = unique_project("bad"), unique_project("fine")
+    for spec in (a, b):
+        assert (await registry.post("/projects", json=spec.model_dump(mode="json"))).is_success
+    model_a = make_model(a)
+    await _register_and_promote(registry, a.name, model_a.registration("a-1"))
+    if api is not None:
+        await until(partial(runtime_version, api, a.name, 1), 30, "A v1 loaded")
+    garbage = model_a.registration("a-2") | {"onnx_base64": base64.b64encode(GARBAGE).decode()}
+    assert await _register_and_promote(registry, a.name, garbage) == 2
+    await _register_and_promote(registry, b.name, make_model(b, flip=True).registration("b-1"))
+    if api is not None:
+        await until(partial(runtime_version, api, b.name, 1), 30, "B v1 loaded meanwhile")
+        await until(partial(_failed, api, a.name, 2), 30, "A v2 marked failed")
+    return a, b
+
+
+async def _answer(k: Kafka, *requests: PredictionEnriched) -> dict[str, PredictionServed]:
+    ids = {r.request_id for r in requests}
+    found = await k.collect(
+        catalog.PREDICTIONS_RESPONSES.name,
+        lambda r: r.request_id in ids,
+        len(ids),
+        decode=catalog.PREDICTIONS_RESPONSES,
+    )
+    return {a.project: a for a in found}
+
+
+def _registry_settings(kafka, database_url) -> RegistrySettings:
+    return RegistrySettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url
+    )
+
+
+async def test_a_version_that_does_not_load_stalls_no_one(kafka, database_url):
+    async with (
+        Kafka(kafka.bootstrap_servers) as k,
+        running(registry_bootstrap(_registry_settings(kafka, database_url))) as registry,
+    ):
+        settings = ServingSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+        async with running(bootstrap(settings, source=_through(registry))) as api:
+            a, b = await _a_broken_b_fine(registry, api)
+
+            # A keeps answering with v1, and says why v2 is not served; B answers with its v1.
+            models = (await api.get("/models")).json()
+            assert models[a.name]["version"] == 1 and models[b.name]["version"] == 1
+            assert models[a.name]["failed"]["version"] == 2
+            assert "INVALID_PROTOBUF" in models[a.name]["failed"]["reason"]
+            assert GARBAGE.decode() not in models[a.name]["failed"]["reason"]
+            asked = [_request(s.name, s.feature_names(), 3.0) for s in (a, b)]
+            for r in asked:
+                await k.send(catalog.PREDICTIONS_ENRICHED, r, key=r.entity_id)
+            answers = await _answer(k, *asked)
+            assert (answers[a.name].status, answers[a.name].model_version) == ("ok", 1)
+            assert answers[a.name].label == "fraud"  # v1's answer for x0 = 3
+            assert (answers[b.name].status, answers[b.name].model_version) == ("ok", 1)
+            assert (await api.get("/v2/health/ready")).json() == {"ready": True}
+
+            # The failure is reported on serving.events, once, and the registry records it.
+            reports = await k.collect(
+                catalog.SERVING_EVENTS.name,
+                lambda e: e.project == a.name,
+                1,
+                decode=catalog.SERVING_EVENTS,
+            )
+            report = reports[0]
+            assert (report.version, report.alias) == (2, "champion")
+            assert report.sha256 == hashlib.sha256(GARBAGE).hexdigest()
+            assert "INVALID_PROTOBUF" in report.reason and "/" in report.replica
+
+            async def recorded() -> list:
+                info = await registry.get(f"/projects/{a.name}/versions/2")
+                return info.json()["load_failures"]
+
+            assert (await until(recorded, 20, "the registry records it"))[0]["alias"] == "champion"
+            move = {"version": 2, "actor": "test", "reason": "try as challenger"}
+            r = await registry.put(f"/projects/{a.name}/aliases/challenger", json=move)
+            assert r.status_code == 409 and "failed to load" in r.text
+
+
+async def test_a_restart_with_a_broken_champion_serves_the_version_before(kafka, database_url):
+    """A restarted serving is a new process replaying the changelog, nothing else: one started
+    after the moves meets A's champion on the broken v2 as one restarted then would (and the
+    test spares the broker a second consumer group join, which costs Tansu seconds)."""
+    async with (
+        Kafka(kafka.bootstrap_servers) as k,
+        running(registry_bootstrap(_registry_settings(kafka, database_url))) as registry,
+    ):
+        a, b = await _a_broken_b_fine(registry)
+        # Requests wait in Kafka while serving is down; the restarted one takes them only once
+        # it serves its champions, and does not wait for A's v2 until its time limit.
+        asked = [_request(s.name, s.feature_names(), 3.0) for s in (a, b)]
+        for r in asked:
+            await k.send(catalog.PREDICTIONS_ENRICHED, r, key=r.entity_id)
+        patient = ServingSettings(
+            kafka_bootstrap_servers=kafka.bootstrap_servers, serving_startup_load_timeout_s=60.0
+        )
+        async with running(bootstrap(patient, source=_through(registry))) as api:
+            began = time.monotonic()  # started: the group joined, the changelog being read
+
+            async def ready() -> bool:
+                return (await api.get("/v2/health/ready")).json()["ready"]
+
+            await until(ready, 30, "the restarted serving ready")
+            assert time.monotonic() - began < 10
+            models = (await api.get("/models")).json()
+            assert models[a.name]["version"] == 1 and models[a.name]["failed"]["version"] == 2
+            assert models[b.name]["version"] == 1
+            assert (await api.get("/healthz")).json()["status"] == "ok"
+            answers = await _answer(k, *asked)
+            assert (answers[a.name].status, answers[a.name].model_version) == ("ok", 1)
+            assert (answers[b.name].status, answers[b.name].model_version) == ("ok", 1)

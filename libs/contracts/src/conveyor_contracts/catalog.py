@@ -187,6 +187,17 @@ REGISTRY_EVENTS = _t(
     "and decided (from the outbox).",
     retention_ms=FOREVER,
 )
+SERVING_EVENTS = _t(
+    subject="serving.events",
+    major=1,
+    minor=0,
+    schema=ev.ModelLoadFailed,
+    key="project",
+    partitions=1,
+    producers=("serving",),
+    consumers=("registry",),
+    description="Versions serving could not load (the registry refuses to move an alias to one).",
+)
 MONITOR_DRIFT = _t(
     subject="monitor.drift",
     major=1,
@@ -235,6 +246,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     FEEDBACK_SUBMITTED,
     FEEDBACK_RECORDED,
     REGISTRY_EVENTS,
+    SERVING_EVENTS,
     MONITOR_DRIFT,
     TRAINER_REQUESTS,
     TRAINER_RUNS,

@@ -238,6 +238,22 @@ class PredictionServed(Event):
     latency_ms: float = Field(description="Serving's own time from receipt to answer.")
 
 
+class ModelLoadFailed(Event):
+    """A serving replica could not load a version an alias points at (an artifact onnxruntime
+    refuses, a sha256 mismatch, a missing or unusable signature): the alias keeps serving what
+    it served before. Published once per replica process, version and alias."""
+
+    type_name: ClassVar[str] = "conveyor.serving.model_load_failed"
+    type: Literal["model_load_failed"] = "model_load_failed"
+    project: ProjectName
+    version: int
+    alias: str = Field(examples=["champion"])
+    sha256: str = Field(description="Digest the alias move announced for the version.")
+    reason: str = Field(description="Why it did not load (the error, without artifact bytes).")
+    replica: str = Field(description="The serving process: `hostname/pid`.")
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
 # --- feedback -----------------------------------------------------------------------------------
 
 

@@ -99,6 +99,8 @@ class Runtime:
         self._on_stop: list[Hook] = []
         self._registry_listeners: list[RegistryListener] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._before_work: list[Hook] = []
+        self._work_gate = asyncio.Event()  # caught up, and every `before_work` wait done
         self.http = FastAPI(
             title=f"Conveyor {name}",
             version="0.1.0",
@@ -155,6 +157,34 @@ class Runtime:
         """Also hand every batch of registry events to `listener` (after the project cache)."""
         self._registry_listeners.append(listener)
         return listener
+
+    def before_work(self, wait: Hook) -> Hook:
+        """Hold group consumers, once the changelog is read, until `wait()` is done too: for a
+        service whose readiness follows from the changelog but is not complete when it has been
+        read (serving's models load in the background). `wait` bounds itself; one that fails is
+        logged and work starts anyway, since a service held forever answers no one."""
+        if not self._before_work:
+            self.bus.hold_until(self._work_gate)
+            self._on_start.append(self._open_work_gate)
+        self._before_work.append(wait)
+        return wait
+
+    async def _open_work_gate(self) -> None:
+        async def open_after_waits() -> None:
+            await self.caught_up.wait()
+            for wait in self._before_work:
+                try:
+                    await wait()
+                except Exception:
+                    log.exception("a wait before work failed; taking work anyway")
+            self._work_gate.set()
+
+        self._tasks.append(asyncio.create_task(open_after_waits(), name="before-work"))
+
+    @property
+    def taking_work(self) -> bool:
+        """Caught up with the changelog, and past every `before_work` wait."""
+        return self.caught_up.is_set() and (not self._before_work or self._work_gate.is_set())
 
     async def _on_registry_events(self, batch: list[Delivery[Any]]) -> None:
         for delivery in batch:
@@ -243,7 +273,7 @@ class Runtime:
     async def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "service": self.name,
-            "status": "ok" if self.started and self.caught_up.is_set() else "starting",
+            "status": "ok" if self.started and self.taking_work else "starting",
             "projects": self.projects.versions(),
             "dead_letters": self.bus.dead_letters,
         }
@@ -260,6 +290,8 @@ class Runtime:
             problems.append("starting")
         elif not self.caught_up.is_set():
             problems.append(f"catching up with {catalog.REGISTRY_EVENTS.name}")
+        elif not self.taking_work:
+            problems.append("preparing before taking work (serving: loading models)")
         if self.started and self.db is not None:
             try:
                 async with asyncio.timeout(READY_QUERY_TIMEOUT_S):

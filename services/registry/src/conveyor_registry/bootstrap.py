@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from conveyor_contracts import catalog
 from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
 
 from .adapters.repository import Repository
 from .domain.model import RegistryError
 from .entrypoints.api import registry_error, router
+from .handlers import ServingReports
 
 
 class RegistrySettings(ServiceSettings):
@@ -29,5 +31,6 @@ def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
         settings.registry_public_url or f"http://{settings.http_host}:{settings.http_port}",
     )
     runtime.http.include_router(router(Repository(runtime.db)))
+    runtime.bus.consume(catalog.SERVING_EVENTS, ServingReports(runtime.db).on_serving_events)
     runtime.http.add_exception_handler(RegistryError, registry_error)
     return runtime

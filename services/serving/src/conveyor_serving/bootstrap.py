@@ -31,6 +31,12 @@ class ServingSettings(ServiceSettings):
         description="Request batches handled at once: the next is scored while the answers to "
         "the one before are acknowledged (each is committed in order, once answered).",
     )
+    serving_startup_load_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="At start-up, how long serving waits for the models the changelog names "
+        "before it takes requests (a version that does not load ends its alias's wait at once).",
+    )
 
 
 def bootstrap(
@@ -47,10 +53,12 @@ def bootstrap(
         reply_prefix=settings.serving_reply_topic_prefix,
     )
     runtime.on_registry_events(serving.on_registry_events)
+    runtime.before_work(lambda: serving.loader.settle(settings.serving_startup_load_timeout_s))
+    runtime.on_stop(serving.loader.close)
     runtime.bus.consume(
         catalog.PREDICTIONS_ENRICHED, serving.on_enriched, overlap=settings.kafka_overlap
     )
     runtime.http.include_router(
-        router(predictor, lambda: runtime.started and runtime.caught_up.is_set())
+        router(predictor, lambda: runtime.started and runtime.taking_work, serving.loader.failed)
     )
     return runtime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
+import numpy as np
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from pydantic_core import to_json
@@ -26,13 +28,28 @@ from conveyor_bus import (
     tracing,
 )
 from conveyor_contracts import DEADLINE, REPLY_TO, catalog
-from conveyor_contracts.events import AliasMoved, PredictionEnriched, PredictionServed
+from conveyor_contracts.events import (
+    AliasMoved,
+    ModelLoadFailed,
+    PredictionEnriched,
+    PredictionServed,
+    derived_id,
+)
 from conveyor_contracts.project import ServingPolicy
-from conveyor_runtime import ArtifactMismatch, NotInRegistry, ProjectCache, verify_artifact
+from conveyor_runtime import ProjectCache, verify_artifact
 
 from .adapters.onnx import OnnxSession
 from .adapters.registry import ModelSource
-from .domain.predictor import CHALLENGER, CHAMPION, LoadedModel, NoModel, Predictor, in_canary
+from .domain.predictor import (
+    CHALLENGER,
+    CHAMPION,
+    LoadedModel,
+    NoModel,
+    Predictor,
+    UnusableModel,
+    in_canary,
+)
+from .loading import ModelLoader
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +237,7 @@ class Serving:
         self.projects = projects
         self.source = source
         self.bus = bus
+        self.loader = ModelLoader(predictor, self.fetch, self.announce)
         self._reply_topics: set[str] = set()  # reply-to topics seen to exist
         _meter.create_observable_gauge(
             "conveyor.model.version",
@@ -237,41 +255,43 @@ class Serving:
     # --- hot-swap -------------------------------------------------------------------------------
 
     async def on_registry_events(self, batch: list[Delivery[Any]]) -> None:
-        latest: dict[tuple[str, str], AliasMoved] = {}
-        for d in batch:
-            if isinstance(d.event, AliasMoved) and d.event.alias in (CHAMPION, CHALLENGER):
-                # Replaying history: only the last move of each alias counts.
-                latest[(d.event.project, d.event.alias)] = d.event
-        for (project, alias), move in latest.items():
-            if self.predictor.current(project, alias) == move.to_version:
-                continue
-            try:
-                await self.load(project, move.to_version, move.sha256, alias)
-            except (ArtifactMismatch, NotInRegistry) as exc:
-                # Permanent for this version: keep serving the current model, never block the
-                # changelog on it. (RegistryUnavailable propagates: the batch is redelivered.)
-                log.error("not loading v%d of %s: %s", move.to_version, project, exc)
+        """Note what each alias should serve; the loader loads it in the background. Nothing
+        here waits on a registry or an artifact, so nothing here can stall the changelog."""
+        self.loader.moved(
+            d.event
+            for d in batch
+            if isinstance(d.event, AliasMoved) and d.event.alias in (CHAMPION, CHALLENGER)
+        )
 
-    async def load(
-        self, project: str, version: int, expected_sha256: str, alias: str = CHAMPION
-    ) -> LoadedModel:
-        """Fetch, verify, load and warm up off the event loop, then swap in one assignment."""
+    async def fetch(self, project: str, version: int, expected_sha256: str) -> LoadedModel:
+        """Fetch, verify, load and warm up off the event loop: a model ready to swap in.
+        Raises RegistryUnavailable when worth retrying; anything else means it does not load."""
         info = await self.source.version(project, version)
         data, claimed = await self.source.artifact(project, version)
         actual = verify_artifact(data, f"{project} v{version}", expected_sha256, claimed)
+        feature_names, classes = _signature(info)
         session = await OnnxSession.load(data)
-        signature = info["signature"]
-        model = LoadedModel(
-            project,
-            version,
-            actual,
-            list(signature["feature_names"]),
-            list(signature["classes"]),
-            session,
-        )
-        old = self.predictor.swap(model, alias)
-        log.info("%s %s: v%d (was %s)", project, alias, version, old.version if old else None)
+        if session.n_inputs != len(feature_names):
+            raise UnusableModel(
+                f"the signature names {len(feature_names)} features, "
+                f"the model takes {session.n_inputs}"
+            )
+        model = LoadedModel(project, version, actual, feature_names, classes, session)
+        # Scored once as requests will be: a model whose outputs do not fit its signature's
+        # classes fails here, not on the first request.
+        zeros = np.zeros((1, len(feature_names)), dtype=np.float32)
+        await asyncio.to_thread(model.predict, zeros)
         return model
+
+    async def announce(self, failure: ModelLoadFailed) -> None:
+        # The id is a function of what failed where: a report sent again after a lost
+        # acknowledgement is recognised by the registry as the one it has.
+        event_id = derived_id(
+            failure.type, failure.project, str(failure.version), failure.alias, failure.replica
+        )
+        await self.bus.publish(
+            catalog.SERVING_EVENTS, failure, key=failure.project, event_id=event_id
+        )
 
     # --- predictions ----------------------------------------------------------------------------
 
@@ -370,6 +390,20 @@ class Serving:
                 catalog.PREDICTIONS_RESPONSES, [o for _, o in pairs], to=topic
             )
         return refused
+
+
+def _signature(info: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The feature names and classes of a version's signature, or UnusableModel saying what is
+    missing."""
+    signature = info.get("signature")
+    if not isinstance(signature, dict) or not signature:
+        raise UnusableModel("the version has no signature")
+    names, classes = signature.get("feature_names"), signature.get("classes")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise UnusableModel("the signature has no feature_names (a list of names)")
+    if not isinstance(classes, list) or not classes:
+        raise UnusableModel("the signature has no classes")
+    return list(names), [str(c) for c in classes]
 
 
 def _past_deadline(headers: dict[str, str], now: datetime) -> str | None:

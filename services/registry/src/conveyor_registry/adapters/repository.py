@@ -18,6 +18,7 @@ from conveyor_contracts.events import (
 )
 from conveyor_db import Database, enqueue
 
+from ..domain.load_failures import check_loadable
 from ..domain.model import (
     GATED_ALIASES,
     AliasMove,
@@ -33,6 +34,7 @@ from ..domain.model import (
     rollback_target,
     spec_digest,
 )
+from . import load_failures
 
 SOURCE = "conveyor/registry"
 _REQUEST_COLUMNS = (
@@ -294,7 +296,8 @@ class Repository:
                 "ORDER BY version",
                 project,
             )
-        return [dict(r) for r in rows]
+            failures = await load_failures.of_project(con, project)
+        return [dict(r) | {"load_failures": failures.get(r["version"], [])} for r in rows]
 
     async def version(self, project: str, version: int) -> dict[str, Any]:
         row = await self.pool.fetchrow(
@@ -304,7 +307,8 @@ class Repository:
         )
         if row is None:
             raise NotFound(f"project {project!r} has no version {version}")
-        return dict(row)
+        failures = await load_failures.of_version(self.pool, project, version)
+        return dict(row) | {"load_failures": failures}
 
     async def artifact(self, project: str, version: int) -> tuple[bytes, str]:
         row = await self.pool.fetchrow(
@@ -512,6 +516,7 @@ class Repository:
             raise NotFound(f"project {project!r} has no version {version}")
         if target["status"] != "ready":
             raise Conflict(f"version {version} is {target['status']}: only ready versions serve")
+        check_loadable(project, version, await load_failures.of_version(con, project, version))
         return str(target["sha256"])
 
     async def _move(

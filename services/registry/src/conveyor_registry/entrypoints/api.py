@@ -40,6 +40,16 @@ class Applied(BaseModel):
     created: bool
 
 
+class LoadFailure(BaseModel):
+    """A serving replica's report that it could not load the version (serving.events)."""
+
+    alias: str
+    sha256: str
+    reason: str
+    replica: str
+    occurred_at: datetime
+
+
 class VersionInfo(BaseModel):
     project: str
     version: int
@@ -55,6 +65,7 @@ class VersionInfo(BaseModel):
     input_example: list[dict[str, float]]
     evaluations: dict[str, dict[str, Any]]
     created_at: datetime
+    load_failures: list[LoadFailure] = []
 
 
 class Registered(BaseModel):

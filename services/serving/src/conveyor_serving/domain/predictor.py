@@ -16,7 +16,8 @@ class ServingError(Exception):
 
     ServingError
     ├── NoModel        no champion loaded for the project (or not that version)
-    └── InvalidInput   the inputs do not fit the model's signature
+    ├── InvalidInput   the inputs do not fit the model's signature
+    └── UnusableModel  a version whose signature is missing or does not fit its model
     """
 
 
@@ -25,6 +26,10 @@ class NoModel(ServingError):
 
 
 class InvalidInput(ServingError):
+    pass
+
+
+class UnusableModel(ServingError):
     pass
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from conveyor_auth import Action, Principal, caller
 from conveyor_bus import tracing
 
-from ..domain.predictor import InvalidInput, LoadedModel, NoModel, Predictor
+from ..domain.predictor import CHAMPION, InvalidInput, LoadedModel, NoModel, Predictor
 
 INPUT = "input"
 
@@ -112,6 +112,19 @@ def metadata(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def served(
+    predictor: Predictor, failed: Mapping[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any]:
+    out = predictor.loaded()
+    for (project, alias), failure in failed.items():
+        entry = out.setdefault(project, {})
+        if alias == CHAMPION:  # the champion's fields are the project's own
+            entry["failed"] = failure
+        else:
+            entry.setdefault(alias, {})["failed"] = failure
+    return out
+
+
 class Refused(Exception):
     """An Open Inference Protocol error: answered as `{"error": reason}` with its status."""
 
@@ -149,7 +162,11 @@ async def read_request(request: Request) -> tuple[InferenceRequest, bytes]:
 Submitter = Annotated[Principal, caller(Action.SUBMIT)]
 
 
-def router(predictor: Predictor, is_ready: Callable[[], bool]) -> APIRouter:
+def router(
+    predictor: Predictor,
+    is_ready: Callable[[], bool],
+    failed: Callable[[], Mapping[tuple[str, str], dict[str, Any]]] = dict,
+) -> APIRouter:
     api = APIRouter(tags=["inference (Open Inference Protocol v2)"])
     body_schema = {
         "requestBody": {
@@ -251,7 +268,8 @@ def router(predictor: Predictor, is_ready: Callable[[], bool]) -> APIRouter:
 
     @api.get("/models", tags=["serving"])
     async def loaded() -> dict[str, Any]:
-        """What each project is served with now."""
-        return predictor.loaded()
+        """What each project is served with now, and per alias the newest version that did not
+        load (`failed`: its version and why), if that is what the alias points at."""
+        return served(predictor, failed())
 
     return api
