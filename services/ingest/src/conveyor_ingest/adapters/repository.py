@@ -13,9 +13,8 @@ from pydantic_core import to_json
 
 from conveyor_contracts import catalog, shared_headers
 from conveyor_contracts.events import RecordAccepted, derived_id
+from conveyor_contracts.records import Accepted
 from conveyor_db import Announcer, Database, Message
-
-from ..domain.contract import Accepted
 
 SOURCE = "conveyor/ingest"
 

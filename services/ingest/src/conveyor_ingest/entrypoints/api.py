@@ -8,9 +8,9 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from conveyor_contracts.events import QualityReported
+from conveyor_contracts.records import ContractViolation
 from conveyor_runtime import UnknownProject
 
-from ..domain.contract import ContractViolation
 from ..handlers import Ingest
 
 

@@ -1,4 +1,5 @@
-"""A project's data contract: does a record meet it, and what exactly is wrong when it does not."""
+"""A project's data contract, shared by every service that takes records or requests: does
+the data meet it, and what exactly is wrong when it does not."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from conveyor_contracts.project import FieldSpec, FieldType, ModelProject
+from .project import FieldSpec, FieldType, ModelProject
 
 
 class Accepted(NamedTuple):
