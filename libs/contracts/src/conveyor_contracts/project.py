@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .patterns import pattern_problem
+
 NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 
 
@@ -37,7 +39,11 @@ class FieldSpec(_Spec):
     min: float | None = Field(None, description="Smallest allowed value (numbers).")
     max: float | None = Field(None, description="Largest allowed value (numbers).")
     allowed: list[str] | None = Field(None, description="Allowed values (strings).")
-    pattern: str | None = Field(None, description="Regular expression a string must match.")
+    pattern: str | None = Field(
+        None,
+        description="Regular expression a whole string must match, in RE2's syntax (matched in "
+        "linear time: no backreferences, no lookarounds).",
+    )
     expected_min: float | None = Field(
         None,
         description="Usual lower bound (numbers): below it is a quality finding, not a "
@@ -49,8 +55,11 @@ class FieldSpec(_Spec):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            re.compile(value)
+        if value is not None and (problem := pattern_problem(value)) is not None:
+            raise ValueError(
+                f"pattern {value!r} is not one RE2 can match ({problem}): patterns are matched "
+                "in linear time, without backreferences or lookarounds"
+            )
         return value
 
 
