@@ -3,6 +3,7 @@ to featurize() over the entity's earlier records."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -146,3 +147,108 @@ async def test_rows_and_enrichment(kafka, database_url):
         )
         assert c["values"][names.index("payments_1h")] == 2.0
         assert c["values"][names.index("amount_mean_1h")] == 15.0
+
+
+def _request_json(project: str, request_id: str, fields: str) -> bytes:
+    """A PredictionRequested written by hand: its fields as JSON text an application may send."""
+    return (
+        f'{{"request_id":"{request_id}","project":"{project}","fields":{fields},'
+        '"requested_at":"2026-03-01T12:30:00+00:00"}'
+    ).encode()
+
+
+async def test_poison_requests_are_refused_with_an_answer_and_the_requests_after_them_enriched(
+    kafka, database_url
+):
+    """Requests are checked against the data contract as records are: each of these reached
+    featurization or Postgres unchecked (a NUL in the entity id, an integer beyond a float), or
+    got an `ok` answer made of defaults (a wrong type). Each is dead-lettered once with the
+    reason, and its application gets an error answer for its request id."""
+    spec = unique_project("feat")
+    name = spec.name
+    runtime = bootstrap(
+        FeatureSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url)
+    )
+    at = '"ts":"2026-03-01T12:25:00+00:00"'
+    poison = {
+        "q-nul": ('{"customer":"c-7\\u0000",' + at + "}", "customer: contains a NUL character"),
+        "q-int": (
+            '{"customer":"c-7","amount":1' + "0" * 400 + "," + at + "}",
+            "amount: an integer of about 401 digits is beyond the limit",
+        ),
+        "q-type": ('{"customer":"c-7","amount":"12",' + at + "}", "amount: '12' is not a number"),
+        "q-nan": ('{"customer":"c-7","amount":NaN}', "amount: nan is not a finite number"),
+        "q-ts": ('{"customer":"c-7","ts":1e30}', "ts: 1e+30 epoch seconds is not a time"),
+        "q-extra": ('{"customer":"c-7","colour":"red"}', "colour: not a field of project"),
+        "q-none": ('{"amount":1.0}', "customer: required"),
+        "q-key": ('{"customer":"c-' + "7" * 16_384 + '"}', "does not match"),
+    }
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime):
+        await k.apply(spec)
+        await until(lambda: runtime.projects.get(name), what="the project")
+        for r in (_record(name, "a", 0, 10.0), _record(name, "b", 10, 20.0)):
+            await k.send(catalog.RECORDS_ACCEPTED, r, key="c-7")
+        await k.collect(
+            catalog.FEATURES_ROWS.name, lambda e: e.project == name, 2, decode=catalog.FEATURES_ROWS
+        )
+        envelope = PredictionRequested(project=name, fields={})
+        for request_id, (fields, _) in poison.items():
+            await k.send_json(
+                catalog.PREDICTIONS_REQUESTS,
+                envelope,
+                _request_json(name, request_id, fields),
+                "c-7",
+            )
+        good = PredictionRequested(
+            project=name,
+            request_id="q-good",
+            # the label is ignored, the other fields come from the online state
+            fields={"customer": "c-7", "ts": (T0 + timedelta(minutes=25)).isoformat()}
+            | {"outcome": "fraud"},
+        )
+        await k.send(catalog.PREDICTIONS_REQUESTS, good, key="c-7")
+
+        enriched = await k.collect(
+            catalog.PREDICTIONS_ENRICHED.name,
+            lambda e: e.project == name,
+            1,
+            decode=catalog.PREDICTIONS_ENRICHED,
+        )
+        assert enriched[0].request_id == "q-good" and enriched[0].entity_id == "c-7"
+        names = spec.feature_names()
+        assert enriched[0].values[names.index("payments_1h")] == 2.0
+        # the plain fields left out came from the entity's newest record (b: 20.0)
+        assert enriched[0].values[names.index("log_amount")] == pytest.approx(math.log1p(20.0))
+
+        dead = await k.collect(
+            catalog.PREDICTIONS_REQUESTS.dlq, lambda r: name.encode() in r.value, len(poison)
+        )
+        reasons = {
+            next(q for q in poison if f'"{q}"'.encode() in d.value): headers_of(d) for d in dead
+        }
+        assert sorted(reasons) == sorted(poison)
+        for request_id, (_, expected) in poison.items():
+            assert expected in reasons[request_id]["dlq_error"], request_id
+            assert reasons[request_id]["dlq_stage"] == "validate"
+
+        answers = await k.collect(
+            catalog.PREDICTIONS_RESPONSES.name,
+            lambda e: e.project == name,
+            len(poison),
+            decode=catalog.PREDICTIONS_RESPONSES,
+        )
+        by_id = {a.request_id: a for a in answers}
+        assert sorted(by_id) == sorted(poison)
+        for request_id, (_, expected) in poison.items():
+            answer = by_id[request_id]
+            assert answer.status == "error" and expected in (answer.error or ""), answer
+            assert "\x00" not in answer.entity_id
+        assert by_id["q-type"].entity_id == "c-7" and by_id["q-nul"].entity_id == ""
+        # Dead-lettered once: nothing more comes in a second
+        with pytest.raises(AssertionError, match=f"found {len(poison)} of {len(poison) + 1}"):
+            await k.collect(
+                catalog.PREDICTIONS_REQUESTS.dlq,
+                lambda r: name.encode() in r.value,
+                len(poison) + 1,
+                timeout_s=1.5,
+            )

@@ -6,7 +6,8 @@ import pytest
 
 from conveyor_contracts import catalog
 from conveyor_contracts.events import RecordAccepted, RecordSubmitted
-from conveyor_contracts.project import QualityPolicy
+from conveyor_contracts.project import FieldSpec, FieldType, QualityPolicy
+from conveyor_ingest.adapters.repository import RawLog
 from conveyor_ingest.bootstrap import IngestSettings, bootstrap
 from tests.support import Kafka, headers_of, running, unique_project, until
 
@@ -209,3 +210,186 @@ async def test_quality_is_flagged_or_refused_as_the_project_chooses(kafka, datab
         )
         stats = (await api.get(f"/projects/{name}/records/stats")).json()
         assert stats["rejected_quality"] == 2 and stats["accepted"] == 81
+
+
+def _free_project():
+    """The fraud project with a free-text entity key and note, and records up to 64 KiB: what
+    the contract itself holds beyond a project's own constraints."""
+    spec = unique_project("edge")
+    fields = spec.record_schema.fields | {
+        "customer": FieldSpec(type=FieldType.STRING),
+        "note": FieldSpec(type=FieldType.STRING, required=False),
+    }
+    schema = spec.record_schema.model_copy(update={"fields": fields, "max_bytes": 65_536})
+    return spec.model_copy(update={"record_schema": schema})
+
+
+def _json(project: str, record_id: str, fields: str) -> bytes:
+    """A RecordSubmitted written by hand: the fields are JSON text as a producer may send it."""
+    return f'{{"project":"{project}","record_id":"{record_id}","fields":{fields}}}'.encode()
+
+
+GOOD_JSON = (
+    '"customer":"c-1","ts":"2026-01-01T10:00:00+00:00","amount":12.5,"merchant":"fuel",'
+    '"hour":9,"foreign":false'
+)
+
+
+async def test_poison_records_are_dead_lettered_and_the_records_after_them_stored(
+    kafka, database_url
+):
+    """Each of these stopped ingest's consumer for good: a value that crashed the checks, or
+    that the checks accepted and Postgres then refused (in the raw log or among the rejects)."""
+    spec = _free_project()
+    name = spec.name
+    runtime = bootstrap(
+        IngestSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url)
+    )
+    poison = {
+        "p-ts": ('{"customer":"c-1","ts":1e30,' + GOOD_JSON.split(",", 2)[2] + "}", "ts: 1e+30"),
+        "p-nan": ("{" + GOOD_JSON.replace("12.5", "NaN") + "}", "amount: nan is not a finite"),
+        "p-nul": ("{" + GOOD_JSON + ',"note":"a\\u0000b"}', "note: contains a NUL character"),
+        "p-key": (
+            "{" + GOOD_JSON.replace('"c-1"', '"' + "c" * 16_384 + '"') + "}",
+            "customer: 16384 characters is over the limit of 200",
+        ),
+        "p-int": (
+            "{" + GOOD_JSON.replace("12.5", "1" + "0" * 400) + "}",
+            "amount: an integer of about 401 digits is beyond the limit",
+        ),
+        "p-name": ("{" + GOOD_JSON + ',"x\\u0000":NaN}', "'x\\x00': not a field of project"),
+        "p-ctl": ("{" + GOOD_JSON.replace('"c-1"', '"c-1\\n"') + "}", "a control character"),
+    }
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        await k.apply(spec)
+        await until(lambda: runtime.projects.get(name), what="the project to be known")
+        envelope = RecordSubmitted(project=name, fields={})
+        for record_id, (fields, _) in poison.items():
+            await k.send_json(
+                catalog.RECORDS_SUBMITTED, envelope, _json(name, record_id, fields), "c-1"
+            )
+        await k.send_json(
+            catalog.RECORDS_SUBMITTED,
+            envelope,
+            _json(name, "r\\u0000", "{" + GOOD_JSON + "}"),
+            "c-1",
+        )
+        await k.send_json(
+            catalog.RECORDS_SUBMITTED,
+            envelope,
+            _json("no-such\\u0000project", "p-project", '{"a":NaN}'),
+            "c-1",
+        )
+        for i in range(2):
+            await k.send(
+                catalog.RECORDS_SUBMITTED,
+                RecordSubmitted(
+                    project=name, record_id=f"after-{i}", fields=GOOD | {"note": "a\tb"}
+                ),
+                key="c-1",
+            )
+
+        accepted = await k.collect(
+            catalog.RECORDS_ACCEPTED.name,
+            lambda e: e.project == name,
+            2,
+            decode=catalog.RECORDS_ACCEPTED,
+        )
+        assert sorted(e.record_id for e in accepted) == ["after-0", "after-1"]
+        dead = await k.collect(
+            catalog.RECORDS_SUBMITTED.dlq,
+            lambda r: name.encode() in r.value or b"no-such" in r.value,
+            9,
+        )
+        reasons = {
+            next(
+                rid for rid in [*poison, "r\\u0000", "p-project"] if f'"{rid}"'.encode() in d.value
+            ): (headers_of(d)["dlq_error"])
+            for d in dead
+        }
+        for record_id, (_, expected) in poison.items():
+            assert expected in reasons[record_id], (record_id, reasons[record_id])
+        assert "record_id: contains a control character ('\\x00')" in reasons["r\\u0000"]
+        assert "unknown project 'no-such\\x00project'" in reasons["p-project"]
+        assert all(headers_of(d)["dlq_stage"] == "validate" for d in dead)
+
+        # Every reject is kept, storable: no NUL, no NaN, bounded.
+        stats = (await api.get(f"/projects/{name}/records/stats")).json()
+        assert stats["rejected"] == 8 and stats["accepted"] == 2
+        kept = await runtime.db.pool.fetch(
+            "SELECT project, reason, payload::text AS payload FROM rejects "
+            "WHERE project = $1 OR project LIKE 'no-such%'",
+            name,
+        )
+        assert len(kept) == 9
+        assert all("\x00" not in r["reason"] and "\\u0000" not in r["payload"] for r in kept)
+        assert any('"amount": "NaN"' in r["payload"] for r in kept)
+        assert any('"x\ufffd": "NaN"' in r["payload"] for r in kept)
+        assert "no-such\ufffdproject" in {r["project"] for r in kept}
+
+        # The same over HTTP (whose JSON parser takes NaN and lone surrogates as well).
+        for text in (
+            "{" + GOOD_JSON.replace("12.5", "NaN") + "}",
+            "{" + GOOD_JSON + ',"note":"\\ud800"}',
+            "{" + GOOD_JSON + ',"note":"\\u0000"}',
+        ):
+            r = await api.post(
+                f"/projects/{name}/records",
+                content=f'{{"fields":{text}}}'.encode(),
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 422, r.text
+        stats = (await api.get(f"/projects/{name}/records/stats")).json()
+        assert stats["rejected"] == 11
+
+
+async def test_record_ids_are_unique_per_project(kafka, database_url):
+    """Two projects' producers may use the same record id: each is stored and announced in its
+    project, with its own event id, and a sweep rebuilds each one's announcement."""
+    first, second = unique_project("ida"), unique_project("idb")
+    runtime = bootstrap(
+        IngestSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url)
+    )
+    async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        for spec in (first, second):
+            await k.apply(spec)
+        await until(
+            lambda: runtime.projects.get(first.name) and runtime.projects.get(second.name),
+            what="both projects",
+        )
+        for spec in (first, second):
+            await k.send(
+                catalog.RECORDS_SUBMITTED,
+                RecordSubmitted(project=spec.name, record_id="same", fields=GOOD),
+                key="c-1",
+            )
+        r = await api.post(
+            f"/projects/{first.name}/records", json={"record_id": "http", "fields": GOOD}
+        )
+        assert r.json()["accepted"] == ["http"]
+        r = await api.post(
+            f"/projects/{second.name}/records", json={"record_id": "http", "fields": GOOD}
+        )
+        assert r.json()["accepted"] == ["http"]  # not a duplicate of the first project's
+        names = {first.name, second.name}
+        raw = await k.collect(
+            catalog.RECORDS_ACCEPTED.name,
+            lambda r: any(n.encode() in r.value for n in names),
+            4,
+        )
+        events = [catalog.RECORDS_ACCEPTED.adapter.validate_json(r.value) for r in raw]
+        assert sorted((e.project, e.record_id) for e in events) == sorted(
+            (n, rid) for n in names for rid in ("same", "http")
+        )
+        ids = {headers_of(r)["ce_id"] for r in raw}
+        assert len(ids) == 4
+        async with runtime.db.pool.acquire() as con:
+            rebuilt = await RawLog(runtime.db).rebuild(
+                con, [(first.name, "same"), (second.name, "same"), (second.name, "nothing")]
+            )
+        assert [dict(m[2])["ce_id"].decode() for m in rebuilt] == [
+            headers_of(r)["ce_id"]
+            for n in (first.name, second.name)
+            for r in raw
+            if n.encode() in r.value and b'"same"' in r.value
+        ]

@@ -104,7 +104,8 @@ async def test_announcements_owed_by_a_dead_process_are_swept_once_and_a_live_ow
     await db.connect()
     await db.pool.execute(
         "CREATE TABLE announcements (id bigserial PRIMARY KEY, topic text NOT NULL, "
-        "keys text[] NOT NULL, created_at timestamptz NOT NULL DEFAULT now());"
+        "keys text[] NOT NULL, scope text NOT NULL DEFAULT '', "
+        "created_at timestamptz NOT NULL DEFAULT now());"
         "CREATE TABLE stored (key text PRIMARY KEY)"
     )
 
@@ -112,8 +113,11 @@ async def test_announcements_owed_by_a_dead_process_are_swept_once_and_a_live_ow
         value = f'{{"name":"{name}","key":"{key}"}}'.encode()
         return (key, value, [("ce_id", f"{name}-{key}".encode())])
 
-    async def rebuild(con, keys: list[str]) -> list[Message]:
-        rows = await con.fetch("SELECT key FROM stored WHERE key = ANY($1) ORDER BY key", keys)
+    async def rebuild(con, keys: list[tuple[str, str]]) -> list[Message]:
+        assert {scope for scope, _ in keys} == {""}
+        rows = await con.fetch(
+            "SELECT key FROM stored WHERE key = ANY($1) ORDER BY key", [k for _, k in keys]
+        )
         return [message(r["key"]) for r in rows]
 
     async def store(keys: list[str]) -> int:

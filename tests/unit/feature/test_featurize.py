@@ -7,6 +7,7 @@ from conveyor_feature.domain.features import (
     affected_by,
     entity_positions,
     featurize,
+    numeric,
     revise,
     status,
 )
@@ -46,6 +47,14 @@ def test_unseen_category_and_missing_values_take_defaults():
 
 def test_negative_amounts_never_make_nan():
     assert all(math.isfinite(x) for x in featurize(SPEC, FIELDS | {"amount": -5.0}, T, []))
+
+
+def test_numbers_beyond_a_float_take_defaults_rather_than_raise():
+    # the contract refuses them; a record stored before it did may still hold one
+    assert numeric(10**400) is None and numeric(-(10**400)) is None
+    assert numeric(float("nan")) is None and numeric(2**63) == float(2**63)
+    v = featurize(SPEC, FIELDS | {"amount": 10**400}, T, [_past(5, 10**400), _past(6, 2.0)])
+    assert _f(v, "log_amount") == 0.0 and _f(v, "amount_mean_1h") == 2.0
 
 
 def test_aggregates_use_only_earlier_records_within_the_window():

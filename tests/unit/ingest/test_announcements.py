@@ -48,5 +48,5 @@ def test_the_value_is_the_models_own_json(event_time, flags):
     assert catalog.RECORDS_ACCEPTED.adapter.validate_json(value) == model
     assert key == "c-17"
     named = {k: v.decode() for k, v in headers}
-    assert named["ce_id"] == derived_id(SOURCE, "r-1")
+    assert named["ce_id"] == derived_id(SOURCE, "fraud", "r-1")
     assert named["ce_type"] == RecordAccepted.type_name

@@ -3,8 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from conveyor_contracts.project import FieldSpec, FieldType
-from conveyor_examples import load_project
-from conveyor_ingest.domain.contract import (
+from conveyor_contracts.records import (
     Contract,
     ContractViolation,
     canonical_utc,
@@ -12,6 +11,7 @@ from conveyor_ingest.domain.contract import (
     parse_timestamp,
     validate,
 )
+from conveyor_examples import load_project
 
 SPEC = load_project("fraud")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

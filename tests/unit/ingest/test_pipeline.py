@@ -10,11 +10,11 @@ import pytest
 
 from conveyor_bus import Bus, Delivery
 from conveyor_contracts.events import ProjectApplied, RecordSubmitted
+from conveyor_contracts.records import Accepted, Contract
 from conveyor_examples import load_project
 from conveyor_examples.fraud.traffic import FraudTraffic
 from conveyor_ingest import handlers
 from conveyor_ingest.adapters.repository import RawLog
-from conveyor_ingest.domain.contract import Accepted, Contract
 from conveyor_ingest.handlers import Ingest
 from conveyor_ingest.watch import QualityWatch
 from conveyor_runtime import ProjectCache

@@ -136,7 +136,7 @@ PREDICTIONS_RESPONSES = _t(
     schema=ev.PredictionServed,
     key="request id",
     partitions=3,
-    producers=("serving",),
+    producers=("serving", "feature"),
     consumers=("apps", "feedback", "monitor"),
     description="Answers, with the model version and the exact feature vector scored.",
 )

@@ -3,12 +3,13 @@ payload is the JSON value. W3C `traceparent` / `tracestate` ride along when a sp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .catalog import TopicSpec
+from .catalog import CATALOG, DLQ_SUFFIX, TopicSpec
 from .events import new_id, utcnow
 
 SPECVERSION = "1.0"
@@ -90,3 +91,21 @@ def decode_headers(raw: Iterable[tuple[str, bytes | None]] | Mapping[str, Any]) 
         for k, v in items
         if v is not None
     }
+
+
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+PLATFORM_TOPICS = frozenset(name for spec in CATALOG for name in (spec.name, spec.dlq))
+
+
+def reply_refusal(topic: str, prefix: str) -> str | None:
+    """Why answers may not be copied to `topic`, or None: a reply topic is an application's, so
+    it starts with the configured prefix and is never one of the platform's own (else anyone
+    who can send a request could write answers into any topic, a changelog included)."""
+    shown = topic[:100]
+    if not TOPIC_NAME.fullmatch(topic):
+        return f"reply-to topic {shown!r} is not a valid topic name"
+    if topic in PLATFORM_TOPICS or topic.endswith(DLQ_SUFFIX):
+        return f"reply-to topic {shown!r} is one of the platform's topics"
+    if not prefix or not topic.startswith(prefix):
+        return f"reply-to topic {shown!r} does not start with {prefix!r}"
+    return None

@@ -62,8 +62,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def _bounded(value: str) -> str:
     if len(value) > MAX_ID_LENGTH:
         raise ValueError(f"is {len(value)} characters long; at most {MAX_ID_LENGTH}")
-    if not value:
-        raise ValueError("is empty")
     if _CONTROL.search(value):
         raise ValueError("contains a control character")
     return value
@@ -72,7 +70,7 @@ def _bounded(value: str) -> str:
 Id = Annotated[
     str,
     AfterValidator(_bounded),
-    Field(description=f"1 to {MAX_ID_LENGTH} characters, no control characters."),
+    Field(description=f"At most {MAX_ID_LENGTH} characters, no control characters."),
 ]
 COORDINATES = "coordinates"  # validation context: (topic, partition, offset) a message was read at
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .addresses import IPAddress, non_global
+from .patterns import pattern_problem
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 
@@ -42,7 +43,11 @@ class FieldSpec(_Spec):
     min: float | None = Field(None, description="Smallest allowed value (numbers).")
     max: float | None = Field(None, description="Largest allowed value (numbers).")
     allowed: list[str] | None = Field(None, description="Allowed values (strings).")
-    pattern: str | None = Field(None, description="Regular expression a string must match.")
+    pattern: str | None = Field(
+        None,
+        description="Regular expression a whole string must match, in RE2's syntax (matched in "
+        "linear time: no backreferences, no lookarounds).",
+    )
     expected_min: float | None = Field(
         None,
         description="Usual lower bound (numbers): below it is a quality finding, not a "
@@ -54,6 +59,8 @@ class FieldSpec(_Spec):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
+        # What every spec ever applied met: this also runs on specs read back from
+        # registry.events. The registry holds a spec it applies to RE2 (`pattern_problems`).
         if value is not None:
             re.compile(value)
         return value
@@ -197,6 +204,19 @@ def _webhook_problem(url: str) -> str | None:
             "MONITOR_WEBHOOK_ALLOWED_HOSTS)"
         )
     return None
+
+
+def pattern_problems(fields: dict[str, FieldSpec]) -> list[str]:
+    """The record fields whose `pattern` RE2 cannot match (backreferences, lookarounds):
+    patterns run in linear time, so such a spec is refused when applied."""
+    out = []
+    for name, spec in fields.items():
+        if spec.pattern is not None and (problem := pattern_problem(spec.pattern)) is not None:
+            out.append(
+                f"{name}: pattern {spec.pattern[:100]!r} is not one RE2 can match ({problem}): "
+                "patterns are matched in linear time, without backreferences or lookarounds"
+            )
+    return out
 
 
 def notify_problems(urls: list[str]) -> list[str]:

@@ -4,8 +4,8 @@ The outbox (outbox.py) copies every event into a table and marks it published af
 writes of each event beside the row it announces, and a read back. For a high-volume stream whose
 events are the stored rows themselves (ingest's `records.accepted`), that is most of the work.
 Here the transaction that stores a batch of rows adds one row to `announcements` naming their
-keys; after the commit the service publishes the events it still holds in memory and deletes
-that row:
+keys, unique within the note's scope (ingest's: record ids within a project); after the
+commit the service publishes the events it still holds in memory and deletes that row:
 
 - the owner publishes a note under its row lock (`FOR UPDATE SKIP LOCKED`) and deletes it in the
   same transaction, so no one else publishes it meanwhile, and a crash leaves it in place;
@@ -21,7 +21,7 @@ searches, as for the outbox relay). The table, in the service's schema:
 
     CREATE TABLE announcements (
         id bigserial PRIMARY KEY, topic text NOT NULL, keys text[] NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now());
+        scope text NOT NULL DEFAULT '', created_at timestamptz NOT NULL DEFAULT now());
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ PENDING = metrics.get_meter("conveyor.announce").create_gauge(
 # (key, value, headers), the headers as the client sends them: (name, bytes) pairs, so a batch's
 # shared headers are encoded once, not once a message.
 Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
-# The events of stored rows, by their keys, as they were first announced (same `ce_id`s).
-Rebuild = Callable[[asyncpg.Connection, list[str]], Awaitable[list[Message]]]
+# The events of stored rows, by their (scope, key) pairs, as they were first announced (same
+# `ce_id`s).
+Rebuild = Callable[[asyncpg.Connection, list[tuple[str, str]]], Awaitable[list[Message]]]
 
 
 class Announcer:
@@ -74,13 +75,15 @@ class Announcer:
         self.published = 0
         self.swept = 0
 
-    async def note(self, con: asyncpg.Connection, keys: Sequence[str]) -> int:
-        """Inside the transaction that stores the rows of `keys`: their announcement is owed."""
+    async def note(self, con: asyncpg.Connection, keys: Sequence[str], scope: str = "") -> int:
+        """Inside the transaction that stores the rows of `keys` (unique within `scope`: the
+        same key may name rows of two scopes): their announcement is owed."""
         return int(
             await con.fetchval(
-                "INSERT INTO announcements (topic, keys) VALUES ($1, $2) RETURNING id",
+                "INSERT INTO announcements (topic, keys, scope) VALUES ($1, $2, $3) RETURNING id",
                 self.topic,
                 list(keys),
+                scope,
             )
         )
 
@@ -119,7 +122,7 @@ class Announcer:
         events went out."""
         async with self._db.pool.acquire() as con, con.transaction():
             notes = await con.fetch(
-                "SELECT id, keys FROM announcements WHERE topic = $1 "
+                "SELECT id, scope, keys FROM announcements WHERE topic = $1 "
                 "AND created_at < now() - make_interval(secs => $2) "
                 "ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
                 self.topic,
@@ -128,7 +131,7 @@ class Announcer:
             )
             if not notes:
                 return 0
-            messages = await self._rebuild(con, [k for n in notes for k in n["keys"]])
+            messages = await self._rebuild(con, [(n["scope"], k) for n in notes for k in n["keys"]])
             ids = [_ce_id(m[2]) for m in messages]
             already = await self._published(self.topic, {i for i in ids if i is not None})
             messages = [m for m, i in zip(messages, ids, strict=True) if i not in already]

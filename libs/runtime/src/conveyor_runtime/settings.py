@@ -32,6 +32,12 @@ class ServiceSettings(KafkaSettings, DatabaseSettings):
     conveyor_token: SecretStr | None = Field(
         None, description="This service's own bearer token, for its calls to other services."
     )
+    reply_topic_prefix: str = Field(
+        "replies.",
+        max_length=200,
+        description="What a request's `ce_replyto` topic must start with to get a copy of its "
+        "answer (a platform topic never does); the topic must exist: it is never created.",
+    )
     http_max_body_bytes: int = Field(
         4 * 1024 * 1024,
         ge=1024,

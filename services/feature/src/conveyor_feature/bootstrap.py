@@ -22,7 +22,9 @@ def bootstrap(settings: FeatureSettings | None = None) -> Runtime:
     )
     assert runtime.db is not None
     store = FeatureStore(runtime.db)
-    features = Features(runtime.projects, store, runtime.bus)
+    features = Features(
+        runtime.projects, store, runtime.bus, reply_prefix=settings.reply_topic_prefix
+    )
     runtime.bus.consume(catalog.RECORDS_ACCEPTED, features.on_accepted)
     runtime.bus.consume(catalog.PREDICTIONS_REQUESTS, features.on_requests)
     runtime.http.include_router(router(runtime.projects, store))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -11,15 +12,26 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from conveyor_bus import Bus, Delivery, Outgoing, Rejection
-from conveyor_contracts import catalog
-from conveyor_contracts.events import PredictionEnriched, PredictionRequested, RecordAccepted
+from conveyor_contracts import REPLY_TO, catalog, reply_refusal
+from conveyor_contracts.events import (
+    PredictionEnriched,
+    PredictionRequested,
+    PredictionServed,
+    RecordAccepted,
+)
+from conveyor_contracts.records import (
+    MAX_INTEGER,
+    ContractViolation,
+    Request,
+    contract_of,
+    id_problem,
+)
 from conveyor_runtime import KnownProject, ProjectCache, UnknownProject
 
 from .adapters.store import FeatureStore, NewRow, State
 from .domain.features import (
     PastRecord,
     affected_by,
-    event_time_of,
     featurize,
     kept_fields,
     revise,
@@ -42,11 +54,20 @@ PROJECT_WAIT_S = 5.0
 
 
 class Features:
-    def __init__(self, projects: ProjectCache, store: FeatureStore, bus: Bus) -> None:
+    def __init__(
+        self,
+        projects: ProjectCache,
+        store: FeatureStore,
+        bus: Bus,
+        *,
+        reply_prefix: str = "replies.",
+    ) -> None:
         self.projects = projects
+        self.reply_prefix = reply_prefix
         self.store = store
         self.bus = bus
         self.newest: dict[str, datetime] = {}  # project → newest event time in the online state
+        self._reply_topics: set[str] = set()  # reply-to topics seen to exist
         _meter.create_observable_gauge(
             "conveyor.feature.freshness",
             callbacks=[self._freshness],
@@ -155,7 +176,12 @@ class Features:
         return out
 
     async def on_requests(self, batch: list[Delivery[PredictionRequested]]) -> list[Rejection]:
-        rejections: list[Rejection] = []
+        """Enrich each request that meets its project's data contract (checked as ingest checks
+        records, in the contract's request mode); a request that does not is dead-lettered with
+        the reason, and its application gets an error answer on predictions.responses."""
+        received = time.perf_counter()
+        refused: list[Rejection] = []
+        entity_keys: dict[str, str] = {}  # project → its entity key, for the error answers
         by_project: dict[str, list[Delivery[PredictionRequested]]] = defaultdict(list)
         for d in batch:
             by_project[d.event.project].append(d)
@@ -163,42 +189,39 @@ class Features:
         for project, deliveries in by_project.items():
             known = self.projects.get(project)
             if known is None:
-                rejections.extend(
+                refused.extend(
                     Rejection(d, f"unknown project {project!r}", "enrich") for d in deliveries
                 )
                 continue
             spec = known.spec
+            entity_keys[project] = spec.entity_key
+            contract = contract_of(spec)
             now = datetime.now(UTC)
-            ready: list[tuple[Delivery[PredictionRequested], str, datetime]] = []
+            ready: list[tuple[Delivery[PredictionRequested], Request, datetime]] = []
             for d in deliveries:
-                entity = d.event.fields.get(spec.entity_key)
-                if entity is None:
-                    rejections.append(Rejection(d, f"{spec.entity_key}: required", "enrich"))
-                    continue
                 try:
-                    at = event_time_of(spec, d.event.fields, d.event.requested_at)
-                except ValueError as exc:
-                    rejections.append(Rejection(d, f"{spec.event_time_field}: {exc}", "enrich"))
+                    request = contract.check_request(d.event.fields, size_at_most=len(d.value))
+                except ContractViolation as exc:
+                    refused.append(Rejection(d, str(exc), "validate"))
                     continue
+                at = request.event_time or d.event.requested_at
                 if at.tzinfo is None:
-                    rejections.append(
-                        Rejection(
-                            d, f"{spec.event_time_field}: a timestamp needs a time zone", "enrich"
-                        )
-                    )
+                    reason = "requested_at: a timestamp needs a time zone"
+                    refused.append(Rejection(d, reason, "validate"))
                     continue
-                ready.append((d, str(entity), at))
-            histories = await self.store.histories(project, sorted({e for _, e, _ in ready}))
+                ready.append((d, request, at))
+            entities = sorted({r.entity_id for _, r, _ in ready})
+            histories = await self.store.histories(project, entities)
             plain = state_fields(spec)
             # A request may leave plain fields out: they come from the entity's online state
             # (its newest record) while that is within the project's TTL.
             lacking = sorted(
-                {e for d, e, _ in ready if any(f not in d.event.fields for f in plain)}
+                {r.entity_id for _, r, _ in ready if any(f not in r.fields for f in plain)}
             )
             states = await self.store.states(project, lacking) if lacking else {}
             names = spec.feature_names()
-            for d, entity, at in ready:
-                fields = d.event.fields
+            for d, request, at in ready:
+                entity, fields = request.entity_id, request.fields
                 state = states.get(entity)
                 if state and status(at, state.event_time, spec.feature_ttl_s) == "present":
                     fields = state.fields | fields
@@ -220,4 +243,55 @@ class Features:
                     )
                 )
         await self.bus.publish_many(catalog.PREDICTIONS_ENRICHED, out)
-        return rejections
+        if refused:
+            await self._answer(refused, entity_keys, received)
+        return refused
+
+    async def _answer(
+        self, refused: list[Rejection], entity_keys: dict[str, str], received: float
+    ) -> None:
+        """An error answer for each refused request, as serving answers: on predictions.responses
+        (and the request's reply-to topic, when it names one that exists), keyed by request id,
+        with an id derived from the request's. An application waiting for its answer learns
+        why instead of waiting for its time-out."""
+        served_at = datetime.now(UTC)
+        latency_ms = (time.perf_counter() - received) * 1000
+        answers: list[Outgoing] = []
+        for rejection in refused:
+            d: Delivery[PredictionRequested] = rejection.delivery
+            key = entity_keys.get(d.event.project)
+            entity = None if key is None else d.event.fields.get(key)
+            answer = PredictionServed(
+                request_id=d.event.request_id,
+                project=d.event.project,
+                # the entity as sent when it is an id, else none (it may be what was refused)
+                entity_id=_as_id(entity),
+                status="error",
+                error=rejection.error,
+                requested_at=d.event.requested_at,
+                served_at=served_at,
+                latency_ms=latency_ms,
+            )
+            answers.append(
+                Outgoing(d.event.request_id, answer, d.event_id + "/served", cause=d.onward)
+            )
+        await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, answers)
+        by_topic: dict[str, list[Outgoing]] = defaultdict(list)
+        for rejection, outgoing in zip(refused, answers, strict=True):
+            if topic := rejection.delivery.headers.get(REPLY_TO):
+                by_topic[topic].append(outgoing)
+        for topic, copies in by_topic.items():
+            if topic not in self._reply_topics:
+                refused_topic = reply_refusal(topic, self.reply_prefix)
+                if refused_topic is not None or not await self.bus.topic_exists(topic):
+                    continue  # the request is dead-lettered already
+                self._reply_topics.add(topic)
+            await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, copies, to=topic)
+
+
+def _as_id(value: object) -> str:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        text = str(value) if isinstance(value, str) or abs(value) <= MAX_INTEGER else ""
+        if id_problem(text) is None:
+            return text
+    return ""

@@ -14,10 +14,10 @@ from opentelemetry import metrics
 
 from conveyor_bus import Delivery, Rejection
 from conveyor_contracts.events import QualityReported, RecordSubmitted
+from conveyor_contracts.records import Accepted, ContractViolation, contract_of
 from conveyor_runtime import ProjectCache, UnknownProject
 
 from .adapters.repository import RawLog
-from .domain.contract import Accepted, ContractViolation, contract_of
 from .domain.quality import Finding
 from .watch import Checked, QualityWatch
 

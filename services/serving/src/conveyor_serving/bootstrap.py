@@ -18,12 +18,6 @@ class ServingSettings(ServiceSettings):
     # requests of the bus's 256 (drains of 60,000: 28,500-28,900 → 32,600-34,800 a second). A
     # trickle of requests still goes out as it comes: a batch is whatever the fetch brought.
     kafka_max_batch: int = 500
-    serving_reply_topic_prefix: str = Field(
-        "replies.",
-        max_length=200,
-        description="What a request's `ce_replyto` topic must start with to get a copy of its "
-        "answer (a platform topic never does); the topic must exist: serving never creates it.",
-    )
     kafka_overlap: int = Field(
         2,
         ge=1,
@@ -50,7 +44,7 @@ def bootstrap(
         source or HttpModelSource(settings.registry_url),
         runtime.bus,
         runtime.projects,
-        reply_prefix=settings.serving_reply_topic_prefix,
+        reply_prefix=settings.reply_topic_prefix,
     )
     runtime.on_registry_events(serving.on_registry_events)
     runtime.before_work(lambda: serving.loader.settle(settings.serving_startup_load_timeout_s))

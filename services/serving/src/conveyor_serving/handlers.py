@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -27,7 +26,7 @@ from conveyor_bus import (
     sampled,
     tracing,
 )
-from conveyor_contracts import DEADLINE, REPLY_TO, catalog
+from conveyor_contracts import DEADLINE, REPLY_TO, catalog, reply_refusal
 from conveyor_contracts.events import (
     AliasMoved,
     ModelLoadFailed,
@@ -204,22 +203,6 @@ class Answers:
 
 
 SERVED = PredictionServed.type_name
-TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
-PLATFORM_TOPICS = frozenset(name for spec in catalog.CATALOG for name in (spec.name, spec.dlq))
-
-
-def reply_refusal(topic: str, prefix: str) -> str | None:
-    """Why answers may not be copied to `topic`, or None: a reply topic is an application's, so
-    it starts with the configured prefix and is never one of the platform's own (else anyone
-    who can send a request could write answers into any topic, a changelog included)."""
-    shown = topic[:100]
-    if not TOPIC_NAME.fullmatch(topic):
-        return f"reply-to topic {shown!r} is not a valid topic name"
-    if topic in PLATFORM_TOPICS or topic.endswith(catalog.DLQ_SUFFIX):
-        return f"reply-to topic {shown!r} is one of the platform's topics"
-    if not prefix or not topic.startswith(prefix):
-        return f"reply-to topic {shown!r} does not start with {prefix!r}"
-    return None
 
 
 class Serving:

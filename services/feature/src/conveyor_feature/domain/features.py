@@ -33,8 +33,12 @@ class PastRecord(NamedTuple):
 def numeric(value: Any) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
+    if isinstance(value, int | float):
+        try:
+            x = float(value)  # an int beyond 1.8e308 overflows
+        except OverflowError:
+            return None
+        return x if math.isfinite(x) else None
     return None
 
 
@@ -107,12 +111,6 @@ def retention_s(spec: ModelProject) -> float:
     """How long an entity's records matter: the longest window, and a day for `since_last`."""
     windows = [f.window_s for f in spec.features if isinstance(f, AggregateFeature)]
     return max([86_400.0, *windows])
-
-
-def event_time_of(spec: ModelProject, fields: dict[str, Any], default: datetime) -> datetime:
-    if spec.event_time_field and isinstance(fields.get(spec.event_time_field), str):
-        return datetime.fromisoformat(fields[spec.event_time_field])
-    return default
 
 
 def entity_positions(spec: ModelProject) -> list[int]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,11 +16,11 @@ from pydantic_core import to_json
 
 from conveyor_contracts import catalog, shared_headers
 from conveyor_contracts.events import RecordAccepted, derived_id
+from conveyor_contracts.records import Accepted, show
 from conveyor_db import Announcer, Database, Message
 
-from ..domain.contract import Accepted
-
 SOURCE = "conveyor/ingest"
+log = logging.getLogger(__name__)
 
 
 class RawLog:
@@ -62,7 +65,7 @@ class RawLog:
                 "entity_id text, event_time timestamptz, fields jsonb, flags text[]), "
                 "unnest($5::text[])) "
                 "AS r(record_id, entity_id, event_time, fields, flags, source) "
-                "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
+                "ON CONFLICT (project, record_id) DO NOTHING RETURNING record_id",
                 project,
                 project_version,
                 (b"[" + b",".join(m[1] for m in messages) + b"]").decode(),
@@ -76,7 +79,9 @@ class RawLog:
                 ]
                 unique, messages = [r for r, _ in kept], [m for _, m in kept]
             note = (
-                await self._announcer().note(con, [r.record_id for r in unique]) if unique else None
+                await self._announcer().note(con, [r.record_id for r in unique], scope=project)
+                if unique
+                else None
             )
             duplicates = len(records) - len(unique)
             if duplicates:
@@ -92,13 +97,14 @@ class RawLog:
             await self._announcer().announce(note, messages)
         return [r.record_id for r in unique], duplicates
 
-    async def rebuild(self, con: asyncpg.Connection, record_ids: list[str]) -> list[Message]:
-        """The announcements of stored records, as `store` made them (a sweep publishes what a
-        stopped process owed)."""
+    async def rebuild(self, con: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[Message]:
+        """The announcements of stored records, by (project, record id), as `store` made them
+        (a sweep publishes what a stopped process owed)."""
         rows = await con.fetch(
-            "SELECT r.* FROM unnest($1::text[]) WITH ORDINALITY AS k(id, i) "
-            "JOIN raw_records r ON r.record_id = k.id ORDER BY k.i",
-            record_ids,
+            "SELECT r.* FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project, id, i) "
+            "JOIN raw_records r ON r.project = k.project AND r.record_id = k.id ORDER BY k.i",
+            [project for project, _ in keys],
+            [record_id for _, record_id in keys],
         )
         out: list[Message] = []
         for r in rows:
@@ -119,12 +125,33 @@ class RawLog:
     async def reject(
         self, rows: list[tuple[str | None, str, str, object]], stage: str = "contract"
     ) -> None:
-        """Keep rejected records (project, source, reason, payload) for the data team."""
-        if rows:
+        """Keep rejected records (project, source, reason, payload) for the data team. A reject
+        holds whatever a producer sent, so each part is made storable first (see `storable`):
+        a reject that failed to insert would fail its whole batch, again on every redelivery."""
+        if not rows:
+            return
+        args = [
+            (
+                None if p is None else _text(p, MAX_ID_TEXT),
+                _text(s, MAX_ID_TEXT),
+                _text(reason, MAX_REASON),
+                storable(payload),
+                stage,
+            )
+            for p, s, reason, payload in rows
+        ]
+        try:
+            await self.db.pool.executemany(_INSERT_REJECT, args)
+        except (asyncpg.DataError, ValueError, TypeError) as exc:
+            # Not expected of a storable payload; should it happen, the rejects are kept
+            # without their payloads rather than stall the stream.
+            log.error("rejects not storable as they are (%r): kept without payloads", exc)
             await self.db.pool.executemany(
-                "INSERT INTO rejects (project, source, reason, payload, stage) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                [(p, s, reason, _jsonable(payload), stage) for p, s, reason, payload in rows],
+                _INSERT_REJECT,
+                [
+                    (p, s, f"{reason} [payload not storable]", None, st)
+                    for p, s, reason, _, st in args
+                ],
             )
 
     async def profile(self, project: str) -> dict[str, Any] | None:
@@ -178,7 +205,7 @@ def announcements(
     trace: dict[str, str],
 ) -> list[Message]:
     """RecordAccepted for (record id, entity, event time, fields, flags), keyed by entity, each
-    with an id derived from its record id."""
+    with an id derived from its project and record id."""
     shared = [
         (k, v.encode())
         for k, v in (
@@ -208,7 +235,8 @@ def announcements(
                 "flags": list(flags),
             }
         )
-        out.append((entity_id, value, [*shared, ("ce_id", derived_id(SOURCE, record_id).encode())]))
+        event_id = derived_id(SOURCE, project, record_id)
+        out.append((entity_id, value, [*shared, ("ce_id", event_id.encode())]))
     return out
 
 
@@ -230,9 +258,58 @@ def _first_of_each(records: list[Accepted], sources: list[str]) -> tuple[list[Ac
     return out, out_sources
 
 
-def _jsonable(payload: object) -> object:
-    try:
-        json.dumps(payload)
-        return payload
-    except (TypeError, ValueError):
-        return repr(payload)
+_INSERT_REJECT = (
+    "INSERT INTO rejects (project, source, reason, payload, stage) VALUES ($1, $2, $3, $4, $5)"
+)
+
+# Bounds of what a reject keeps: its payload's JSON (a larger one is kept as the start of its
+# text), its reason, and its project and source.
+MAX_PAYLOAD_BYTES = 65_536
+MAX_REASON = 4_000
+MAX_ID_TEXT = 400
+_MAX_DEPTH = 64
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text(value: object, limit: int) -> str:
+    """`value` as text Postgres takes (NUL and lone surrogates replaced by U+FFFD), at most
+    `limit` characters (a longer one ends with a marker)."""
+    text = value if isinstance(value, str) else show(value)
+    if len(text) > limit:
+        text = text[: limit - 40] + f"… [{len(text) - limit + 40} more characters]"
+    return _UNSTORABLE_CHARS.sub("\ufffd", text)
+
+
+def _clean(value: object, depth: int = 0) -> object:
+    """`value` as strict JSON that jsonb takes: strings (and keys) without NUL or lone
+    surrogates, NaN and infinities as their names, integers JSON can carry."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _UNSTORABLE_CHARS.sub("\ufffd", value)
+    if isinstance(value, int):
+        # beyond 4,300 digits an integer has no text (json.dumps raises): its size is kept
+        return value if value.bit_length() <= 14_000 else show(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if depth >= _MAX_DEPTH:
+        return _text(show(value), 1_000)
+    if isinstance(value, dict):
+        return {_text(str(k), MAX_REASON): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, depth + 1) for v in value]
+    return _text(show(value), 1_000)
+
+
+def storable(payload: object) -> object:
+    """A rejected payload as a reject keeps it: made strict JSON (`_clean`) and, over
+    MAX_PAYLOAD_BYTES encoded, the start of its JSON text, marked as such."""
+    clean = _clean(payload)
+    text = json.dumps(clean, ensure_ascii=False, allow_nan=False)
+    size = len(text.encode())
+    if size <= MAX_PAYLOAD_BYTES:
+        return clean
+    head = text.encode()[: MAX_PAYLOAD_BYTES - 1_024].decode(errors="ignore")
+    return {"truncated": True, "bytes": size, "text": head}

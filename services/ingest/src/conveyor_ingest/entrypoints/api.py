@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 
 from conveyor_auth import Action, Principal, caller
 from conveyor_contracts.events import QualityReported
+from conveyor_contracts.records import ContractViolation
 from conveyor_runtime import UnknownProject
 
-from ..domain.contract import ContractViolation
 from ..handlers import Ingest
 
 

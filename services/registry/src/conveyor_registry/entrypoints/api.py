@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from conveyor_auth import Action, Principal, caller
 from conveyor_contracts import ModelProject
-from conveyor_contracts.project import NAME_PATTERN, notify_problems
+from conveyor_contracts.project import NAME_PATTERN, notify_problems, pattern_problems
 from conveyor_runtime import SHA256_HEADER
 
 from ..adapters.repository import Repository
@@ -142,7 +142,8 @@ def router(repo: Repository) -> APIRouter:
         """Apply a project: its next version (201), or the same one when nothing changed (200).
         A change that would take a project out of approval mode is held for another approver
         (202, a change request) — also when an approver asks."""
-        if problems := notify_problems(spec.policies.drift.notify):
+        problems = pattern_problems(spec.record_schema.fields)
+        if problems := problems + notify_problems(spec.policies.drift.notify):
             raise HTTPException(422, detail=problems)
         outcome = await repo.apply_project(spec, who.name)
         if isinstance(outcome, dict):
