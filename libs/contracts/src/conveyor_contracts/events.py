@@ -93,6 +93,20 @@ class DerivesId(Event):
         return data
 
 
+def _reason(value: str) -> str:
+    if len(value) > MAX_REASON_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; at most {MAX_REASON_LENGTH}")
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+MAX_REASON_LENGTH = 2000
+Reason = Annotated[
+    str,
+    AfterValidator(_reason),
+    Field(description=f"Free text: at most {MAX_REASON_LENGTH} characters, no NUL."),
+]
 ProjectName = Annotated[
     str,
     AfterValidator(_bounded),
@@ -433,10 +447,10 @@ class StartTraining(Event):
     """A command: train a candidate for a project now."""
 
     type_name: ClassVar[str] = "conveyor.trainer.start_training"
-    request_id: str = Field(default_factory=new_id)
+    request_id: Id = Field(default_factory=new_id)
     project: ProjectName
-    requested_by: str = "api"
-    reason: str = ""
+    requested_by: Id = "api"
+    reason: Reason = ""
 
 
 class TrainingRunFinished(Event):
