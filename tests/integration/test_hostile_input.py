@@ -198,8 +198,11 @@ async def check(
     writer: Writer,
     group: str,
     processed: Callable[[], Awaitable[int]],
+    *,
+    lagging: bool = True,
 ) -> None:
-    """Every good message processed, every bad one dead-lettered once, lag back to zero."""
+    """Every good message processed, every bad one dead-lettered once, lag back to zero (a
+    broadcast consumer commits nothing: `lagging=False`)."""
     bootstrap, topic, sent = kafka.bootstrap_servers, writer.topic, writer.sent
     await until(
         lambda: _equals(processed, len(sent.good)), 90, f"{len(sent.good)} good {topic.name}"
@@ -216,7 +219,8 @@ async def check(
         await until(all_dead, 60, f"the dead letters of {topic.name}")
     except AssertionError:
         raise AssertionError(f"{topic.name}: not dead-lettered: {missing}") from None
-    await until(lambda: _zero(lag(bootstrap, topic, group)), 60, f"{group}'s lag to return to 0")
+    if lagging:
+        await until(lambda: _zero(lag(bootstrap, topic, group)), 60, f"{group}'s lag to be 0")
     found = await dead_letters(bootstrap, topic, group)
     twice = {sent.bad[at]: n for at, n in found.items() if at in sent.bad and n != 1}
     assert not twice, f"dead-lettered more than once: {twice}"
@@ -543,3 +547,167 @@ async def test_predictions_enriched(kafka):
                     value = json.dumps(request(request_id)).encode()
                     await w.write(request_id, value, key="e", bad=False)
                 await check(kafka, w, "conveyor-serving.predictions.enriched.v1", answers.count)
+
+
+# --- predictions.responses → feedback and monitor -----------------------------------------------
+
+
+async def test_predictions_responses(kafka, postgres):
+    from conveyor_feedback.bootstrap import FeedbackSettings
+    from conveyor_feedback.bootstrap import bootstrap as feedback
+    from conveyor_monitor.bootstrap import MonitorSettings
+    from conveyor_monitor.bootstrap import bootstrap as monitor
+    from tests.integration.test_monitor import FakeProfiles
+
+    rng = random.Random(SEED + 5)
+    spec = unique_project("hostile-ans")
+    name, names = spec.name, spec.feature_names()
+    now = datetime.now(UTC).isoformat()
+
+    def answer(request_id: str, **change: Any) -> dict[str, Any]:
+        event = {
+            "request_id": request_id,
+            "project": name,
+            "entity_id": "e",
+            "status": "ok",
+            "model_version": 1,
+            "label": "legit",
+            "probabilities": {"legit": 0.9, "fraud": 0.1},
+            "feature_names": names,
+            "values": [0.5] * len(names),
+            "requested_at": now,
+            "served_at": now,
+            "latency_ms": 1.0,
+        }
+        return event | change
+
+    databases = [await infra.create_database(postgres.url, "hostile") for _ in range(2)]
+    async with Kafka(kafka.bootstrap_servers) as k:
+        await k.apply(spec)
+        one = feedback(_settings(FeedbackSettings, kafka, database_url=databases[0]))
+        other = monitor(
+            _settings(MonitorSettings, kafka, database_url=databases[1]),
+            profiles=FakeProfiles(names),
+        )
+        topic = catalog.PREDICTIONS_RESPONSES
+        async with running(one), running(other), Writer(kafka.bootstrap_servers, topic) as w:
+            for kind, value in universal_bad(rng, topic, answer("v")):
+                await w.write(kind, value, key=kind, bad=True)
+            for kind, change in {
+                "NUL in the label": {"label": "le\u0000git"},
+                "a version beyond int32": {"model_version": 2**40},
+            }.items():
+                await w.write(
+                    kind, json.dumps(answer(f"bad-{kind}", **change)).encode(), key="e", bad=True
+                )
+            ids = [f"{name}-a-{i}" for i in range(30)]
+            for request_id in ids:
+                await w.write(
+                    request_id, json.dumps(answer(request_id)).encode(), key="e", bad=False
+                )
+
+            async def stored(runtime: Any, table: str) -> int:
+                return int(
+                    await runtime.db.pool.fetchval(
+                        f"SELECT count(*) FROM {table} WHERE request_id = ANY($1)", ids
+                    )
+                )
+
+            await check(
+                kafka,
+                w,
+                "conveyor-feedback.predictions.responses.v1",
+                lambda: stored(one, "predictions"),
+            )
+            await check(
+                kafka,
+                w,
+                "conveyor-monitor.predictions.responses.v1",
+                lambda: stored(other, "observations"),
+            )
+
+
+# --- registry.events: a changelog every replica reads whole --------------------------------------
+
+
+async def test_registry_events(kafka, database_url):
+    """Poison on the changelog costs each reader one dead letter, and the projects applied
+    after it are still learned."""
+    from conveyor_ingest.bootstrap import IngestSettings, bootstrap
+
+    rng = random.Random(SEED + 6)
+    spec = unique_project("hostile-log")
+    valid = {
+        "type": "project_applied",
+        "project": spec.name,
+        "project_version": 1,
+        "spec": spec.model_dump(mode="json"),
+    }
+    runtime = bootstrap(_settings(IngestSettings, kafka, database_url=database_url))
+    topic = catalog.REGISTRY_EVENTS
+    async with running(runtime), Writer(kafka.bootstrap_servers, topic) as w:
+        bad = universal_bad(rng, topic, valid)
+        bad.append(("an unknown type", json.dumps(valid | {"type": "project_deleted"}).encode()))
+        for kind, value in bad:
+            await w.write(kind, value, key=spec.name, bad=True)
+        await w.write("project applied", json.dumps(valid).encode(), key=spec.name, bad=False)
+
+        async def learned() -> int:
+            return int(spec.name in runtime.projects.versions())
+
+        await check(kafka, w, "conveyor-ingest (broadcast)", learned, lagging=False)
+
+
+# --- records.accepted → feature -----------------------------------------------------------------
+
+
+async def test_records_accepted(kafka, database_url):
+    from conveyor_feature.bootstrap import FeatureSettings, bootstrap
+
+    rng = random.Random(SEED + 7)
+    spec = unique_project("hostile-acc")
+    name = spec.name
+
+    def accepted(record_id: str, i: int, **change: Any) -> dict[str, Any]:
+        fields = good_fields(i)
+        event = {
+            "project": name,
+            "project_version": 1,
+            "record_id": record_id,
+            "entity_id": fields["customer"],
+            "event_time": fields["ts"],
+            "ingested_at": fields["ts"],
+            "fields": fields,
+            "flags": [],
+        }
+        return event | change
+
+    async with Kafka(kafka.bootstrap_servers) as k:
+        await k.apply(spec)
+        runtime = bootstrap(_settings(FeatureSettings, kafka, database_url=database_url))
+        topic = catalog.RECORDS_ACCEPTED
+        async with running(runtime), Writer(kafka.bootstrap_servers, topic) as w:
+            for kind, value in universal_bad(rng, topic, accepted("v", 0)):
+                await w.write(kind, value, key=kind, bad=True)
+            for kind, change in {
+                "16 KB entity id": {"entity_id": HUGE},
+                "a year beyond 9999": {"event_time": "10000-01-01T00:00:00+00:00"},
+            }.items():
+                value = json.dumps(accepted(f"bad-{kind}", 1, **change)).encode()
+                await w.write(kind, value, key="c-1", bad=True)
+            ids = [f"{name}-r-{i}" for i in range(30)]
+            for i, record_id in enumerate(ids):
+                value = json.dumps(accepted(record_id, i)).encode()
+                await w.write(record_id, value, key=f"c-{i % 7}", bad=False)
+
+            async def rows() -> int:
+                assert runtime.db is not None
+                return int(
+                    await runtime.db.pool.fetchval(
+                        "SELECT count(*) FROM rows WHERE project = $1 AND record_id = ANY($2)",
+                        name,
+                        ids,
+                    )
+                )
+
+            await check(kafka, w, "conveyor-feature.records.accepted.v1", rows)

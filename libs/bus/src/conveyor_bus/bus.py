@@ -424,7 +424,9 @@ class Bus:
             "dlq_source_topic": delivery.topic,
             "dlq_source_partition": str(delivery.partition),
             "dlq_source_offset": str(delivery.offset),
-            "dlq_consumer_group": group or "",
+            # A broadcast consumer has no group: its service names it (every replica of every
+            # service reads a changelog, and each dead-letters what it cannot read).
+            "dlq_consumer_group": group or f"conveyor-{self.service} (broadcast)",
             "dlq_failed_at": datetime.now(UTC).isoformat(),
         }
         value, headers = bounded(
