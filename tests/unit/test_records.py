@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 import pytest
+from pydantic import ValidationError
 
 from conveyor_contracts import MAX_ID_LENGTH
 from conveyor_contracts.patterns import fast_matcher, full_matcher
@@ -164,6 +165,14 @@ def test_a_pattern_re2_cannot_match_is_refused_at_apply(pattern):
     spec = _with_fields(note=FieldSpec(type=FieldType.STRING, pattern=pattern))
     with pytest.raises(ContractViolation, match="does not match"):
         Contract(spec).validate(GOOD | {"note": "aa"}, record_id=None, source="t", now=NOW)
+
+
+@pytest.mark.parametrize("pattern", ["[a", "\\", "a{99999999999}", "(" * 5000 + ")" * 5000])
+def test_a_pattern_python_cannot_compile_is_a_validation_error(pattern):
+    # Found by the OpenAPI fuzzer: each of these was a 500 from the registry's POST /projects,
+    # as `re.compile` raised something other than ValueError inside the validator.
+    with pytest.raises(ValidationError, match="does not compile"):
+        FieldSpec(type=FieldType.STRING, pattern=pattern)
 
 
 def test_a_catastrophic_pattern_is_matched_in_linear_time():

@@ -44,6 +44,45 @@ async def _refused(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# What a refusal's body looks like, and when each is given.
+_REFUSAL = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+_REFUSALS = {
+    "401": "No bearer token, or one this service does not accept.",
+    "403": "The token's roles do not allow this action.",
+}
+
+
+def _declare_refusals(app: FastAPI) -> None:
+    """Every operation that takes a token says it may be refused with 401 and 403: the
+    dependency that refuses cannot declare them itself, while the document knows which
+    operations need a token (their `security`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:  # built once, kept by FastAPI
+            return app.openapi_schema
+        document = build()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict) and operation.get("security"):
+                    for status, description in _REFUSALS.items():
+                        operation["responses"].setdefault(
+                            status,
+                            {
+                                "description": description,
+                                "content": {"application/json": {"schema": _REFUSAL}},
+                            },
+                        )
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI, store: TokenStore) -> None:
     app.state.tokens = store
     app.add_exception_handler(AuthError, _refused)
+    _declare_refusals(app)

@@ -62,7 +62,13 @@ class FieldSpec(_Spec):
         # What every spec ever applied met: this also runs on specs read back from
         # registry.events. The registry holds a spec it applies to RE2 (`pattern_problems`).
         if value is not None:
-            re.compile(value)
+            try:
+                re.compile(value)
+            # Python's parser says no in more ways than `re.error` (nesting past its recursion
+            # limit, a repetition count past its range); each is the spec's fault, so each must
+            # be a ValueError for pydantic to answer it as a validation error, not a crash.
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise ValueError(f"pattern {value[:80]!r} does not compile: {exc}") from None
         return value
 
 

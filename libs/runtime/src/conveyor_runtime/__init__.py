@@ -1,5 +1,6 @@
 """What every Conveyor service process shares."""
 
+from .http import Invalid, Refusal, refusals
 from .projects import KnownProject, ProjectCache, UnknownProject
 from .registry import (
     SHA256_HEADER,
@@ -16,14 +17,17 @@ from .settings import ServiceSettings
 __all__ = [
     "SHA256_HEADER",
     "ArtifactMismatch",
+    "Invalid",
     "KnownProject",
     "NotInRegistry",
     "ProjectCache",
+    "Refusal",
     "RegistryClient",
     "RegistryError",
     "RegistryUnavailable",
     "Runtime",
     "ServiceSettings",
     "UnknownProject",
+    "refusals",
     "verify_artifact",
 ]

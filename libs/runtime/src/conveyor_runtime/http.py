@@ -1,5 +1,6 @@
 """What every service's HTTP API shares at its edge: a bounded request body, validation errors
-that never echo what was sent, and data the database refuses answered as the caller's fault."""
+that never echo what was sent, data the database refuses answered as the caller's fault, and the
+refusals the OpenAPI document declares."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -89,14 +91,79 @@ async def unstorable(_request: Request, exc: Exception) -> JSONResponse:
     index): the request's fault, answered 422. The edge's own checks should have caught it
     first; this keeps a value they missed from becoming a 500."""
     log.warning("a request carried a value the database refused: %s", type(exc).__name__)
+    # In the shape of a validation error (which the document declares for every 422): which
+    # value it was, the database does not say.
+    reason = f"a value of the request cannot be stored ({type(exc).__name__})"
     return JSONResponse(
-        {"detail": f"a value of the request cannot be stored ({type(exc).__name__})"},
-        status_code=422,
+        {"detail": [{"loc": [], "msg": reason, "type": "unstorable"}]}, status_code=422
     )
+
+
+class Refusal(BaseModel):
+    """A request refused, and why."""
+
+    detail: str
+
+
+class InvalidValue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    """A 422 as `validation_error` answers it (FastAPI's own document calls it
+    HTTPValidationError): for a route that declares a 422 of its own beside it."""
+
+    detail: list[InvalidValue]
+
+
+_REASONS = {
+    400: "The body cannot be parsed (JSON is UTF-8 text).",
+    404: "Not found: the reason names what.",
+    409: "Conflicts with the present state: the reason says how.",
+    413: "The request body is over the service's limit (`HTTP_MAX_BODY_BYTES`).",
+    429: "Over a budget: the reason names it.",
+    503: "Not available now: the reason says what is missing.",
+}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that may refuse with these statuses, each with a `Refusal`."""
+    return {code: {"model": Refusal, "description": _REASONS[code]} for code in codes}
+
+
+def _declare_body_refusals(app: FastAPI) -> None:
+    """Every operation that takes a body says it may be refused with 413 (the limit is the
+    middleware's, which no route sees) and 400 (FastAPI's answer to a body it cannot decode,
+    before any route sees it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:  # built once, kept by FastAPI
+            return app.openapi_schema
+        document = build()
+        refusal = Refusal.model_json_schema()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if not (isinstance(operation, dict) and "requestBody" in operation):
+                    continue
+                for status in (400, 413):
+                    operation["responses"].setdefault(
+                        str(status),
+                        {
+                            "description": _REASONS[status],
+                            "content": {"application/json": {"schema": refusal}},
+                        },
+                    )
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def harden(app: FastAPI, max_body_bytes: int) -> None:
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    _declare_body_refusals(app)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(asyncpg.DataError, unstorable)
     app.add_exception_handler(asyncpg.ProgramLimitExceededError, unstorable)

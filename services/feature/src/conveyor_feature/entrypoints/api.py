@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from conveyor_contracts import ModelProject
 from conveyor_contracts.project import CategoricalFeature, NumericFeature
-from conveyor_runtime import ProjectCache
+from conveyor_runtime import ProjectCache, refusals
 
 from ..adapters.store import FeatureStore
 from ..domain.features import featurize, status
@@ -38,7 +38,8 @@ class Vector(BaseModel):
 
 class LabelAt(BaseModel):
     entity_id: str
-    at: datetime = Field(description="The moment the label describes.")
+    # Aware at the edge: a naive time has no place on the timeline of the rows it is joined to.
+    at: AwareDatetime = Field(description="The moment the label describes.")
     label: str
 
 
@@ -69,14 +70,16 @@ def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
             raise HTTPException(404, detail=f"unknown project {project!r}")
         return known.spec
 
-    @api.get("/projects/{project}/entities/{entity_id}/features", response_model=Vector)
-    async def online(project: str, entity_id: str, at: datetime | None = None) -> Vector:
+    @api.get(
+        "/projects/{project}/entities/{entity_id}/features",
+        response_model=Vector,
+        responses=refusals(404),
+    )
+    async def online(project: str, entity_id: str, at: AwareDatetime | None = None) -> Vector:
         """The entity's feature vector as of `at` (default now): plain features from its newest
         record, aggregates over its records before `at`; each value with its status."""
         spec = _spec(project)
         at = at or datetime.now(UTC)
-        if at.tzinfo is None:
-            raise HTTPException(422, detail="at: a timestamp needs a time zone")
         history = (await store.histories(project, [entity_id])).get(entity_id, [])
         state = (await store.states(project, [entity_id])).get(entity_id)
         ttl = spec.feature_ttl_s
@@ -105,14 +108,15 @@ def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
             features=features,
         )
 
-    @api.post("/projects/{project}/training-set", response_model=list[TrainingRow])
+    @api.post(
+        "/projects/{project}/training-set",
+        response_model=list[TrainingRow],
+        responses=refusals(404),
+    )
     async def training_set(project: str, body: TrainingSetRequest) -> list[TrainingRow]:
         """Each label at time t joined with the entity's feature row as of t — the newest row at
         or before t, never a later one — within the project's TTL."""
         spec = _spec(project)
-        for x in body.labels:
-            if x.at.tzinfo is None:
-                raise HTTPException(422, detail="at: a timestamp needs a time zone")
         joined = await store.training_set(project, [(x.entity_id, x.at) for x in body.labels])
         out = []
         for x, row in zip(body.labels, joined, strict=True):
@@ -130,7 +134,7 @@ def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
             )
         return out
 
-    @api.get("/projects/{project}/freshness")
+    @api.get("/projects/{project}/freshness", responses=refusals(404))
     async def freshness(project: str) -> dict[str, object]:
         """Now minus the newest event time in the project's online state (also the metric
         `conveyor_feature_freshness_seconds`)."""

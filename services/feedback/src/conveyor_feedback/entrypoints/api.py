@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from conveyor_auth import Action, Principal, caller
 from conveyor_bus import tracing
 from conveyor_contracts.events import FeedbackSubmitted
-from conveyor_runtime import UnknownProject
+from conveyor_runtime import Invalid, UnknownProject, refusals
 
 from ..domain.join import InvalidFeedback
 from ..handlers import Feedback
@@ -25,7 +25,47 @@ class Outcome(BaseModel):
     waiting: list[str] = Field(description="Feedback ids waiting for their prediction.")
 
 
+class Invalidity(BaseModel):
+    index: int = Field(description="The feedback's place in the request.")
+    problem: str
+
+
+class NotTaken(BaseModel):
+    message: str
+    errors: list[Invalidity]
+
+
+class FeedbackRefused(BaseModel):
+    """Feedback that names no prediction it can be, or a label the project does not have."""
+
+    detail: NotTaken
+
+
+class Conflicting(BaseModel):
+    feedback_id: str
+    problem: str
+
+
+class Conflicts(BaseModel):
+    refused: list[Conflicting]
+
+
+class FeedbackConflicts(BaseModel):
+    """Feedback ids already taken with something else."""
+
+    detail: Conflicts
+
+
 Submitter = Annotated[Principal, caller(Action.SUBMIT)]
+SUBMIT_REFUSALS: dict[int | str, dict[str, Any]] = {
+    **refusals(404),
+    409: {"model": FeedbackConflicts, "description": "Feedback ids taken already."},
+    422: {
+        "model": Invalid | FeedbackRefused,
+        "description": "The request does not validate, or some of its feedback is invalid "
+        "(none is taken).",
+    },
+}
 
 
 def router(feedback: Feedback) -> APIRouter:
@@ -54,11 +94,11 @@ def router(feedback: Feedback) -> APIRouter:
             )
         return Outcome(recorded=[r.feedback_id for r in recorded], waiting=waiting)
 
-    @api.post("/feedback", response_model=Outcome, status_code=202)
+    @api.post("/feedback", response_model=Outcome, status_code=202, responses=SUBMIT_REFUSALS)
     async def post_feedback(item: FeedbackSubmitted, _who: Submitter) -> Outcome:
         return await _submit([item])
 
-    @api.post("/feedback/batch", response_model=Outcome, status_code=202)
+    @api.post("/feedback/batch", response_model=Outcome, status_code=202, responses=SUBMIT_REFUSALS)
     async def post_batch(batch: FeedbackBatch, _who: Submitter) -> Outcome:
         return await _submit(batch.feedback)
 
@@ -68,7 +108,7 @@ def router(feedback: Feedback) -> APIRouter:
         feedback still waiting for its prediction."""
         return await feedback.repo.stats(project)
 
-    @api.get("/projects/{project}/predictions/{request_id}/labels")
+    @api.get("/projects/{project}/predictions/{request_id}/labels", responses=refusals(404))
     async def labels(project: str, request_id: str) -> list[dict[str, Any]]:
         """Every label given for one prediction, oldest first (`current`: the one that counts)."""
         history = await feedback.repo.history(project, request_id)

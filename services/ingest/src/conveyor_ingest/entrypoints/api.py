@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from conveyor_auth import Action, Principal, caller
 from conveyor_contracts.events import QualityReported
 from conveyor_contracts.records import ContractViolation
-from conveyor_runtime import UnknownProject
+from conveyor_runtime import Invalid, UnknownProject, refusals
 
 from ..handlers import Ingest
 
@@ -41,7 +41,32 @@ class Quality(BaseModel):
     window: QualityReported | None = Field(description="The window filling now, if any.")
 
 
+class Failing(BaseModel):
+    index: int = Field(description="The record's place in the request.")
+    problems: list[str]
+
+
+class Refused(BaseModel):
+    message: str
+    errors: list[Failing]
+
+
+class RecordsRefused(BaseModel):
+    """Records that fail their contract (or, under policy `reject`, their quality checks)."""
+
+    detail: Refused
+
+
 Submitter = Annotated[Principal, caller(Action.SUBMIT)]
+# A request that does not validate, or records that do not meet the contract.
+REFUSED_RECORDS: dict[int | str, dict[str, Any]] = {
+    **refusals(404),
+    422: {
+        "model": Invalid | RecordsRefused,
+        "description": "The request does not validate, or its records are refused (each with "
+        "its problems).",
+    },
+}
 
 
 def router(ingest: Ingest) -> APIRouter:
@@ -91,11 +116,21 @@ def router(ingest: Ingest) -> APIRouter:
             quality=outcome.quality,
         )
 
-    @api.post("/projects/{project}/records", response_model=Stored, status_code=201)
+    @api.post(
+        "/projects/{project}/records",
+        response_model=Stored,
+        status_code=201,
+        responses=REFUSED_RECORDS,
+    )
     async def post_record(project: str, record: RecordIn, _who: Submitter) -> Stored:
         return await _ingest(project, [record], "http")
 
-    @api.post("/projects/{project}/records/batch", response_model=Stored, status_code=201)
+    @api.post(
+        "/projects/{project}/records/batch",
+        response_model=Stored,
+        status_code=201,
+        responses=REFUSED_RECORDS,
+    )
     async def post_batch(project: str, batch: BatchIn, _who: Submitter) -> Stored:
         """All or nothing: one record that fails its contract (or, under policy `reject`, its
         quality checks) refuses the batch, and the 422 lists every failing record."""
@@ -105,7 +140,7 @@ def router(ingest: Ingest) -> APIRouter:
     async def stats(project: str) -> dict[str, int]:
         return await ingest.log.counts(project)
 
-    @api.get("/projects/{project}/quality", response_model=Quality)
+    @api.get("/projects/{project}/quality", response_model=Quality, responses=refusals(404))
     async def quality(project: str) -> Quality:
         known = _known(project)
         checker = await ingest.watch.checker(known)
@@ -117,7 +152,7 @@ def router(ingest: Ingest) -> APIRouter:
             else None,
         )
 
-    @api.post("/projects/{project}/quality/profile")
+    @api.post("/projects/{project}/quality/profile", responses=refusals(404, 409))
     async def rebuild_profile(
         _who: Annotated[Principal, caller(Action.APPLY)],
         project: str,

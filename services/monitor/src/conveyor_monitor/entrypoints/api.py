@@ -6,6 +6,8 @@ from fastapi import APIRouter, Query
 
 from ..adapters.repository import Repository
 
+MAX_MINUTES = 100 * 366 * 24 * 60  # a century
+
 
 def router(repo: Repository) -> APIRouter:
     api = APIRouter(tags=["monitor"])
@@ -23,7 +25,10 @@ def router(repo: Repository) -> APIRouter:
 
     @api.get("/projects/{project}/versions")
     async def by_version(
-        project: str, minutes: Annotated[float | None, Query(gt=0)] = None
+        project: str,
+        # Bounded: the window's start is a timestamp, and one before the year 4713 BC (or an
+        # interval over the database's range) is a value Postgres refuses.
+        minutes: Annotated[float | None, Query(gt=0, le=MAX_MINUTES)] = None,
     ) -> list[dict[str, Any]]:
         """Each version that answered requests — the champion and, in canary mode, the
         challenger on its share of entities: requests, labeled so far, accuracy on those, and

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from conveyor_auth import Action, Principal, caller
 from conveyor_contracts import ModelProject
 from conveyor_contracts.project import NAME_PATTERN, notify_problems, pattern_problems
-from conveyor_runtime import SHA256_HEADER
+from conveyor_runtime import SHA256_HEADER, refusals
 
 from ..adapters.repository import Repository
 from ..domain import openlineage
@@ -128,13 +129,18 @@ async def registry_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def router(repo: Repository) -> APIRouter:
-    api = APIRouter(tags=["registry"])
+    # Every operation names a project, or a version, alias or request of one: each may not exist
+    # (404) or be in a state the request conflicts with (409); `registry_error` answers both.
+    api = APIRouter(tags=["registry"], responses=refusals(404, 409))
 
     @api.post(
         "/projects",
         response_model=Applied,
         status_code=201,
-        responses={202: {"model": ChangeRequest, "description": "Held for an approver."}},
+        responses={
+            200: {"model": Applied, "description": "Nothing changed: the version it has."},
+            202: {"model": ChangeRequest, "description": "Held for an approver."},
+        },
     )
     async def apply_project(
         spec: ModelProject, who: Annotated[Principal, caller(Action.APPLY)]
@@ -144,7 +150,10 @@ def router(repo: Repository) -> APIRouter:
         (202, a change request) — also when an approver asks."""
         problems = pattern_problems(spec.record_schema.fields)
         if problems := problems + notify_problems(spec.policies.drift.notify):
-            raise HTTPException(422, detail=problems)
+            # As the spec's own validation errors are answered (the one 422 the document has).
+            raise RequestValidationError(
+                [{"loc": ["body"], "msg": problem, "type": "value_error"} for problem in problems]
+            )
         outcome = await repo.apply_project(spec, who.name)
         if isinstance(outcome, dict):
             held = ChangeRequest.model_validate(outcome)
@@ -192,7 +201,12 @@ def router(repo: Repository) -> APIRouter:
         """The project's latest spec, or the one it had at `version`."""
         return await repo.project(project, version)
 
-    @api.post("/projects/{project}/versions", response_model=Registered, status_code=201)
+    @api.post(
+        "/projects/{project}/versions",
+        response_model=Registered,
+        status_code=201,
+        responses={200: {"model": Registered, "description": "Registered already (same run)."}},
+    )
     async def register(
         project: ProjectName,
         body: RegisterVersion,
@@ -294,7 +308,12 @@ def router(repo: Repository) -> APIRouter:
     async def alias_history(project: ProjectName, alias: AliasName) -> Any:
         return await repo.history(project, alias)
 
-    @api.post("/projects/{project}/promotions", response_model=PromotionRequest, status_code=201)
+    @api.post(
+        "/projects/{project}/promotions",
+        response_model=PromotionRequest,
+        status_code=201,
+        responses={200: {"model": PromotionRequest, "description": "The open request asked."}},
+    )
     async def request_promotion(
         project: ProjectName,
         body: RequestPromotion,

@@ -125,6 +125,20 @@ def served(
     return out
 
 
+class OipError(BaseModel):
+    """An Open Inference Protocol error."""
+
+    error: str
+
+
+def _oip(*codes: int) -> dict[int | str, dict[str, Any]]:
+    reasons = {
+        400: "The request (or the version in its path) is not one the model can take.",
+        404: "No such model, or no such version of it loaded.",
+    }
+    return {code: {"model": OipError, "description": reasons[code]} for code in codes}
+
+
 class Refused(Exception):
     """An Open Inference Protocol error: answered as `{"error": reason}` with its status."""
 
@@ -187,7 +201,10 @@ def router(
     async def live() -> dict[str, bool]:
         return {"live": True}
 
-    @api.get("/v2/health/ready")
+    @api.get(
+        "/v2/health/ready",
+        responses={503: {"description": "Not ready: models still loading, or none loads."}},
+    )
     async def ready(response: Response) -> dict[str, bool]:
         ok = bool(is_ready())
         response.status_code = 200 if ok else 503
@@ -201,23 +218,23 @@ def router(
             "extensions": ["binary_tensor_data"],
         }
 
-    @api.get("/v2/models/{name}")
+    @api.get("/v2/models/{name}", responses=_oip(404))
     @_errors_as_oip
     async def model_metadata(name: str) -> dict[str, Any]:
         return metadata(_model(name))
 
-    @api.get("/v2/models/{name}/versions/{version}")
+    @api.get("/v2/models/{name}/versions/{version}", responses=_oip(400, 404))
     @_errors_as_oip
     async def version_metadata(name: str, version: str) -> dict[str, Any]:
         return metadata(_model(name, version))
 
-    @api.get("/v2/models/{name}/ready")
+    @api.get("/v2/models/{name}/ready", responses=_oip(404))
     @_errors_as_oip
     async def model_ready(name: str) -> dict[str, Any]:
         model = _model(name)
         return {"name": name, "ready": True, "version": str(model.version)}
 
-    @api.get("/v2/models/{name}/versions/{version}/ready")
+    @api.get("/v2/models/{name}/versions/{version}/ready", responses=_oip(400, 404))
     @_errors_as_oip
     async def version_ready(name: str, version: str) -> dict[str, Any]:
         _model(name, version)
@@ -249,7 +266,10 @@ def router(
         )
 
     @api.post(
-        "/v2/models/{name}/infer", response_model=InferenceResponse, openapi_extra=body_schema
+        "/v2/models/{name}/infer",
+        response_model=InferenceResponse,
+        responses=_oip(400, 404),
+        openapi_extra=body_schema,
     )
     @_errors_as_oip
     async def infer(name: str, request: Request, _who: Submitter) -> InferenceResponse:
@@ -258,6 +278,7 @@ def router(
     @api.post(
         "/v2/models/{name}/versions/{version}/infer",
         response_model=InferenceResponse,
+        responses=_oip(400, 404),
         openapi_extra=body_schema,
     )
     @_errors_as_oip

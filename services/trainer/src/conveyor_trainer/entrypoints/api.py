@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from conveyor_auth import Action, Principal, caller
 from conveyor_contracts.project import EstimatorSpec
-from conveyor_runtime import NotInRegistry, ProjectCache
+from conveyor_runtime import NotInRegistry, ProjectCache, refusals
 
 from ..adapters.repository import ActiveRun, Repository
 from ..runs import OverBudget, ReproduceFailed, Runs, Trigger
@@ -63,7 +63,12 @@ Trainer = Annotated[Principal, caller(Action.TRAIN)]
 def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
     api = APIRouter(tags=["trainer"])
 
-    @api.post("/projects/{project}/runs", status_code=202, response_model=Started)
+    @api.post(
+        "/projects/{project}/runs",
+        status_code=202,
+        response_model=Started,
+        responses=refusals(404, 409, 429),
+    )
     async def start_run(project: str, body: RunRequest, who: Trainer) -> Any:
         known = projects.get(project)
         if known is None:
@@ -76,7 +81,12 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
             raise HTTPException(429, detail=str(exc)) from exc
         return Started(run_id=run_id)
 
-    @api.post("/projects/{project}/experiments", status_code=202, response_model=Started)
+    @api.post(
+        "/projects/{project}/experiments",
+        status_code=202,
+        response_model=Started,
+        responses=refusals(404, 409, 429),
+    )
     async def start_experiment(project: str, body: ExperimentRequest, who: Trainer) -> Any:
         """Train variants side by side: the same examples, the same holdout, one run each
         (`GET /projects/{project}/runs?experiment=...`, `GET /runs/compare`)."""
@@ -97,7 +107,7 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
     async def list_runs(project: str, experiment: str | None = None) -> Any:
         return await repo.runs(project, experiment)
 
-    @api.get("/runs/compare")
+    @api.get("/runs/compare", responses=refusals(404))
     async def compare_runs(
         run_id: Annotated[list[str], Query(min_length=1, max_length=50)],
     ) -> dict[str, Any]:
@@ -128,7 +138,7 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
             "best": {m: _best(found, m) for m in metrics},
         }
 
-    @api.post("/projects/{project}/versions/{version}/reproduce")
+    @api.post("/projects/{project}/versions/{version}/reproduce", responses=refusals(404, 409))
     async def reproduce(
         project: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], _who: Trainer
     ) -> dict[str, Any]:
@@ -141,7 +151,7 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
         except ReproduceFailed as exc:
             raise HTTPException(409, detail=str(exc)) from exc
 
-    @api.get("/runs/{run_id}", response_model=RunInfo)
+    @api.get("/runs/{run_id}", response_model=RunInfo, responses=refusals(404))
     async def get_run(run_id: str) -> Any:
         run = await repo.run(run_id)
         if run is None:
