@@ -15,7 +15,7 @@ import asyncio
 import os
 import signal
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,15 +44,26 @@ Probe = Callable[[], Awaitable[int]]
 class Service:
     """One Conveyor service as a process of its own, which a test can kill and start again."""
 
-    def __init__(self, name: str, kafka: infra.Broker, database_url: str, logs: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        kafka: infra.Broker,
+        database_url: str,
+        logs: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         port = infra.free_port()
-        env = os.environ | kafka.client_env() | {"DATABASE_URL": database_url}
-        env |= {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING"}
-        self.process = ServiceProcess(name, port, logs / f"{name}.log", env)
+        full = os.environ | kafka.client_env() | {"DATABASE_URL": database_url}
+        full |= {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING"}
+        self.process = ServiceProcess(name, port, logs / f"{name}.log", full | (env or {}))
 
     @property
     def schema(self) -> str:
         return self.process.name  # each service keeps its tables in a schema of its name
+
+    @property
+    def url(self) -> str:
+        return self.process.url
 
     def start(self) -> None:
         self.process.start()
@@ -70,9 +81,13 @@ class Service:
 
 @asynccontextmanager
 async def service(
-    name: str, kafka: infra.Broker, database_url: str, logs: Path
+    name: str,
+    kafka: infra.Broker,
+    database_url: str,
+    logs: Path,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Service]:
-    svc = Service(name, kafka, database_url, logs)
+    svc = Service(name, kafka, database_url, logs, env)
     try:
         yield svc
     finally:
@@ -81,10 +96,13 @@ async def service(
 
 class Topic:
     """The events of some projects on a topic, read from its beginning in the background while
-    the test runs (with their headers)."""
+    the test runs (with their headers). `ids` names each event by its field `id_field`."""
 
-    def __init__(self, kafka: infra.Broker, topic: TopicSpec, *projects: str) -> None:
+    def __init__(
+        self, kafka: infra.Broker, topic: TopicSpec, *projects: str, id_field: str = "record_id"
+    ) -> None:
         self.topic = topic
+        self.id_field = id_field
         self.events: dict[str, list[tuple[Any, dict[str, str]]]] = defaultdict(list)
         self._projects = {p.encode(): p for p in projects}
         self._last_read = 0.0
@@ -123,7 +141,7 @@ class Topic:
                     self._last_read = loop.time()
 
     def ids(self, project: str) -> set[str]:
-        return {e.record_id for e, _ in self.events[project]}
+        return {getattr(e, self.id_field) for e, _ in self.events[project]}
 
     async def settled(self, project: str, ids: set[str]) -> list[tuple[Any, dict[str, str]]]:
         """Every event of `project` once each of `ids` has been read and nothing more has come
@@ -142,6 +160,32 @@ class Topic:
         return list(self.events[project])
 
 
+class Group:
+    """Where a service's consumer group of a topic has committed, read without joining it (the
+    client subscribes to nothing): what the service handled beyond that comes again after a
+    kill."""
+
+    def __init__(self, kafka: infra.Broker, service: str, topic: TopicSpec) -> None:
+        self.partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        self._client = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=f"conveyor-{service}.{topic.name}",  # the bus's name for it
+            enable_auto_commit=False,
+        )
+
+    async def __aenter__(self) -> Group:
+        await self._client.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.stop()
+
+    async def uncommitted(self, handled: Iterable[tuple[int, int] | None]) -> bool:
+        """Whether any of the `handled` (partition, offset)s is not committed yet."""
+        committed = [await self._client.committed(tp) or 0 for tp in self.partitions]
+        return any(h is not None and h[1] >= committed[h[0]] for h in handled)
+
+
 async def count(db: asyncpg.Connection, table: str, project: str) -> int:
     """Rows of `project` in a service's table (0 until the service has created it)."""
     try:
@@ -150,19 +194,22 @@ async def count(db: asyncpg.Connection, table: str, project: str) -> int:
         return 0
 
 
-async def unpublished(db: asyncpg.Connection, schema: str, limit: int | None = None) -> list[str]:
-    """Record ids of events a service owes, oldest first: its outbox's rows not marked published
-    (the first 500 are the relay's batch in flight, if it has one), then the records its oldest
-    announcement names (ingest's, conveyor_db.announce: the batch in flight, if any)."""
+async def unpublished(
+    db: asyncpg.Connection, schema: str, limit: int | None = None, id_field: str = "record_id"
+) -> list[str]:
+    """Ids (`id_field`) of events a service owes, oldest first: its outbox's rows not marked
+    published (the first 500 are the relay's batch in flight, if it has one), then the records
+    its oldest announcement names (ingest's, conveyor_db.announce: the batch in flight, if any)."""
     owed: list[str] = []
     try:
         rows = await db.fetch(
-            f"SELECT convert_from(value, 'UTF8')::jsonb ->> 'record_id' AS record_id "
+            f"SELECT convert_from(value, 'UTF8')::jsonb ->> $2 AS owed "
             f"FROM {schema}.outbox "
             "WHERE published_at IS NULL ORDER BY id LIMIT $1",
             limit,
+            id_field,
         )
-        owed += [r["record_id"] for r in rows]
+        owed += [r["owed"] for r in rows]
         keys = await db.fetchval(f"SELECT keys FROM {schema}.announcements ORDER BY id LIMIT 1")
         owed += keys or []
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
@@ -191,70 +238,90 @@ async def relay_waiting(db: asyncpg.Connection, service: str) -> bool:
 @dataclass(frozen=True)
 class Crash:
     done: int  # of the work, when the process died
-    in_flight: set[str]  # record ids of the relay's batch: produced, not marked published
+    in_flight: set[str]  # ids of the relay's batch's events: produced, not marked published
 
 
 async def kill_partway(
-    svc: Service, db: asyncpg.Connection, progress: Probe, total: int, what: str
+    svc: Service,
+    db: asyncpg.Connection,
+    progress: Probe,
+    total: int,
+    what: str,
+    id_field: str = "record_id",
+    timeout_s: float = 45,
+    critical: Callable[[], Awaitable[bool]] | None = None,
 ) -> Crash:
-    """SIGKILL `svc` part-way through `total`, at the moment a crash tests most: work stored and
-    the outbox relay waiting for the acknowledgements of a batch it is producing (or, should that
-    moment not be seen, at three fifths)."""
+    """SIGKILL `svc` part-way through `total`, at the moment a crash tests most (`critical`; by
+    default, work stored and the outbox relay waiting for the acknowledgements of a batch it is
+    producing), or, should that moment not be seen, at three fifths."""
 
     async def moment() -> bool:
         svc.check_alive()
         done = await progress()
         if done < total // 5:
             return False
-        return done >= 3 * total // 5 or await relay_waiting(db, svc.schema)
+        if done >= 3 * total // 5:
+            return True
+        return await (critical() if critical else relay_waiting(db, svc.schema))
 
     try:
-        async with asyncio.timeout(45):
+        async with asyncio.timeout(timeout_s):
             while not await moment():
                 await asyncio.sleep(0.002)  # the relay's wait lasts milliseconds
     except TimeoutError:
-        raise AssertionError(f"{what}: not a fifth done after 45s") from None
+        raise AssertionError(f"{what}: not a fifth done after {timeout_s:g}s") from None
     svc.kill()
     # The relay takes the oldest unpublished events, at most 500, in id order; the announcer
     # its oldest note.
-    crash = Crash(await progress(), set(await unpublished(db, svc.schema, 500)))
+    crash = Crash(await progress(), set(await unpublished(db, svc.schema, 500, id_field)))
     assert crash.done < total, f"the kill came after all {total} {what}: not mid-stream"
     return crash
 
 
-async def until_done(svc: Service, db: asyncpg.Connection, probe: Probe, n: int, what: str) -> None:
+async def until_done(
+    svc: Service, db: asyncpg.Connection, probe: Probe, n: int, what: str, timeout_s: float = 45
+) -> None:
     """Wait until `probe()` counts `n` and the service's outbox is drained."""
 
     async def done() -> bool:
         svc.check_alive()
         return await probe() == n and not await unpublished(db, svc.schema, 1)
 
-    await until(done, 45, what)
+    await until(done, timeout_s, what)
 
 
-async def produce(k: Kafka, topic: TopicSpec, events: list[tuple[str, Any]]) -> None:
+async def produce(
+    k: Kafka, topic: TopicSpec, events: list[tuple[str, Any]]
+) -> list[tuple[int, int]]:
     """Produce (key, event) pairs with their envelopes, batched by the producer (waiting for each
-    acknowledgement in turn would take longer than the rest of the test)."""
+    acknowledgement in turn would take longer than the rest of the test); returns where each
+    event landed: (partition, offset)."""
+    sent = []
     for key, event in events:
         headers = envelope_for(topic, event, source="test").to_headers()
-        await k.producer.send(
-            topic.name,
-            event.model_dump_json().encode(),
-            key=key.encode(),
-            headers=[(h, v.encode()) for h, v in headers.items()],
+        sent.append(
+            await k.producer.send(
+                topic.name,
+                event.model_dump_json().encode(),
+                key=key.encode(),
+                headers=[(h, v.encode()) for h, v in headers.items()],
+            )
         )
     await k.producer.flush()
+    return [(m.partition, m.offset) for m in await asyncio.gather(*sent)]
 
 
-def repeats(events: list[tuple[Any, dict[str, str]]], crash: Crash) -> str:
+def repeats(
+    events: list[tuple[Any, dict[str, str]]], crash: Crash, id_field: str = "record_id"
+) -> str:
     """What an assertion of "each record id once" says when it fails."""
     copies: dict[str, list[str | None]] = defaultdict(list)
     for e, h in events:
-        copies[e.record_id].append(h.get("ce_id"))
+        copies[getattr(e, id_field)].append(h.get("ce_id"))
     twice = {rid: ce_ids for rid, ce_ids in copies.items() if len(ce_ids) > 1}
     same = sum(len(set(ce_ids)) == 1 for ce_ids in twice.values())
     return (
-        f"{len(twice)} record ids announced more than once ({len(events)} events in all; "
+        f"{len(twice)} {id_field}s announced more than once ({len(events)} events in all; "
         f"{same} of the repeats carry the same ce_id twice), e.g. {dict(list(twice.items())[:2])}. "
         f"The kill came with {crash.done} done and the relay's batch of {len(crash.in_flight)} "
         f"events not marked published; {len(crash.in_flight & set(twice))} of those are the "
