@@ -30,7 +30,12 @@ from conveyor_bus import ensure_topics
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess, tail
 from conveyor_contracts import TopicSpec, catalog, envelope_for
-from conveyor_contracts.events import RecordAccepted, RecordSubmitted
+from conveyor_contracts.events import (
+    FeatureRowComputed,
+    FeedbackRecorded,
+    RecordAccepted,
+    RecordSubmitted,
+)
 from tests.support import Kafka, headers_of, unique_project, until
 
 pytestmark = pytest.mark.integration
@@ -495,3 +500,126 @@ async def test_ingest_killed_mid_stream_stores_and_announces_each_record_once(
     assert all(isinstance(e, RecordAccepted) for e, _ in events)
     assert {e.record_id for e, _ in events} == set(ids)
     assert len(events) == n, repeats(events, crash)
+
+
+# --- trainer ------------------------------------------------------------------------------------
+
+
+async def test_trainer_killed_mid_stream_stores_each_example_once_where_it_was_read(
+    kafka, database_url, tmp_path
+):
+    rows, labels = 3000, 1500
+    spec = unique_project("kill-trn")
+    name, names = spec.name, spec.feature_names()
+    computed = [
+        FeatureRowComputed(
+            project=name,
+            project_version=1,
+            record_id=f"r-{i}",
+            entity_id=f"c-{i % CUSTOMERS}",
+            event_time=T0 + timedelta(seconds=20 * i),
+            feature_names=names,
+            values=[float((i * (j + 3)) % 17) for j in range(len(names))],
+            label=None if i % 9 == 0 else ("fraud" if i % 13 == 0 else "legit"),
+        )
+        for i in range(rows)
+    ]
+    recorded = [
+        FeedbackRecorded(
+            feedback_id=f"fb-{i}",
+            request_id=f"q-{i}",
+            project=name,
+            entity_id=f"c-{i % CUSTOMERS}",
+            model_version=1,
+            feature_names=names,
+            values=[float((i * (j + 5)) % 11) for j in range(len(names))],
+            predicted_label="legit",
+            label="fraud" if i % 7 == 0 else "legit",
+            correct=i % 7 != 0,
+            predicted_at=T0 + timedelta(seconds=30 * i),
+            labeled_at=T0 + timedelta(seconds=30 * i + 5),
+        )
+        for i in range(labels)
+    ]
+    db = await asyncpg.connect(database_url)
+    try:
+        async with (
+            Kafka(kafka.bootstrap_servers) as k,
+            service("trainer", kafka, database_url, tmp_path) as trainer,
+            Group(kafka, "trainer", catalog.FEATURES_ROWS) as rows_group,
+            Group(kafka, "trainer", catalog.FEEDBACK_RECORDED) as labels_group,
+        ):
+            # Before anything produces to them: the embedded broker would create a missing topic
+            # with four partitions, not the catalog's three.
+            await ensure_topics(kafka.bootstrap_servers)
+            await k.apply(spec)
+            # Where each example's event landed: the trainer must store exactly that.
+            expected: dict[str, tuple[str, int, int]] = {}
+            placed = await produce(k, catalog.FEATURES_ROWS, [(r.entity_id, r) for r in computed])
+            for r, (partition, offset) in zip(computed, placed, strict=True):
+                if r.label is not None:  # an unlabeled row is no example
+                    expected[r.record_id] = (catalog.FEATURES_ROWS.name, partition, offset)
+            placed = await produce(
+                k, catalog.FEEDBACK_RECORDED, [(f.request_id, f) for f in recorded]
+            )
+            for f, (partition, offset) in zip(recorded, placed, strict=True):
+                expected[f"feedback:{f.feedback_id}"] = (
+                    catalog.FEEDBACK_RECORDED.name,
+                    partition,
+                    offset,
+                )
+            n = len(expected)
+
+            async def stored() -> int:
+                return await count(db, "trainer.examples", name)
+
+            async def stored_not_committed() -> bool:
+                """Examples stored from records the trainer's groups have not committed: they
+                come again after a kill, and must change nothing."""
+                last = await db.fetch(
+                    'SELECT topic, "partition", max("offset") AS "offset" FROM trainer.examples '
+                    'WHERE project = $1 GROUP BY topic, "partition"',
+                    name,
+                )
+                return any(
+                    [
+                        await group.uncommitted(
+                            [(r["partition"], r["offset"]) for r in last if r["topic"] == topic]
+                        )
+                        for topic, group in (
+                            (catalog.FEATURES_ROWS.name, rows_group),
+                            (catalog.FEEDBACK_RECORDED.name, labels_group),
+                        )
+                    ]
+                )
+
+            trainer.start()
+            # The trainer joins four consumer groups one after another (~5 s each on the
+            # embedded broker, the first ~18 s after a kill): deadlines to match.
+            await kill_partway(
+                trainer,
+                db,
+                stored,
+                n,
+                "examples stored",
+                timeout_s=90,
+                critical=stored_not_committed,
+            )
+            trainer.start()
+            await until_done(trainer, db, stored, n, f"all {n} examples stored", timeout_s=90)
+            got = await db.fetch(
+                'SELECT example_id, source, topic, "partition", "offset" FROM trainer.examples '
+                "WHERE project = $1",
+                name,
+            )
+    finally:
+        await db.close()
+
+    assert len(got) == n
+    where = {r["example_id"]: (r["topic"], r["partition"], r["offset"]) for r in got}
+    wrong = sorted(i for i in expected if where.get(i) != expected[i])
+    assert not wrong, (
+        f"{len(wrong)} examples stored elsewhere than they were read, e.g. {wrong[0]}: "
+        f"{where.get(wrong[0])} instead of {expected[wrong[0]]}"
+    )
+    assert sum(r["source"] == "feedback" for r in got) == labels
