@@ -33,6 +33,8 @@ from conveyor_contracts import TopicSpec, catalog, envelope_for
 from conveyor_contracts.events import (
     FeatureRowComputed,
     FeedbackRecorded,
+    FeedbackSubmitted,
+    PredictionServed,
     RecordAccepted,
     RecordSubmitted,
 )
@@ -623,3 +625,128 @@ async def test_trainer_killed_mid_stream_stores_each_example_once_where_it_was_r
         f"{where.get(wrong[0])} instead of {expected[wrong[0]]}"
     )
     assert sum(r["source"] == "feedback" for r in got) == labels
+
+
+# --- feedback -----------------------------------------------------------------------------------
+
+
+def served(project: str, names: list[str], i: int) -> PredictionServed:
+    """Version 1's answer to request `i` of `project`: fraud for every seventh."""
+    at = T0 + timedelta(seconds=i)
+    return PredictionServed(
+        request_id=f"{project}-q-{i}",
+        project=project,
+        entity_id=f"c-{i % CUSTOMERS}",
+        status="ok",
+        model_version=1,
+        label="fraud" if i % 7 == 0 else "legit",
+        probabilities={"legit": 0.5, "fraud": 0.5},
+        feature_names=names,
+        values=[float((i * (j + 3)) % 17) for j in range(len(names))],
+        requested_at=at,
+        served_at=at,
+        latency_ms=1.0,
+    )
+
+
+async def test_feedback_killed_mid_stream_joins_and_announces_each_label_once(
+    kafka, database_url, tmp_path
+):
+    n = 2000
+    spec = unique_project("kill-fb")
+    name, names = spec.name, spec.feature_names()
+    answers = [served(name, names, i) for i in range(n)]
+    # A label for every prediction, and for every tenth a correction later on: one row each.
+    labels = [
+        FeedbackSubmitted(
+            feedback_id=f"{name}-f-{i}",
+            project=name,
+            request_id=a.request_id,
+            label="fraud" if i % 5 == 0 else "legit",
+            submitted_at=a.served_at + timedelta(minutes=5),
+        )
+        for i, a in enumerate(answers)
+    ]
+    labels += [
+        FeedbackSubmitted(
+            feedback_id=f"{name}-f-{i}-again",
+            project=name,
+            request_id=answers[i].request_id,
+            label="legit",
+            submitted_at=answers[i].served_at + timedelta(minutes=9),
+        )
+        for i in range(0, n, 10)
+    ]
+    ids = {f.feedback_id for f in labels}
+    db = await asyncpg.connect(database_url)
+    try:
+        async with (
+            Kafka(kafka.bootstrap_servers) as k,
+            Topic(kafka, catalog.FEEDBACK_RECORDED, name, id_field="feedback_id") as recorded,
+            service("feedback", kafka, database_url, tmp_path) as feedback,
+        ):
+            await k.apply(spec)
+            # The first half of the predictions, then every label: those of the first half are
+            # joined as they come, the others wait for their predictions, which come once they
+            # all wait, so that the kill falls among joins of waiting labels.
+            half = n // 2
+            await produce(
+                k, catalog.PREDICTIONS_RESPONSES, [(a.request_id, a) for a in answers[:half]]
+            )
+            await produce(k, catalog.FEEDBACK_SUBMITTED, [(f.request_id, f) for f in labels])
+            early = {a.request_id for a in answers[:half]}
+            first = sum(f.request_id in early for f in labels)
+
+            async def joined() -> int:
+                return await count(db, "feedback.labels", name)
+
+            async def first_joined_rest_waiting() -> bool:
+                feedback.check_alive()
+                waiting = await count(db, "feedback.pending", name)
+                return (await joined(), waiting) == (first, len(ids) - first)
+
+            feedback.start()
+            await until(first_joined_rest_waiting, 60, "the first half joined, the rest waiting")
+            await produce(
+                k, catalog.PREDICTIONS_RESPONSES, [(a.request_id, a) for a in answers[half:]]
+            )
+
+            async def joined_late() -> int:
+                return await joined() - first
+
+            crash = await kill_partway(
+                feedback,
+                db,
+                joined_late,
+                len(ids) - first,
+                "waiting labels joined",
+                id_field="feedback_id",
+            )
+            feedback.start()
+            await until_done(feedback, db, joined, len(ids), f"all {len(ids)} labels joined")
+            events = await recorded.settled(name, ids)
+            rows = await db.fetch(
+                "SELECT feedback_id, request_id, label, correct FROM feedback.labels "
+                "WHERE project = $1",
+                name,
+            )
+            waiting = await count(db, "feedback.pending", name)
+            predictions = await count(db, "feedback.predictions", name)
+            dead = [
+                r
+                for r in await k.snapshot(catalog.FEEDBACK_SUBMITTED.dlq)
+                if name.encode() in r.value
+            ]
+    finally:
+        await db.close()
+
+    assert predictions == n and waiting == 0 and dead == []
+    assert sorted(r["feedback_id"] for r in rows) == sorted(ids)
+    predicted = {a.request_id: a.label for a in answers}
+    given = {f.feedback_id: f for f in labels}
+    for r in rows:  # each joined to its own prediction
+        f = given[r["feedback_id"]]
+        assert (r["request_id"], r["label"]) == (f.request_id, f.label)
+        assert r["correct"] == (f.label == predicted[f.request_id])
+    assert {e.feedback_id for e, _ in events} == ids
+    assert len(events) == len(ids), repeats(events, crash, "feedback_id")
