@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from conveyor_bus import ensure_topics
 from conveyor_cli import infra
 from conveyor_cli.stack import ServiceProcess, tail
-from conveyor_contracts import TopicSpec, catalog, envelope_for
+from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
 from conveyor_contracts.events import (
     FeatureRowComputed,
     FeedbackRecorded,
@@ -38,6 +40,7 @@ from conveyor_contracts.events import (
     RecordAccepted,
     RecordSubmitted,
 )
+from tests.models import Model, make_model
 from tests.support import Kafka, headers_of, unique_project, until
 
 pytestmark = pytest.mark.integration
@@ -750,3 +753,138 @@ async def test_feedback_killed_mid_stream_joins_and_announces_each_label_once(
         assert r["correct"] == (f.label == predicted[f.request_id])
     assert {e.feedback_id for e, _ in events} == ids
     assert len(events) == len(ids), repeats(events, crash, "feedback_id")
+
+
+# --- monitor ------------------------------------------------------------------------------------
+
+
+async def release(registry: Service, spec: ModelProject, model: Model) -> None:
+    """Through the registry's API, as a person would: apply `spec`, register `model` as its
+    version 1 and make that the champion (registry.events then tells the services)."""
+    async with httpx.AsyncClient(base_url=registry.url, timeout=10) as http:
+
+        async def answering() -> bool:
+            registry.check_alive()
+            try:
+                return (await http.get("/healthz")).json().get("status") == "ok"
+            except httpx.HTTPError:
+                return False
+
+        await until(answering, 60, "the registry answering")
+        (await http.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
+        r = await http.post(f"/projects/{spec.name}/versions", json=model.registration("run-1"))
+        assert r.raise_for_status().json()["version"] == 1
+        move = {"version": 1, "actor": "test", "reason": "the model under test"}
+        (await http.put(f"/projects/{spec.name}/aliases/champion", json=move)).raise_for_status()
+
+
+async def test_monitor_killed_mid_stream_observes_each_prediction_once_and_windows_it_once(
+    kafka, database_url, tmp_path
+):
+    n = 3000
+    spec = unique_project("kill-mon")
+    name, names = spec.name, spec.feature_names()
+    window = spec.policies.drift.window
+    assert isinstance(window, int) and n // window >= 10
+    model = make_model(spec)
+    rng = np.random.default_rng(3)
+    answers = []
+    for i in range(n):
+        # Values like the training sample's, labels as the model gives them: nothing drifts.
+        values = rng.normal(size=len(names)).tolist()
+        label = "fraud" if values[0] > 0 else "legit"
+        answers.append(served(name, names, i).model_copy(update={"values": values, "label": label}))
+    db = await asyncpg.connect(database_url)
+    try:
+        async with (
+            Kafka(kafka.bootstrap_servers) as k,
+            service("registry", kafka, database_url, tmp_path) as registry,
+            service(
+                "monitor", kafka, database_url, tmp_path, {"REGISTRY_URL": registry.url}
+            ) as monitor,
+            Group(kafka, "monitor", catalog.PREDICTIONS_RESPONSES) as group,
+        ):
+            registry.start()
+            monitor.start()  # joining its groups while the registry starts
+            await release(registry, spec, model)
+
+            async def judging() -> bool:
+                # The monitor cuts windows once it has the champion's reference (calibrated).
+                monitor.check_alive()
+                try:
+                    return bool(
+                        await db.fetchval(
+                            "SELECT model_version = 1 FROM monitor.refs WHERE project = $1", name
+                        )
+                    )
+                except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                    return False
+
+            await until(judging, 90, "the monitor judging v1 against its reference")
+            sent = await produce(
+                k, catalog.PREDICTIONS_RESPONSES, [(a.request_id, a) for a in answers]
+            )
+            placed = dict(zip((a.request_id for a in answers), sent, strict=True))
+
+            async def observed() -> int:
+                return await count(db, "monitor.observations", name)
+
+            async def observed_not_committed() -> bool:
+                """The newest observations (a batch's worth) from records the monitor's group
+                has not committed: they come again after a kill, and must change nothing."""
+                newest = await db.fetch(
+                    "SELECT request_id FROM monitor.observations WHERE project = $1 "
+                    "ORDER BY seq DESC LIMIT 256",
+                    name,
+                )
+                return await group.uncommitted(placed.get(r["request_id"]) for r in newest)
+
+            await kill_partway(
+                monitor, db, observed, n, "predictions observed", critical=observed_not_committed
+            )
+            monitor.start()
+            await until_done(monitor, db, observed, n, f"all {n} predictions observed", 60)
+
+            async def all_windowed() -> bool:
+                # The last batch's evaluation follows the commit of its observations.
+                monitor.check_alive()
+                tested = await db.fetchval(
+                    "SELECT coalesce(sum(size), 0) FROM monitor.windows WHERE project = $1 "
+                    "AND model_version = 1 AND kind = 'data'",
+                    name,
+                )
+                return bool(tested == n - n % window)
+
+            await until(all_windowed, 30, "every full window tested")
+            rows = await db.fetch(
+                "SELECT request_id, model_version FROM monitor.observations WHERE project = $1",
+                name,
+            )
+            sizes = [
+                r["size"]
+                for r in await db.fetch(
+                    "SELECT size FROM monitor.windows WHERE project = $1 AND model_version = 1 "
+                    "AND kind = 'data' ORDER BY id",
+                    name,
+                )
+            ]
+            cursor = await db.fetchval(
+                "SELECT last_seq FROM monitor.cursors WHERE project = $1 AND model_version = 1 "
+                "AND kind = 'data'",
+                name,
+            )
+            behind = await db.fetchval(
+                "SELECT count(*) FROM monitor.observations WHERE project = $1 "
+                "AND model_version = 1 AND seq <= $2",
+                name,
+                cursor,
+            )
+    finally:
+        await db.close()
+
+    assert sorted(r["request_id"] for r in rows) == sorted(a.request_id for a in answers)
+    assert {r["model_version"] for r in rows} == {1}
+    # Each window a full one, and together they hold exactly the observations behind the
+    # cursor: none tested twice, none skipped.
+    assert sizes == [window] * (n // window)
+    assert sum(sizes) == behind
