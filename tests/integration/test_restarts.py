@@ -36,6 +36,7 @@ from conveyor_contracts.events import (
     FeatureRowComputed,
     FeedbackRecorded,
     FeedbackSubmitted,
+    PredictionEnriched,
     PredictionServed,
     RecordAccepted,
     RecordSubmitted,
@@ -888,3 +889,108 @@ async def test_monitor_killed_mid_stream_observes_each_prediction_once_and_windo
     # cursor: none tested twice, none skipped.
     assert sizes == [window] * (n // window)
     assert sum(sizes) == behind
+
+
+# --- serving ------------------------------------------------------------------------------------
+
+
+async def test_serving_killed_mid_stream_answers_every_request_under_one_id(
+    kafka, database_url, tmp_path
+):
+    n, chunk = 3000, 100
+    spec = unique_project("kill-srv")
+    name, names = spec.name, spec.feature_names()
+    rng = np.random.default_rng(4)
+    requests = []
+    for i in range(n):
+        values = rng.normal(size=len(names)).tolist()
+        values[0] = 3.0 if i % 3 else -3.0  # far from the boundary: the model says fraud if > 0
+        at = datetime.now(UTC)
+        requests.append(
+            PredictionEnriched(
+                request_id=f"{name}-q-{i}",
+                project=name,
+                project_version=1,
+                entity_id=f"c-{i % CUSTOMERS}",
+                requested_at=at,
+                enriched_at=at,
+                feature_names=names,
+                values=values,
+            )
+        )
+    ids = {r.request_id for r in requests}
+    db = await asyncpg.connect(database_url)  # the registry's: serving keeps no state
+    try:
+        async with (
+            Kafka(kafka.bootstrap_servers) as k,
+            Topic(kafka, catalog.PREDICTIONS_RESPONSES, name, id_field="request_id") as answers,
+            service("registry", kafka, database_url, tmp_path) as registry,
+            service(
+                "serving", kafka, database_url, tmp_path, {"REGISTRY_URL": registry.url}
+            ) as serving,
+            httpx.AsyncClient(base_url=serving.url, timeout=5) as http,
+            Group(kafka, "serving", catalog.PREDICTIONS_ENRICHED) as group,
+        ):
+            registry.start()
+            serving.start()  # joining its group while the registry starts
+            await release(registry, spec, make_model(spec))
+
+            async def serving_v1() -> bool:
+                serving.check_alive()
+                try:
+                    models = (await http.get("/models")).json()
+                except httpx.HTTPError:
+                    return False
+                return bool(models.get(name, {}).get("version") == 1)
+
+            await until(serving_v1, 60, "serving v1")
+
+            placed: dict[str, tuple[int, int]] = {}  # request id: (partition, offset)
+
+            async def stream() -> None:
+                # Serving drains a backlog of thousands in a fraction of a second: offered at a
+                # pace instead, the kill finds it with answers out and requests still coming.
+                for start in range(0, n, chunk):
+                    batch = requests[start : start + chunk]
+                    sent = await produce(
+                        k, catalog.PREDICTIONS_ENRICHED, [(r.entity_id, r) for r in batch]
+                    )
+                    placed.update(zip((r.request_id for r in batch), sent, strict=True))
+                    await asyncio.sleep(0.05)  # pacing the offered load, not waiting on an outcome
+
+            async def answered() -> int:
+                return len(answers.ids(name))
+
+            async def answered_not_committed() -> bool:
+                return await group.uncommitted(map(placed.get, answers.ids(name)))
+
+            streaming = asyncio.create_task(stream())
+            try:
+                await kill_partway(
+                    serving, db, answered, n, "requests answered", critical=answered_not_committed
+                )
+                killed_at = datetime.now(UTC)
+                serving.start()
+                await streaming
+            finally:
+                streaming.cancel()
+            await until(lambda: ids <= answers.ids(name), 60, f"all {n} requests answered")
+            events = await answers.settled(name, ids)
+    finally:
+        await db.close()
+
+    by_request: dict[str, list[tuple[PredictionServed, str | None]]] = defaultdict(list)
+    for e, h in events:
+        by_request[e.request_id].append((e, h.get("ce_id")))
+    assert set(by_request) == ids
+    # Answered again after a redelivery: the same event id, so consumers know it for a repeat.
+    ce_ids = {rid: {ce_id for _, ce_id in copies} for rid, copies in by_request.items()}
+    differing = {rid: c for rid, c in ce_ids.items() if len(c) != 1 or None in c}
+    assert not differing, f"{len(differing)} requests answered under more than one id: {differing}"
+    assert len({c for (c,) in ce_ids.values()}) == n  # and no two requests under one
+    for r in requests:
+        for a, _ in by_request[r.request_id]:
+            assert (a.status, a.model_version) == ("ok", 1), a
+            assert a.label == ("fraud" if r.values[0] > 0 else "legit") and a.values == r.values
+    # Some requests were first answered by the restarted process: the kill came mid-stream.
+    assert any(min(a.served_at for a, _ in c) > killed_at for c in by_request.values())
