@@ -6,7 +6,12 @@ Each service runs as its own OS process (as `conveyor up` runs it) against the s
 and this test's database, so a kill leaves what a crashed machine would: what Postgres committed,
 what the broker acknowledged, the consumer group's last commit. The kill is aimed at the moment a
 crash tests most for announcements: part of the work stored, and the outbox relay waiting for the
-acknowledgements of a batch it has produced but not yet marked published.
+acknowledgements of a batch it has produced but not yet marked published. Where what matters is
+redelivery (serving, the trainer, the monitor), it is aimed at work done (answers out, rows
+stored) for records the service's consumer group has not committed: they come again.
+
+Restarts cost most of these tests' time: on the embedded broker a service joins its consumer
+groups one after another (~5 s each), the first ~18 s after a kill (the dead member must expire).
 """
 
 from __future__ import annotations
