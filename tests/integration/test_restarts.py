@@ -47,7 +47,7 @@ from conveyor_contracts.events import (
     RecordSubmitted,
 )
 from tests.models import Model, make_model
-from tests.support import Kafka, headers_of, unique_project, until
+from tests.support import Kafka, bearer, headers_of, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -767,7 +767,7 @@ async def test_feedback_killed_mid_stream_joins_and_announces_each_label_once(
 async def release(registry: Service, spec: ModelProject, model: Model) -> None:
     """Through the registry's API, as a person would: apply `spec`, register `model` as its
     version 1 and make that the champion (registry.events then tells the services)."""
-    async with httpx.AsyncClient(base_url=registry.url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=registry.url, timeout=10, headers=bearer()) as http:
 
         async def answering() -> bool:
             registry.check_alive()
@@ -780,7 +780,7 @@ async def release(registry: Service, spec: ModelProject, model: Model) -> None:
         (await http.post("/projects", json=spec.model_dump(mode="json"))).raise_for_status()
         r = await http.post(f"/projects/{spec.name}/versions", json=model.registration("run-1"))
         assert r.raise_for_status().json()["version"] == 1
-        move = {"version": 1, "actor": "test", "reason": "the model under test"}
+        move = {"version": 1, "reason": "the model under test"}
         (await http.put(f"/projects/{spec.name}/aliases/champion", json=move)).raise_for_status()
 
 
