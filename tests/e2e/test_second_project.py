@@ -277,7 +277,8 @@ def _open_inference_protocol(
     ]
     for pinned, sent in ((None, tensor), (str(version), tensor), (None, packed)):
         kwargs = {"model_version": pinned} if pinned else {}
-        result = client.infer("wine", [sent], outputs=outputs, headers=auth, **kwargs)
+        # (a dict of its own each call: the client adds its binary-data header into it)
+        result = client.infer("wine", [sent], outputs=outputs, headers=dict(auth), **kwargs)
         labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
         assert labels == [a.label for a in answers]
         probabilities = result.as_numpy("probabilities")
@@ -287,11 +288,11 @@ def _open_inference_protocol(
         )
         assert np.abs(probabilities - expected).max() < 1e-6
     with pytest.raises(InferenceServerException, match="version 99 is not loaded"):
-        client.infer("wine", [tensor], model_version="99", headers=auth)
+        client.infer("wine", [tensor], model_version="99", headers=dict(auth))
     wrong = InferInput("input", [1, n - 1], "FP32")
     wrong.set_data_from_numpy(x[:1, 1:], binary_data=False)
     with pytest.raises(InferenceServerException, match="shape"):
-        client.infer("wine", [wrong], headers=auth)
+        client.infer("wine", [wrong], headers=dict(auth))
 
 
 async def _predict(bootstrap: str, rows) -> list[PredictionServed]:
