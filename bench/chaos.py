@@ -101,6 +101,7 @@ class Ledger:
     http: Counter[str] = field(default_factory=Counter)
     http_5xx: list[str] = field(default_factory=list)
     send_failures: int = 0
+    stream_s: float = 0.0  # from the first message sent to the last acknowledged
 
 
 def envelope(topic: TopicSpec, key: str, event: Any, ce_id: str) -> tuple[bytes, bytes, list]:
@@ -293,6 +294,7 @@ async def stream(
                 await settle()
             await asyncio.sleep(0.01)  # pacing the offered load
         await settle()
+        ledger.stream_s = time.monotonic() - start
     finally:
         await producer.stop()
         done.set()
@@ -348,6 +350,23 @@ async def ready(service: ServiceProcess, timeout_s: float = READY_TIMEOUT_S) -> 
     raise RuntimeError(f"{service.name} not ready after {timeout_s:.0f} s")
 
 
+async def in_flight(service: ServiceProcess, timeout_s: float = 10.0) -> bool:
+    """Wait (up to `timeout_s`) until the service says a batch is being handled: received and
+    not yet committed, where a kill tests redelivery. True when one was seen."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                text = (await client.get(service.url + "/metrics")).text
+            except httpx.HTTPError:
+                return False
+            for line in text.splitlines():
+                if line.startswith("conveyor_in_flight") and float(line.rsplit(" ", 1)[1]) > 0:
+                    return True
+            await asyncio.sleep(0.01)
+    return False
+
+
 async def kill_each(stack: Stack, ledger: Ledger, span_s: float, done: asyncio.Event) -> None:
     """SIGKILL each stream service in turn, spread over the stream's span, restart it as a new
     process and wait until it is ready before the next."""
@@ -358,6 +377,7 @@ async def kill_each(stack: Stack, ledger: Ledger, span_s: float, done: asyncio.E
         service = stack.services[name]
         assert service.proc is not None
         pid = service.proc.pid
+        mid_batch = await in_flight(service)
         os.killpg(pid, signal.SIGKILL)  # the service and anything it started
         await asyncio.to_thread(service.proc.wait)
         killed_at = time.monotonic()
@@ -371,10 +391,12 @@ async def kill_each(stack: Stack, ledger: Ledger, span_s: float, done: asyncio.E
                 "at_s": round(killed_at - start, 1),
                 "ready_after_s": round(time.monotonic() - killed_at, 1),
                 "during_stream": during,
+                "mid_batch": mid_batch,
             }
         )
         say(
-            f"  [{killed_at - start:6.1f}s] kill -9 {name} (pid {pid}); restarted, ready after "
+            f"  [{killed_at - start:6.1f}s] kill -9 {name} (pid {pid}"
+            f"{', a batch in flight' if mid_batch else ''}); restarted, ready after "
             f"{recovered:.1f} s{'' if during else ' (after the stream)'}"
         )
 
@@ -834,6 +856,17 @@ async def account(stack: Stack, ledger: Ledger) -> dict[str, Any]:
         "dead_letters_repeated": sum(1 for i in dead_bad if len(dead[i]) > 1),
         "good_error_answers": dict(error_answers.most_common(5)),
     }
+    # The same event again under its own ce_id: a kill landed between a batch's effects and its
+    # commit, and the contract's at-least-once delivery showed (not a duplicate).
+    redelivered = {
+        topic: sum(len(seen[i]) - len({ce for ce, _ in seen[i]}) for i in ids if i in seen)
+        for topic, seen, ids in (
+            ("records.accepted", accepted, records),
+            ("features.rows", rows, records),
+            ("predictions.responses", answers, requests),
+            ("feedback.recorded", recorded, feedback),
+        )
+    }
     dup_count = sum(len(v) for v in duplicated.values()) + sum(tables.values())
     return {
         "sent": len(records) + len(requests) + len(feedback),
@@ -844,6 +877,7 @@ async def account(stack: Stack, ledger: Ledger) -> dict[str, Any]:
         "lost": sum(len(v) for v in lost_good.values()) + len(lost_bad) + len(not_stored),
         "duplicated": dup_count,
         "per_topic": per_topic,
+        "redelivered_same_ce_id": redelivered,
         "bad_kinds": dict(Counter(kind for _, kind in ledger.bad.values())),
         "evidence": evidence,
     }
@@ -885,8 +919,10 @@ async def chaos(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 f"({len(ledger.bad)} bad), answered ok {len(ledger.answered):,}, "
                 f"kills {len(ledger.kills)}, http {dict(ledger.http)}"
             )
-        stream_s = time.monotonic() - started
-        say(f"stream done in {stream_s:.0f} s; waiting for every consumer group to catch up …")
+        say(
+            f"stream done in {ledger.stream_s:.0f} s, kills done at "
+            f"{time.monotonic() - started:.0f} s; waiting for every consumer group to catch up …"
+        )
         deadline = time.monotonic() + args.drain_timeout
         lag = await behind(bootstrap)
         while lag and time.monotonic() < deadline:
@@ -911,7 +947,7 @@ async def chaos(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "stuck_partitions": len(lag),
         "http_5xx": len(ledger.http_5xx),
         "seconds": round(time.monotonic() - started),
-        "stream_seconds": round(stream_s),
+        "stream_seconds": round(ledger.stream_s),
         "kills": ledger.kills,
         "messages": args.messages,
         "rate": args.rate,
