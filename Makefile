@@ -7,7 +7,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c "import sys; print(sys.executable)")
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 
-.PHONY: run up test test-unit lint format schemas bench bench-ingest bench-feature sync clean
+.PHONY: run up test test-unit lint format schemas bench bench-ingest bench-feature bench-chaos sync clean
 
 $(CURDIR)/.tools/uv/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv
@@ -39,14 +39,19 @@ format: sync
 schemas: sync  ## export JSON Schemas and the AsyncAPI document into schemas/
 	$(UV) run --no-sync python -m conveyor_contracts.schemas export
 
+# ab.py compares two revisions given on its command line; chaos.py runs for many minutes
+# (100,000 messages and six restarts): each has its own invocation.
 bench: sync
-	@for b in $(filter-out bench/common.py bench/ab.py,$(wildcard bench/*.py)); do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
+	@for b in $(filter-out bench/common.py bench/ab.py bench/chaos.py,$(wildcard bench/*.py)); do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
 
 bench-ingest: sync  ## ingest's records/s from Kafka beside a plain COPY; ARGS="--records 20000"
 	$(UV) run --no-sync python bench/ingest.py $(ARGS)
 
 bench-feature: sync  ## enrichment throughput and latency beside the relay; ARGS="--duration 10"
 	$(UV) run --no-sync python bench/feature.py $(ARGS)
+
+bench-chaos: sync  ## every message accounted for through kill -9 of each service; ARGS="--messages 5000"
+	$(UV) run --no-sync python bench/chaos.py $(ARGS)
 
 clean:
 	rm -rf .conveyor .pytest_cache .ruff_cache .mypy_cache

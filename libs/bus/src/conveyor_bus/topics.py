@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -137,10 +138,23 @@ async def read_ranges(
 
 
 async def published_ids(
-    bootstrap_servers: str, topic: str, ids: set[str], *, depth: int = 5000
+    bootstrap_servers: str,
+    topic: str,
+    ids: set[str],
+    *,
+    depth: int = 5000,
+    timeout_s: float = 30.0,
 ) -> set[str]:
     """Which of the event ids (`ce_id` headers) are among the last `depth` records of each of
-    `topic`'s partitions: what an outbox relay that crashed mid-publish already delivered."""
+    `topic`'s partitions: what an outbox relay that crashed mid-publish already delivered.
+
+    A partition is read until it stays quiet or until a record produced after the search began
+    is read (what a stopped process delivered was produced before that): a topic that others
+    keep writing to may never go quiet, and a restarted service runs this search before it
+    reports itself started. The end offsets are no stopping point: a broker may report a
+    high-water mark short of its last multi-record batch (Tansu does). `timeout_s` bounds the
+    search: what it did not find is published again (the same ce_id, which consumers
+    recognise)."""
     found: set[str] = set()
     if not ids:
         return found
@@ -154,19 +168,54 @@ async def published_ids(
         if not tps:
             return found
         consumer.assign(tps)
+        started_ms = time.time() * 1000
         for tp, end in (await consumer.end_offsets(tps)).items():
             consumer.seek(tp, max(0, end - depth))
-        # Read until the partitions stay quiet: a broker may report a high-water mark short of
-        # its last multi-record batch (Tansu does), so the end offset is no stopping point.
+        todo = set(tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         quiet = 0
-        while quiet < 3 and found != ids:
-            batch = await consumer.getmany(timeout_ms=200)
+        while todo and quiet < 3 and found != ids and loop.time() < deadline:
+            batch = await consumer.getmany(*todo, timeout_ms=200)
             quiet = 0 if batch else quiet + 1
+            for tp, records in batch.items():
+                for r in records:
+                    ce_id = dict(r.headers).get("ce_id")
+                    if ce_id is not None and ce_id.decode() in ids:
+                        found.add(ce_id.decode())
+                if records and records[-1].timestamp > started_ms:
+                    todo.discard(tp)
+                    consumer.pause(tp)
+    finally:
+        await consumer.stop()
+    return found
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="conveyor-outbox"
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return found
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp, end in ends.items():
+            consumer.seek(tp, max(0, end - depth))
+        todo = {tp for tp, end in ends.items() if end > 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while todo and found != ids and loop.time() < deadline:
+            batch = await consumer.getmany(*todo, timeout_ms=200)
             for records in batch.values():
                 for r in records:
                     ce_id = dict(r.headers).get("ce_id")
                     if ce_id is not None and ce_id.decode() in ids:
                         found.add(ce_id.decode())
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+                    consumer.pause(tp)
     finally:
         await consumer.stop()
     return found

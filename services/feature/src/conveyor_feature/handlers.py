@@ -239,6 +239,10 @@ class Features:
                             feature_names=names,
                             values=values,
                         ),
+                        # Derived from the request's id: a request redelivered after a crash is
+                        # enriched under the same id, so serving's answer to it (whose id it
+                        # derives from this one) is recognised as the same answer.
+                        d.event_id + "/enriched",
                         cause=d.onward,
                     )
                 )
