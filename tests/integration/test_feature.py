@@ -87,6 +87,7 @@ async def test_rows_and_enrichment(kafka, database_url):
             traceparent=trace,
             ce_deadline="2030-01-01T00:00:00+00:00",
             ce_replyto="my-replies",
+            ce_id=f"{request.request_id}-sent",
         )
         bad = PredictionRequested(project=name, fields={"amount": 1.0})
         await k.send(catalog.PREDICTIONS_REQUESTS, bad, key="x")
@@ -98,6 +99,9 @@ async def test_rows_and_enrichment(kafka, database_url):
         assert forwarded["traceparent"] == trace
         assert forwarded["ce_deadline"] == "2030-01-01T00:00:00+00:00"
         assert forwarded["ce_replyto"] == "my-replies"
+        # Its id is the request's, derived: enriched again after a crash, it is the same event,
+        # and so is serving's answer to it.
+        assert forwarded["ce_id"] == f"{request.request_id}-sent/enriched"
         enriched = [catalog.PREDICTIONS_ENRICHED.adapter.validate_json(raw[0].value)]
         history = [
             PastRecord(r.record_id, r.event_time, {"amount": r.fields["amount"]}) for r in records

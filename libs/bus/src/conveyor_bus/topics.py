@@ -189,33 +189,3 @@ async def published_ids(
     finally:
         await consumer.stop()
     return found
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="conveyor-outbox"
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches the cluster's metadata
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return found
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp, end in ends.items():
-            consumer.seek(tp, max(0, end - depth))
-        todo = {tp for tp, end in ends.items() if end > 0}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while todo and found != ids and loop.time() < deadline:
-            batch = await consumer.getmany(*todo, timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    ce_id = dict(r.headers).get("ce_id")
-                    if ce_id is not None and ce_id.decode() in ids:
-                        found.add(ce_id.decode())
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-                    consumer.pause(tp)
-    finally:
-        await consumer.stop()
-    return found
