@@ -12,7 +12,7 @@ from .bus import (
     send_batches,
 )
 from .errors import BusError, PublishError, TopicSetupError
-from .failures import Retry, Transient, any_of, broker_transient
+from .failures import Backoff, Retry, Transient, any_of, broker_transient
 from .settings import KafkaSettings
 from .topics import (
     create_topic,
@@ -25,6 +25,7 @@ from .topics import (
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "Backoff",
     "Bus",
     "BusError",
     "Delivery",

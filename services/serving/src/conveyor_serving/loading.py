@@ -17,6 +17,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from conveyor_bus import Backoff
 from conveyor_contracts.events import AliasMoved, ModelLoadFailed
 from conveyor_runtime import RegistryUnavailable
 
@@ -138,11 +139,12 @@ class ModelLoader:
     ) -> LoadedModel | None:
         """The version ready to swap in, or None when it does not load (marked and reported).
         While the registry is unavailable, tries again with a growing pause."""
-        pause = self._retry_s
+        backoff = Backoff(self._retry_s, self._retry_cap_s)
         while True:
             try:
                 return await self._fetch(project, version, sha256)
             except RegistryUnavailable as exc:
+                pause = backoff.next()
                 log.warning(
                     "%s %s: v%d not loaded yet (%s); trying again in %.1fs",
                     project,
@@ -152,7 +154,6 @@ class ModelLoader:
                     pause,
                 )
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, self._retry_cap_s)
             except Exception as exc:
                 reason = _reason(exc)
                 self._broken[(project, version)] = reason
@@ -190,15 +191,14 @@ class ModelLoader:
         task.add_done_callback(self._reports.discard)
 
     async def _publish(self, event: ModelLoadFailed) -> None:
-        pause = self._retry_s
+        backoff = Backoff(self._retry_s, self._retry_cap_s)
         while True:
             try:
                 await self._announce(event)
                 return
             except Exception as exc:
                 log.warning("reporting v%d of %s: %r", event.version, event.project, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, self._retry_cap_s)
+                await backoff.sleep()
 
     # --- state ----------------------------------------------------------------------------------
 
