@@ -1,7 +1,7 @@
 """The FastAPI side: a dependency per action, and the answers to auth errors.
 
     @api.post("/things")
-    async def make(thing: Thing, who: Principal = caller(Action.APPLY)) -> ...
+    async def make(thing: Thing, who: Annotated[Principal, caller(Action.APPLY)]) -> ...
 
 `install(app, store)` puts the token store on the app and answers `Unauthenticated` with 401
 (and `WWW-Authenticate: Bearer`) and `Forbidden` with 403, each with the reason.
