@@ -21,10 +21,8 @@ run: sync  ## the main job: the whole MLOps loop on the embedded stack
 up: sync  ## start the stack and keep it running for your own traffic
 	$(UV) run --no-sync conveyor up
 
-# Two workers, a test file each at a time, each with its own broker and database: most of a
-# test's time is spent waiting on the broker (consumer groups joining), not on the CPU.
 test: sync  ## unit, integration and end-to-end tests
-	$(UV) run --no-sync pytest -ra -n 2 --dist loadfile
+	$(UV) run --no-sync pytest -ra
 
 test-unit: sync
 	$(UV) run --no-sync pytest -ra tests/unit
