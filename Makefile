@@ -36,8 +36,9 @@ format: sync
 	$(UV) run --no-sync ruff format .
 	$(UV) run --no-sync ruff check --fix .
 
-schemas: sync  ## export JSON Schemas and the AsyncAPI document into schemas/
+schemas: sync  ## export JSON Schemas, the AsyncAPI document and the HTTP APIs (schemas/, docs/http.md)
 	$(UV) run --no-sync python -m conveyor_contracts.schemas export
+	$(UV) run --no-sync python tools/http_reference.py export
 
 # ab.py compares two revisions given on its command line; chaos.py runs for many minutes
 # (100,000 messages and six restarts): each has its own invocation.
