@@ -35,6 +35,7 @@ ROOT_SPAN = "00f067aa0ba902b7"
 RELEASE_TRACE = "5c1f0e2d3b4a69788796a5b4c3d2e1f0"
 FEEDBACK_TRACE = "0af7651916cd43dd8448eb211c80319c"
 FEEDBACK_ROOT = "b7ad6b7169203331"
+PREDICT_TRACE = "7d3b2a190f8e6d5c4b3a29180f7e6d5c"
 STAGES = {"queue wait", "decode", "batch wait", "infer", "encode", "produce"}
 
 
@@ -126,6 +127,18 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
             30,
             "serving to load v1",
         )
+        # A prediction from raw fields over HTTP: serving has the feature service (FEATURE_URL,
+        # serving's own token) enrich it, and publishes the answer, in the HTTP request's trace.
+        r = httpx.post(
+            stack.urls["serving"] + "/projects/traced/predict",
+            json={"fields": {"customer": "c-2", "amount": 40.0, "merchant": "online"}},
+            headers={"traceparent": f"00-{PREDICT_TRACE}-{ROOT_SPAN}-01"} | admin,
+        )
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["model_version"]) == ("ok", 1)
+        over_http = until(
+            lambda: _spans_of(receiver, PREDICT_TRACE, "conveyor-monitor"), 60, "the HTTP trace"
+        )
         request_id = asyncio.run(_send_traced_request(kafka.bootstrap_servers))
         ours = until(lambda: _spans_of_every_hop(receiver), 60, "the spans of every hop")
         r = httpx.post(
@@ -145,6 +158,14 @@ def test_one_prediction_is_one_trace_across_services(kafka, postgres, tmp_path, 
     finally:
         stack.down()
         receiver.shutdown()
+
+    # Over HTTP: the feature service's enrichment hangs from serving's request, and the
+    # monitor read the answer in the same trace.
+    http_by_id = {s["span_id"]: s for s in over_http}
+    enrich = next(s for s in over_http if s["service"] == "conveyor-feature")
+    while http_by_id.get(enrich["parent"], {}).get("service") == "conveyor-feature":
+        enrich = http_by_id[enrich["parent"]]
+    assert http_by_id[enrich["parent"]]["service"] == "conveyor-serving", over_http
 
     by_id = {s["span_id"]: s for s in ours}
     services = {s["service"] for s in ours}

@@ -205,14 +205,32 @@ class OneModel:
 
 @asynccontextmanager
 async def _serving(kafka: Any, database_url: str, spec: ModelProject) -> AsyncIterator[Target]:
+    from conveyor_feature.bootstrap import FeatureSettings
+    from conveyor_feature.bootstrap import bootstrap as feature_bootstrap
+    from conveyor_serving.adapters.features import HttpFeatures
     from conveyor_serving.bootstrap import ServingSettings, bootstrap
 
+    # Predictions from raw fields reach a real feature service (in-process, over its app).
+    feature = feature_bootstrap(
+        FeatureSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url)
+    )
+    features = HttpFeatures(
+        "http://feature",
+        token=TOKENS["an-app"],
+        timeout_s=REQUEST_TIMEOUT_S,
+        transport=httpx.ASGITransport(app=feature.http),
+    )
     source = OneModel(spec)
     runtime = bootstrap(
         ServingSettings(kafka_bootstrap_servers=kafka.bootstrap_servers),
         source=source,  # type: ignore[arg-type]
+        features=features,
     )
-    async with running(runtime) as api, Kafka(kafka.bootstrap_servers) as k:
+    async with (
+        running(feature),
+        running(runtime) as api,
+        Kafka(kafka.bootstrap_servers) as k,
+    ):
         await k.apply(spec)
         move = AliasMoved(
             project=spec.name,
@@ -230,7 +248,8 @@ async def _serving(kafka: Any, database_url: str, spec: ModelProject) -> AsyncIt
             return bool(got.get("version") == 1)
 
         await until(loaded, 30, "the model loaded")
-        yield Target(runtime, {"name": spec.name, "version": "1"})
+        await until(lambda: feature.projects.get(spec.name), 30, f"{spec.name} known to feature")
+        yield Target(runtime, {"name": spec.name, "project": spec.name, "version": "1"})
 
 
 class NoProfiles:

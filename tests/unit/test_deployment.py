@@ -47,6 +47,12 @@ def test_compose_builds_each_service_from_its_dockerfile(name):
     assert {"kafka", "postgres"} <= set(service["depends_on"])
 
 
+def test_serving_reaches_the_feature_service_with_a_token_of_its_own():
+    env = COMPOSE["services"]["serving"]["environment"]
+    assert env["FEATURE_URL"] == "http://feature:8102"
+    assert env["CONVEYOR_TOKEN"].startswith("${CONVEYOR_SERVING_TOKEN:?")
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_each_dockerfile_installs_its_service_from_the_lock(name):
     dockerfile = (ROOT / f"services/{name}/Dockerfile").read_text()

@@ -33,8 +33,9 @@ TOKENS_FILE = "tokens.json"  # what the services accept: names, roles, sha256s o
 ADMIN_TOKEN_FILE = "token"  # the local admin's own token, which the CLI picks up
 LOCAL_ADMIN = "local-admin"
 # Services that call others' write APIs, each with its own token and role: the trainer registers
-# and promotes versions.
-SERVICE_ROLES = {"trainer": Role.SCIENTIST}
+# and promotes versions; serving has the feature service enrich the predictions asked of it over
+# HTTP.
+SERVICE_ROLES = {"trainer": Role.SCIENTIST, "serving": Role.APP}
 
 
 class StackError(RuntimeError):
@@ -113,6 +114,7 @@ class Stack:
                     | {
                         "DATABASE_URL": self.database_url,
                         "REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
+                        "FEATURE_URL": f"http://127.0.0.1:{ports['feature']}",
                         "HTTP_HOST": "127.0.0.1",
                         "HTTP_PORT": str(ports[name]),
                         "OTEL_SERVICE_NAME": f"conveyor-{name}",

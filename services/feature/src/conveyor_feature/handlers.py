@@ -19,13 +19,7 @@ from conveyor_contracts.events import (
     PredictionServed,
     RecordAccepted,
 )
-from conveyor_contracts.records import (
-    MAX_INTEGER,
-    ContractViolation,
-    Request,
-    contract_of,
-    id_problem,
-)
+from conveyor_contracts.records import MAX_INTEGER, id_problem
 from conveyor_runtime import KnownProject, ProjectCache, UnknownProject
 
 from .adapters.store import FeatureStore, NewRow, State
@@ -36,8 +30,8 @@ from .domain.features import (
     kept_fields,
     revise,
     state_fields,
-    status,
 )
+from .enrichment import Asked, enrich
 
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("conveyor.feature")
@@ -176,9 +170,9 @@ class Features:
         return out
 
     async def on_requests(self, batch: list[Delivery[PredictionRequested]]) -> list[Rejection]:
-        """Enrich each request that meets its project's data contract (checked as ingest checks
-        records, in the contract's request mode); a request that does not is dead-lettered with
-        the reason, and its application gets an error answer on predictions.responses."""
+        """Enrich each request (`enrichment.enrich`, the use case the HTTP API shares); a request
+        its project's data contract refuses is dead-lettered with the reason, and its
+        application gets an error answer on predictions.responses."""
         received = time.perf_counter()
         refused: list[Rejection] = []
         entity_keys: dict[str, str] = {}  # project → its entity key, for the error answers
@@ -195,49 +189,25 @@ class Features:
                 continue
             spec = known.spec
             entity_keys[project] = spec.entity_key
-            contract = contract_of(spec)
             now = datetime.now(UTC)
-            ready: list[tuple[Delivery[PredictionRequested], Request, datetime]] = []
-            for d in deliveries:
-                try:
-                    request = contract.check_request(d.event.fields, size_at_most=len(d.value))
-                except ContractViolation as exc:
-                    refused.append(Rejection(d, str(exc), "validate"))
-                    continue
-                at = request.event_time or d.event.requested_at
-                if at.tzinfo is None:
-                    reason = "requested_at: a timestamp needs a time zone"
-                    refused.append(Rejection(d, reason, "validate"))
-                    continue
-                ready.append((d, request, at))
-            entities = sorted({r.entity_id for _, r, _ in ready})
-            histories = await self.store.histories(project, entities)
-            plain = state_fields(spec)
-            # A request may leave plain fields out: they come from the entity's online state
-            # (its newest record) while that is within the project's TTL.
-            lacking = sorted(
-                {r.entity_id for _, r, _ in ready if any(f not in r.fields for f in plain)}
-            )
-            states = await self.store.states(project, lacking) if lacking else {}
+            asked = [Asked(d.event.fields, d.event.requested_at, len(d.value)) for d in deliveries]
             names = spec.feature_names()
-            for d, request, at in ready:
-                entity, fields = request.entity_id, request.fields
-                state = states.get(entity)
-                if state and status(at, state.event_time, spec.feature_ttl_s) == "present":
-                    fields = state.fields | fields
-                values = featurize(spec, fields, at, histories.get(entity, []))
+            for d, result in zip(deliveries, await enrich(spec, self.store, asked), strict=True):
+                if isinstance(result, str):
+                    refused.append(Rejection(d, result, "validate"))
+                    continue
                 out.append(
                     Outgoing(
-                        entity,
+                        result.entity_id,
                         PredictionEnriched(
                             request_id=d.event.request_id,
                             project=project,
                             project_version=known.version,
-                            entity_id=entity,
+                            entity_id=result.entity_id,
                             requested_at=d.event.requested_at,
                             enriched_at=now,
                             feature_names=names,
-                            values=values,
+                            values=result.values,
                         ),
                         # Derived from the request's id: a request redelivered after a crash is
                         # enriched under the same id, so serving's answer to it (whose id it

@@ -5,8 +5,10 @@ from pydantic import Field
 from conveyor_contracts import catalog
 from conveyor_runtime import Runtime, ServiceSettings
 
+from .adapters.features import FeatureSource, HttpFeatures
 from .adapters.registry import HttpModelSource, ModelSource
 from .domain.predictor import Predictor
+from .entrypoints import predict
 from .entrypoints.api import router
 from .handlers import Serving
 
@@ -31,10 +33,25 @@ class ServingSettings(ServiceSettings):
         description="At start-up, how long serving waits for the models the changelog names "
         "before it takes requests (a version that does not load ends its alias's wait at once).",
     )
+    feature_url: str = Field(
+        "http://127.0.0.1:8102",
+        description="Base URL of the feature service's API, which enriches the requests of "
+        "`POST /projects/{project}/predict` (as serving: `CONVEYOR_TOKEN`, a role with submit).",
+    )
+    serving_feature_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How long a prediction over HTTP waits for the feature service before it "
+        "answers 503.",
+    )
 
 
 def bootstrap(
-    settings: ServingSettings | None = None, *, source: ModelSource | None = None
+    settings: ServingSettings | None = None,
+    *,
+    source: ModelSource | None = None,
+    features: FeatureSource | None = None,
 ) -> Runtime:
     settings = settings or ServingSettings()
     runtime = Runtime("serving", settings, uses_database=False)
@@ -55,4 +72,10 @@ def bootstrap(
     runtime.http.include_router(
         router(predictor, lambda: runtime.started and runtime.taking_work, serving.loader.failed)
     )
+    token = settings.conveyor_token.get_secret_value() if settings.conveyor_token else None
+    features = features or HttpFeatures(
+        settings.feature_url, token=token, timeout_s=settings.serving_feature_timeout_s
+    )
+    runtime.on_stop(features.close)
+    runtime.http.include_router(predict.router(serving, features, runtime.projects))
     return runtime

@@ -203,6 +203,12 @@ class Answers:
 
 
 SERVED = PredictionServed.type_name
+HTTP_EDGE = "http"  # where a request scored by `Serving.answer` came from, for its Delivery
+
+
+class NotServed(Exception):
+    """A request that got no answer from a model: none is loaded for its project, or the model
+    cannot take its features (the reason says which)."""
 
 
 class Serving:
@@ -291,23 +297,7 @@ class Serving:
         rejections: list[Rejection] = []
         shadow = Answers(received)
         for project, deliveries in by_project.items():
-            try:
-                model = self.predictor.model(project)  # one reference for the whole batch
-            except NoModel as exc:
-                for d in deliveries:
-                    answers.error(d, str(exc))
-                continue
-            policy = self._policy(project)
-            challenger = self.predictor.challenger(project) if policy.challenger != "off" else None
-            if challenger is not None and policy.challenger == "canary":
-                sides = [in_canary(d.event.entity_id, policy.canary_share) for d in deliveries]
-                canary = [d for d, inside in zip(deliveries, sides, strict=True) if inside]
-                deliveries = [d for d, inside in zip(deliveries, sides, strict=True) if not inside]
-                self._score(challenger, canary, answers, rejections)
-            self._score(model, deliveries, answers, rejections)
-            if challenger is not None and policy.challenger == "shadow":
-                # What the challenger would have said; its misfits are not the request's fault.
-                self._score(challenger, deliveries, shadow, None)
+            self._route(project, deliveries, answers, shadow, rejections)
         outgoing = answers.outgoing("served")
         await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, outgoing)
         answers.count(self.predictor)
@@ -316,6 +306,59 @@ class Serving:
             shadow.count(self.predictor, "shadow")
         rejections.extend(await self._reply(answers.requests, outgoing))
         return rejections
+
+    def _route(
+        self,
+        project: str,
+        deliveries: list[Delivery[PredictionEnriched]],
+        answers: Answers,
+        shadow: Answers,
+        rejections: list[Rejection],
+    ) -> None:
+        """Score one project's requests as its serving policy says: the champion's answers (a
+        canary's share of entities the challenger's instead) to `answers`, a shadow
+        challenger's to `shadow`; without a model, an error answer each."""
+        try:
+            model = self.predictor.model(project)  # one reference for the whole batch
+        except NoModel as exc:
+            for d in deliveries:
+                answers.error(d, str(exc))
+            return
+        policy = self._policy(project)
+        challenger = self.predictor.challenger(project) if policy.challenger != "off" else None
+        if challenger is not None and policy.challenger == "canary":
+            sides = [in_canary(d.event.entity_id, policy.canary_share) for d in deliveries]
+            canary = [d for d, inside in zip(deliveries, sides, strict=True) if inside]
+            deliveries = [d for d, inside in zip(deliveries, sides, strict=True) if not inside]
+            self._score(challenger, canary, answers, rejections)
+        self._score(model, deliveries, answers, rejections)
+        if challenger is not None and policy.challenger == "shadow":
+            # What the challenger would have said; its misfits are not the request's fault.
+            self._score(challenger, deliveries, shadow, None)
+
+    async def answer(self, request: PredictionEnriched, received: float, event_id: str) -> bytes:
+        """One request that came over HTTP, scored as `on_enriched` scores a batch (`_route`),
+        its answer published on predictions.responses (a shadow challenger's on
+        predictions.shadow) and returned as that event's JSON.
+
+        `received`: perf_counter when the request arrived; `event_id`: the answer's id is
+        `event_id + "/served"` (the shadow's `/shadow`), so a request sent again is the same
+        event downstream. Raises NotServed (nothing published) when it is not scored."""
+        # The request as if it had come from Kafka: its trace (the HTTP request's) goes on with
+        # the answers, as a Kafka request's does.
+        headers = tracing.context_headers() | {"ce_id": event_id}
+        d = Delivery(request, headers, request.entity_id, HTTP_EDGE, 0, 0, b"")
+        answers, shadow = Answers(received), Answers(received)
+        self._route(request.project, [d], answers, shadow, [])
+        (event,) = answers.events
+        if not isinstance(event, Encoded):
+            raise NotServed(event.error or "not scored")
+        await self.bus.publish_many(catalog.PREDICTIONS_RESPONSES, answers.outgoing("served"))
+        answers.count(self.predictor)
+        if shadow:
+            await self.bus.publish_many(catalog.PREDICTIONS_SHADOW, shadow.outgoing("shadow"))
+            shadow.count(self.predictor, "shadow")
+        return event.value
 
     def _score(
         self,

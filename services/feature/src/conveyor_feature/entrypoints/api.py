@@ -1,19 +1,23 @@
-"""Online reads with each value's status, and point-in-time training sets from the offline rows."""
+"""Online reads with each value's status, prediction requests enriched as on Kafka, and
+point-in-time training sets from the offline rows."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel, Field
 
+from conveyor_auth import Action, Principal, caller
 from conveyor_contracts import ModelProject
+from conveyor_contracts.events import Id, PredictionEnriched, new_id, utcnow
 from conveyor_contracts.project import CategoricalFeature, NumericFeature
 from conveyor_runtime import ProjectCache, refusals
 
 from ..adapters.store import FeatureStore
 from ..domain.features import featurize, status
+from ..enrichment import Asked, enrich
 
 Status = Literal["present", "expired", "missing"]
 
@@ -59,6 +63,52 @@ class TrainingRow(BaseModel):
     as_of: datetime | None = Field(description="Event time of the joined row.")
     feature_names: list[str]
     values: list[float] | None
+
+
+# Requests one call may enrich: a batch the store reads in two queries, answered well within a
+# caller's time-out.
+MAX_ENRICH = 1000
+
+
+class EnrichRequest(BaseModel):
+    request_id: Id = Field(
+        default_factory=new_id, description="Echoed in the answer; when absent, a new one."
+    )
+    fields: dict[str, Any] = Field(
+        description="The entity key and the current record's fields, as on predictions.requests.",
+        examples=[{"customer": "c-17", "amount": 42.0}],
+    )
+    requested_at: AwareDatetime = Field(
+        default_factory=utcnow,
+        description="The request's event time when its project's event-time field is left out.",
+    )
+
+
+class EnrichBatch(BaseModel):
+    requests: list[EnrichRequest] = Field(min_length=1, max_length=MAX_ENRICH)
+
+
+class Enriched(PredictionEnriched):
+    """A request's feature vector: the `PredictionEnriched` the Kafka path would publish."""
+
+    status: Literal["ok"] = "ok"
+
+
+class RefusedRequest(BaseModel):
+    """A request its project's data contract refuses (a Kafka request would be dead-lettered)."""
+
+    request_id: str
+    status: Literal["refused"] = "refused"
+    reason: str = Field(description="Every failing field, each with why.")
+
+
+class Enrichment(BaseModel):
+    results: list[Annotated[Enriched | RefusedRequest, Field(discriminator="status")]] = Field(
+        description="One per request, in the order of the requests."
+    )
+
+
+Submitter = Annotated[Principal, caller(Action.SUBMIT)]
 
 
 def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
@@ -133,6 +183,42 @@ def router(projects: ProjectCache, store: FeatureStore) -> APIRouter:
                 )
             )
         return out
+
+    @api.post(
+        "/projects/{project}/enrich",
+        response_model=Enrichment,
+        responses=refusals(404),
+    )
+    async def enrich_requests(project: str, batch: EnrichBatch, _who: Submitter) -> Enrichment:
+        """Prediction requests' feature vectors, computed as for requests on
+        predictions.requests (the same code): each checked against the project's data contract,
+        plain fields it leaves out taken from the entity's online state, per-entity features
+        over the entity's records before its event time. Nothing is published or stored; a
+        refused request is answered with the reason, the others still enriched."""
+        known = projects.get(project)
+        if known is None:
+            raise HTTPException(404, detail=f"unknown project {project!r}")
+        spec = known.spec
+        asked = [Asked(r.fields, r.requested_at) for r in batch.requests]
+        results = await enrich(spec, store, asked)
+        now, names = datetime.now(UTC), spec.feature_names()
+        return Enrichment(
+            results=[
+                RefusedRequest(request_id=r.request_id, reason=result)
+                if isinstance(result, str)
+                else Enriched(
+                    request_id=r.request_id,
+                    project=project,
+                    project_version=known.version,
+                    entity_id=result.entity_id,
+                    requested_at=r.requested_at,
+                    enriched_at=now,
+                    feature_names=names,
+                    values=result.values,
+                )
+                for r, result in zip(batch.requests, results, strict=True)
+            ]
+        )
 
     @api.get("/projects/{project}/freshness", responses=refusals(404))
     async def freshness(project: str) -> dict[str, object]:
