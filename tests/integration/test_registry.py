@@ -17,6 +17,8 @@ from conveyor_contracts.events import (
     PromotionDecided,
     PromotionRequested,
 )
+from conveyor_contracts.project import ALLOWED_ESTIMATORS
+from conveyor_examples import load_project, project_names
 from conveyor_registry.bootstrap import RegistrySettings, bootstrap
 from tests.support import Kafka, bearer, running, unique_project, until
 
@@ -551,3 +553,43 @@ async def test_no_alias_moves_to_a_version_serving_could_not_load(kafka, databas
         assert (await api.get(f"/projects/{name}/aliases")).json() == {"champion": 1}
         move = {"version": 1, "reason": "as challenger"}
         assert (await api.put(f"/projects/{name}/aliases/challenger", json=move)).status_code == 200
+
+
+async def test_a_project_whose_parts_disagree_is_refused_naming_each_json_path(kafka, database_url):
+    """A categorical feature over an integer field, a label class the label field does not
+    allow, an estimator that is not allowed: 422, each problem at its path in the project file,
+    and nothing applied. The examples apply as they are."""
+    spec = unique_project("parts")
+    body = spec.model_dump(mode="json")
+    body["features"][2] = {
+        "kind": "categorical",
+        "name": "hour_of_day",
+        "field": "hour",
+        "categories": [str(h) for h in range(24)],
+    }
+    body["label"]["classes"] = ["legit", "fraudulent"]
+    async with running(bootstrap(_settings(kafka, database_url))) as api:
+        r = await api.post("/projects", json=body)
+        assert r.status_code == 422, r.text
+        detail = {tuple(e["loc"]): e["msg"] for e in r.json()["detail"]}
+        assert set(detail) == {
+            ("body", "features", 2, "field"),
+            ("body", "label", "classes", 1),
+            ("body", "record_schema", "fields", "outcome", "allowed"),
+        }
+        assert "declare the field `string`" in detail[("body", "features", 2, "field")]
+        assert "'fraudulent' is not an allowed value" in detail[("body", "label", "classes", 1)]
+
+        unknown = spec.model_dump(mode="json")
+        unknown["estimator"]["class_path"] = "sklearn.svm.SVC"
+        r = await api.post("/projects", json=unknown)
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["body", "estimator", "class_path"]
+        assert all(path in error["msg"] for path in ALLOWED_ESTIMATORS)
+
+        assert (await api.get(f"/projects/{spec.name}")).status_code == 404
+        for example in project_names():
+            own = load_project(example).model_copy(update={"name": f"{spec.name}-{example}"})
+            r = await api.post("/projects", json=own.model_dump(mode="json"))
+            assert r.status_code == 201, r.text

@@ -354,10 +354,10 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url, mo
                 "class_path": "sklearn.linear_model.LogisticRegression",
                 "params": {"C": 0.01, "max_iter": 3},
             },
+            # The README's variant: a forest behind the default StandardScaler.
             {
-                "class_path": "sklearn.tree.DecisionTreeClassifier",
-                "params": {"max_depth": 3},
-                "standardize": False,
+                "class_path": "sklearn.ensemble.RandomForestClassifier",
+                "params": {"n_estimators": 50},
             },
         ]
         started = await api.post(
@@ -384,7 +384,7 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url, mo
         assert [x["estimator"] for x in table["runs"]] == [v["class_path"] for v in variants]
         assert {x["training_rows"] for x in table["runs"]} == {460}  # the regression set is held
         assert table["best"]["accuracy"] in {x["run_id"] for x in runs}
-        assert table["runs"][1]["params"]["max_depth"] == 3
+        assert table["runs"][1]["params"]["n_estimators"] == 50
         assert (await api.get("/runs/compare", params={"run_id": "nope"})).status_code == 404
 
         # The ONNX gate: an export whose probabilities differ from scikit-learn's by more than

@@ -1,9 +1,11 @@
 import gc
+import hashlib
 import weakref
 
 import numpy as np
 import pytest
 
+from conveyor_contracts.project import EstimatorSpec
 from conveyor_examples import load_project
 from conveyor_serving.adapters.onnx import OnnxSession
 from conveyor_serving.domain.predictor import (
@@ -14,7 +16,8 @@ from conveyor_serving.domain.predictor import (
     in_canary,
 )
 from conveyor_serving.entrypoints.api import InferenceRequest, decode
-from tests.models import make_model
+from conveyor_trainer.domain import training
+from tests.models import example_dataset, make_model
 
 SPEC = load_project("fraud")
 NAMES = SPEC.feature_names()
@@ -115,3 +118,26 @@ def test_the_canary_is_sticky_monotone_and_near_its_share():
     assert tenth == {k for k in keys if in_canary(k, 0.1)}  # the same keys every time
     assert tenth <= {k for k in keys if in_canary(k, 0.3)}  # growing the share keeps them
     assert not any(in_canary(k, 0.0) for k in keys) and all(in_canary(k, 1.0) for k in keys)
+
+
+def test_a_tree_ensemble_the_trainer_exports_answers_in_serving_as_scikit_learn_did():
+    """Serving feeds the feature service's values as float32, as the trainer fit and checked the
+    export: a forest behind a StandardScaler (an experiment's default) answers the same."""
+    spec, data = example_dataset("wine")
+    variant = EstimatorSpec(class_path="sklearn.ensemble.RandomForestClassifier", seed=11)
+    spec = spec.model_copy(update={"estimator": variant})
+    candidate = training.train(spec, data, 0.3)
+    assert candidate.failure is None, candidate.failure
+    fit_set, _ = data.split(0.3)
+    expected = training.build_pipeline(spec).fit(fit_set.x, fit_set.y).predict_proba(data.x)
+
+    names = spec.feature_names()
+    classes = list(spec.label.classes)
+    session = OnnxSession(candidate.onnx)
+    model = LoadedModel(
+        "wine", 1, hashlib.sha256(candidate.onnx).hexdigest(), names, classes, session
+    )
+    answers = model.score([(names, row) for row in data.x.tolist()])
+    probabilities = np.asarray([[p[c] for c in classes] for _, p in answers])
+    assert np.abs(probabilities - expected).max() <= training.ONNX_TOLERANCE
+    assert [label for label, _ in answers] == [classes[i] for i in expected.argmax(axis=1)]

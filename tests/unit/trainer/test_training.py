@@ -4,10 +4,16 @@ import numpy as np
 import onnx
 import pytest
 
-from conveyor_contracts.project import ALLOWED_ESTIMATORS, PromotionPolicy, RetrainPolicy
+from conveyor_contracts.project import (
+    ALLOWED_ESTIMATORS,
+    EstimatorSpec,
+    PromotionPolicy,
+    RetrainPolicy,
+)
 from conveyor_examples import load_project
 from conveyor_trainer.domain import training
 from conveyor_trainer.domain.policy import Paired, may_start, promotion, schedule_due
+from tests.models import example_dataset
 
 SPEC = load_project("fraud")
 
@@ -37,6 +43,30 @@ def test_every_allowed_estimator_exports_with_matching_probabilities(class_path)
     assert [o.name for o in model.graph.output] == ["label", "probabilities"]
     assert candidate.signature["classes"] == ["legit", "fraud"]
     assert len(candidate.profile["sample"]) == 600
+
+
+@pytest.mark.parametrize("class_path", ALLOWED_ESTIMATORS)
+@pytest.mark.parametrize("example", ["wine", "fraud"])
+def test_every_allowed_estimator_passes_parity_on_an_examples_data_with_default_settings(
+    example, class_path
+):
+    # As an experiment's variant names it (`conveyor experiment wine -v '{"class_path": ...}'`):
+    # default parameters, a StandardScaler before the estimator. Counts and integer-valued
+    # measurements put values on the trees' thresholds: the export must scale them exactly as
+    # scikit-learn does, or the ONNX model answers differently.
+    spec, data = example_dataset(example)
+    variant = EstimatorSpec(class_path=class_path, seed=spec.estimator.seed)
+    spec = spec.model_copy(update={"estimator": variant})
+    holdout_fraction = spec.policies.retrain.holdout_fraction
+    candidate = training.train(spec, data, holdout_fraction)
+    assert candidate.failure is None, candidate.failure
+    assert candidate.onnx_max_diff <= training.ONNX_TOLERANCE
+    assert candidate.metrics["accuracy"] > 0.8
+    # On every row, not only the holdout: the same fit (same seed) answers as its export does.
+    fit_set, _ = data.split(holdout_fraction)
+    pipeline = training.build_pipeline(spec).fit(fit_set.x, fit_set.y)
+    exported = training.onnx_probabilities(candidate.onnx, data.x)
+    assert np.abs(exported - pipeline.predict_proba(data.x)).max() <= training.ONNX_TOLERANCE
 
 
 def test_the_split_is_by_time_and_the_holdout_is_newest():

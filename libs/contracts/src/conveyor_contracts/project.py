@@ -11,14 +11,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Iterator
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .addresses import IPAddress, non_global
-from .patterns import pattern_problem
+from .patterns import full_matcher, pattern_problem
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 
@@ -136,8 +137,10 @@ class LabelSpec(_Spec):
     classes: list[str] = Field(min_length=2)
 
 
-# Classifiers whose whole pipeline skl2onnx exports with outputs matching scikit-learn's.
-# HistGradientBoostingClassifier is left out: its converter fails with the onnx release we lock.
+# Classifiers whose whole pipeline skl2onnx exports with outputs matching scikit-learn's: the
+# one list the spec is checked against and the trainer's tests build, fit and export each of.
+# HistGradientBoostingClassifier is left out: with the skl2onnx and onnx releases we lock, its
+# converter writes numpy integers into the TreeEnsemble's attributes, which onnx refuses.
 ALLOWED_ESTIMATORS = (
     "sklearn.linear_model.LogisticRegression",
     "sklearn.ensemble.RandomForestClassifier",
@@ -158,7 +161,11 @@ class EstimatorSpec(_Spec):
     @classmethod
     def _allowed(cls, value: str) -> str:
         if value not in ALLOWED_ESTIMATORS:
-            raise ValueError(f"estimator {value!r} is not one of {list(ALLOWED_ESTIMATORS)}")
+            raise ValueError(
+                f"estimator {value[:200]!r} is not allowed: use one of "
+                f"{', '.join(ALLOWED_ESTIMATORS)} (the classifiers whose whole pipeline exports "
+                "to ONNX with scikit-learn's probabilities)"
+            )
         return value
 
 
@@ -485,3 +492,190 @@ class ModelProject(_Spec):
     def feature_names(self) -> list[str]:
         """The ordered names of the model's inputs."""
         return [name for _, name in self.columns()]
+
+
+class SpecProblem(NamedTuple):
+    """One way a spec's parts disagree: where, as a JSON path into the spec, and why (the
+    message starts with the path as it reads in the project file: `features[2].field: ...`)."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+SpecPath = tuple[str | int, ...]
+
+
+def _at(path: SpecPath, text: str) -> SpecProblem:
+    shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return SpecProblem(path, f"{shown}: {text}")
+
+
+_NUMERIC_TYPES = (FieldType.NUMBER, FieldType.INTEGER)
+_READS_AS_NUMBER = (FieldType.NUMBER, FieldType.INTEGER, FieldType.BOOLEAN)
+
+
+def consistency_problems(spec: ModelProject) -> list[SpecProblem]:
+    """Where the parts of a spec disagree so that something would go wrong without an error: a
+    feature that would always read its default or all zeros, a class no record could carry or
+    no run would train on, a field constraint its type never checks. Checked when a spec is
+    applied (the registry answers 422 with each problem): a spec already in the changelog still
+    reads, as `ModelProject` itself holds only what every spec ever applied met."""
+    fields = spec.record_schema.fields
+    out: list[SpecProblem] = []
+    for name, field in fields.items():
+        out.extend(_field_problems(("record_schema", "fields", name), field))
+    for i, feature in enumerate(spec.features):
+        source = getattr(feature, "field", None)
+        if source is None or source not in fields:
+            continue  # no field, or an unknown one: the model's own validation says so
+        if isinstance(feature, CategoricalFeature):
+            out.extend(_category_problems(("features", i), feature, fields[source]))
+        elif (declared := fields[source].type) not in _READS_AS_NUMBER:
+            instead = (
+                ", or one-hot encode it with a `categorical` feature"
+                if declared == FieldType.STRING
+                else ""
+            )
+            out.append(
+                _at(
+                    ("features", i, "field"),
+                    f"{feature.kind} feature {feature.name!r} reads field {source!r}, which is "
+                    f"declared {declared.value}: no {declared.value} reads as a number, so the "
+                    f"feature would always be its default; read a `number`, `integer` or "
+                    f"`boolean` field (booleans read as 0 and 1){instead}",
+                )
+            )
+    if spec.label.field in fields:
+        out.extend(_label_problems(spec.label, fields[spec.label.field]))
+    return out
+
+
+def _field_problems(path: SpecPath, field: FieldSpec) -> Iterator[SpecProblem]:
+    """The constraints a field's type never checks, and bounds no value meets."""
+    kind = field.type.value
+    if field.type != FieldType.STRING:
+        for key in ("allowed", "pattern"):
+            if getattr(field, key) is not None:
+                yield _at(
+                    (*path, key),
+                    f"`{key}` constrains strings, but the field is declared {kind}: it would "
+                    "never be checked; remove it or declare the field `string`",
+                )
+    if field.type not in _NUMERIC_TYPES:
+        for key in ("min", "max", "expected_min", "expected_max"):
+            if getattr(field, key) is not None:
+                yield _at(
+                    (*path, key),
+                    f"`{key}` bounds numbers, but the field is declared {kind}: it would never "
+                    "be checked; remove it or declare the field `number` or `integer`",
+                )
+    for low, high in (("min", "max"), ("expected_min", "expected_max")):
+        below, above = getattr(field, low), getattr(field, high)
+        if below is not None and above is not None and below > above:
+            yield _at((*path, low), f"{low} {below:g} is above {high} {above:g}")
+    if field.type == FieldType.STRING and field.allowed == []:
+        yield _at((*path, "allowed"), "no value is allowed, so every value would be refused")
+
+
+def _category_problems(
+    path: SpecPath, feature: CategoricalFeature, field: FieldSpec
+) -> Iterator[SpecProblem]:
+    if field.type != FieldType.STRING:
+        kind = field.type.value
+        yield _at(
+            (*path, "field"),
+            f"categorical feature {feature.name!r} reads field {feature.field!r}, which is "
+            f"declared {kind}: categories are strings and a {kind} value never equals one, so "
+            "every one-hot column would be 0 for every record; declare the field `string` "
+            "(with its values in `allowed`), or read it with a `numeric` feature",
+        )
+        return
+    yield from _values_problems(
+        (*path, "categories"),
+        feature.categories,
+        field,
+        f"field {feature.field!r}",
+        "no record could carry it, so its one-hot column would always be 0",
+    )
+
+
+def _label_problems(label: LabelSpec, field: FieldSpec) -> Iterator[SpecProblem]:
+    path: SpecPath = ("label", "classes")
+    if field.type == FieldType.INTEGER:
+        # A record's integer label is compared with the classes as its decimal text (3 as "3").
+        for j, c in enumerate(label.classes):
+            if not re.fullmatch(r"-?[0-9]{1,18}", c) or str(int(c)) != c:
+                yield _at(
+                    (*path, j),
+                    f"class {c[:100]!r} is not an integer as a record's label reads (field "
+                    f"{label.field!r} is declared integer: its values read as '0', '1', "
+                    "'-2'), so no record would carry it",
+                )
+            elif (field.min is not None and int(c) < field.min) or (
+                field.max is not None and int(c) > field.max
+            ):
+                yield _at(
+                    (*path, j),
+                    f"class {c!r} is outside the min/max of field {label.field!r}, so no "
+                    "record would carry it",
+                )
+        yield from _duplicates(path, label.classes, "class")
+        return
+    if field.type != FieldType.STRING:
+        kind = field.type.value
+        yield _at(
+            ("record_schema", "fields", label.field, "type"),
+            f"the label field is declared {kind}: labels are compared with the classes as "
+            f"text, which a {kind} value does not read as; declare it `string` with the "
+            "classes in `allowed` (or `integer`, with classes such as '0' and '1')",
+        )
+        return
+    yield from _values_problems(
+        path,
+        label.classes,
+        field,
+        f"label field {label.field!r}",
+        "no record could be labeled with it, so it could never be learned",
+    )
+    for value in field.allowed or []:
+        if value not in label.classes:
+            yield _at(
+                ("record_schema", "fields", label.field, "allowed"),
+                f"label value {value[:100]!r} is allowed but is not one of label.classes: "
+                "records labeled with it would be stored and never trained on; add it to the "
+                "classes or remove it from `allowed` (a record without a label leaves the "
+                "field out)",
+            )
+
+
+def _values_problems(
+    path: SpecPath, values: list[str], field: FieldSpec, what: str, consequence: str
+) -> Iterator[SpecProblem]:
+    """The values (categories, classes) a string field's `allowed` or `pattern` refuses, and
+    those listed twice."""
+    matches = (
+        full_matcher(field.pattern)
+        if field.pattern is not None and pattern_problem(field.pattern) is None
+        else None
+    )
+    for j, value in enumerate(values):
+        if field.allowed is not None and value not in field.allowed:
+            allowed = ", ".join(repr(a) for a in field.allowed)
+            shown = allowed if len(allowed) <= 300 else allowed[:300] + "..."
+            yield _at(
+                (*path, j),
+                f"{value[:100]!r} is not an allowed value of {what} ({shown}): {consequence}",
+            )
+        elif matches is not None and not matches(value):
+            yield _at(
+                (*path, j), f"{value[:100]!r} does not match the pattern of {what}: {consequence}"
+            )
+    yield from _duplicates(path, values, "value")
+
+
+def _duplicates(path: SpecPath, values: list[str], what: str) -> Iterator[SpecProblem]:
+    seen: set[str] = set()
+    for j, value in enumerate(values):
+        if value in seen:
+            yield _at((*path, j), f"{what} {value[:100]!r} is listed twice")
+        seen.add(value)

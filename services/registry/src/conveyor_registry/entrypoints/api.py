@@ -12,7 +12,12 @@ from pydantic import BaseModel
 
 from conveyor_auth import Action, Principal, caller
 from conveyor_contracts import ModelProject
-from conveyor_contracts.project import NAME_PATTERN, notify_problems, pattern_problems
+from conveyor_contracts.project import (
+    NAME_PATTERN,
+    consistency_problems,
+    notify_problems,
+    pattern_problems,
+)
 from conveyor_runtime import SHA256_HEADER, refusals
 
 from ..adapters.repository import Repository
@@ -147,12 +152,20 @@ def router(repo: Repository) -> APIRouter:
     ) -> Any:
         """Apply a project: its next version (201), or the same one when nothing changed (200).
         A change that would take a project out of approval mode is held for another approver
-        (202, a change request) — also when an approver asks."""
-        problems = pattern_problems(spec.record_schema.fields)
-        if problems := problems + notify_problems(spec.policies.drift.notify):
+        (202, a change request) — also when an approver asks. A spec whose parts disagree is
+        refused (422, each problem at its JSON path: `consistency_problems`)."""
+        # Checked here, not by `ModelProject` itself, which also reads every spec ever applied
+        # back from the changelog: a rule added since must not make an older spec unreadable.
+        problems: list[tuple[list[str | int], str]] = [
+            (["body"], p)
+            for p in pattern_problems(spec.record_schema.fields)
+            + notify_problems(spec.policies.drift.notify)
+        ]
+        problems += [(["body", *p.path], p.message) for p in consistency_problems(spec)]
+        if problems:
             # As the spec's own validation errors are answered (the one 422 the document has).
             raise RequestValidationError(
-                [{"loc": ["body"], "msg": problem, "type": "value_error"} for problem in problems]
+                [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in problems]
             )
         outcome = await repo.apply_project(spec, who.name)
         if isinstance(outcome, dict):
