@@ -7,7 +7,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c "import sys; print(sys.executable)")
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 
-.PHONY: run up test test-unit lint format schemas bench bench-ingest bench-feature bench-chaos sync clean
+.PHONY: run up test test-unit lint format schemas bench bench-ingest bench-feature bench-chaos sync clean browser
 
 $(CURDIR)/.tools/uv/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv
@@ -21,7 +21,15 @@ run: sync  ## the main job: the whole MLOps loop on the embedded stack
 up: sync  ## start the stack and keep it running for your own traffic
 	$(UV) run --no-sync conveyor up
 
-test: sync  ## unit, integration and end-to-end tests
+# Debian's chromium, which the browser test drives through Playwright (whose own browser
+# download is not used): installed when missing, as root directly or else through sudo.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+test: sync browser  ## unit, integration and end-to-end tests
 	$(UV) run --no-sync pytest -ra
 
 test-unit: sync

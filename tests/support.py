@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from conveyor_auth import Role, TokenFile
 from conveyor_bus import end_offsets
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
-from conveyor_contracts.events import ProjectApplied
+from conveyor_contracts.events import PredictionServed, ProjectApplied
 from conveyor_examples import load_project
 from conveyor_runtime import Runtime
 
@@ -80,6 +81,45 @@ async def running(
             yield client
     finally:
         await runtime.stop()
+
+
+@asynccontextmanager
+async def listening(runtime: Runtime) -> AsyncIterator[str]:
+    """Start a service in-process behind a real HTTP listener on a free loopback port (for a
+    client that is not Python: a browser), and give its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(runtime.http, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        await until(lambda: server.started or task.done(), 60, f"{runtime.name} listening")
+        if task.done():
+            task.result()  # its failure, raised here
+            raise AssertionError(f"{runtime.name} stopped before it listened")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def served(project: str, request_id: str, label: str = "fraud") -> PredictionServed:
+    """A prediction as serving announces it on predictions.responses."""
+    now = datetime.now(UTC)
+    return PredictionServed(
+        request_id=request_id,
+        project=project,
+        entity_id="c-1",
+        status="ok",
+        model_version=1,
+        label=label,
+        probabilities={label: 0.9},
+        feature_names=["a"],
+        values=[1.0],
+        requested_at=now,
+        served_at=now,
+        latency_ms=1.0,
+    )
 
 
 class Kafka:

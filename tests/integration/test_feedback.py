@@ -3,34 +3,14 @@ their history, batches over HTTP, the horizon."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from conveyor_contracts import catalog
-from conveyor_contracts.events import FeedbackSubmitted, PredictionServed, new_id
+from conveyor_contracts.events import FeedbackSubmitted, new_id
 from conveyor_feedback.bootstrap import FeedbackSettings, bootstrap
-from tests.support import Kafka, headers_of, running, unique_project, until
+from tests.support import Kafka, headers_of, running, served, unique_project, until
 
 pytestmark = pytest.mark.integration
-
-
-def _served(project: str, request_id: str, label: str = "fraud") -> PredictionServed:
-    now = datetime.now(UTC)
-    return PredictionServed(
-        request_id=request_id,
-        project=project,
-        entity_id="c-1",
-        status="ok",
-        model_version=1,
-        label=label,
-        probabilities={label: 0.9},
-        feature_names=["a"],
-        values=[1.0],
-        requested_at=now,
-        served_at=now,
-        latency_ms=1.0,
-    )
 
 
 async def test_labels_join_predictions(kafka, database_url):
@@ -48,14 +28,14 @@ async def test_labels_join_predictions(kafka, database_url):
     async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
         await k.apply(spec)
         await until(lambda: runtime.projects.get(name), what="the project")
-        await k.send(catalog.PREDICTIONS_RESPONSES, _served(name, q1), key=q1)
+        await k.send(catalog.PREDICTIONS_RESPONSES, served(name, q1), key=q1)
         first = FeedbackSubmitted(project=name, request_id=q1, label="fraud")
         await k.send(catalog.FEEDBACK_SUBMITTED, first, key=q1)
         await k.send(catalog.FEEDBACK_SUBMITTED, first, key=q1)  # the same feedback again
         # Feedback before its prediction waits for it.
         r = await api.post("/feedback", json={"project": name, "request_id": q2, "label": "legit"})
         assert r.status_code == 202 and len(r.json()["waiting"]) == 1
-        await k.send(catalog.PREDICTIONS_RESPONSES, _served(name, q2), key=q2)
+        await k.send(catalog.PREDICTIONS_RESPONSES, served(name, q2), key=q2)
         # A correction of q1's label is kept as well.
         r = await api.post("/feedback", json={"project": name, "request_id": q1, "label": "legit"})
         recorded = await k.collect(
@@ -69,7 +49,11 @@ async def test_labels_join_predictions(kafka, database_url):
         )
         assert all(e.values == [1.0] and e.model_version == 1 for e in recorded)
         history = (await api.get(f"/projects/{name}/predictions/{q1}/labels")).json()
-        assert [(h["label"], h["current"]) for h in history] == [("fraud", False), ("legit", True)]
+        # Who sent each: a label over HTTP is its caller's; one from Kafka names no one.
+        assert [(h["label"], h["current"], h["sent_by"]) for h in history] == [
+            ("fraud", False, None),
+            ("legit", True, "test-admin"),
+        ]
         assert all(h["delay_s"] >= 0 for h in history)
         r = await api.get(f"/projects/{name}/predictions/{q3}/labels")
         assert r.status_code == 404
@@ -77,7 +61,7 @@ async def test_labels_join_predictions(kafka, database_url):
         # A batch over HTTP: all or nothing.
         q4, q5 = new_id(), new_id()
         for q in (q4, q5):
-            await k.send(catalog.PREDICTIONS_RESPONSES, _served(name, q), key=q)
+            await k.send(catalog.PREDICTIONS_RESPONSES, served(name, q), key=q)
         batch = [
             {"project": name, "request_id": q4, "label": "fraud"},
             {"project": name, "request_id": q5, "label": "nope"},

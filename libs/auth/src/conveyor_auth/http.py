@@ -5,6 +5,11 @@
 
 `install(app, store)` puts the token store on the app and answers `Unauthenticated` with 401
 (and `WWW-Authenticate: Bearer`) and `Forbidden` with 403, each with the reason.
+
+A caller limited to some projects is checked against the path's `{project}` here. An endpoint
+whose path names no project takes such a caller only when it says it checks the projects of its
+body itself (`caller(action, checks_project=True)`, then `who.require_project(...)`): any other
+refuses them, so a limit is never silently ignored.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .errors import AuthError, Forbidden
 from .roles import Action, Principal
-from .tokens import AuthError, Forbidden, TokenStore
+from .tokens import TokenStore
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -25,13 +31,25 @@ _bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def caller(action: Action) -> Any:
-    """A dependency: the caller, authenticated and allowed `action` (else 401 or 403)."""
+def caller(action: Action, *, checks_project: bool = False) -> Any:
+    """A dependency: the caller, authenticated and allowed `action` (else 401 or 403), and
+    allowed the path's `{project}` when they are limited to some. `checks_project`: the endpoint
+    checks the projects its body names itself, so a limited caller may reach it."""
 
     def authorized(request: Request, credentials: Credentials) -> Principal:
         store: TokenStore = request.app.state.tokens
         token = credentials.credentials if credentials is not None else None
-        return store.authorize(token, action)
+        principal = store.authorize(token, action)
+        if principal.projects is not None:
+            project = request.path_params.get("project")
+            if project is not None:
+                principal.require_project(project)
+            elif not checks_project:
+                raise Forbidden(
+                    f"{principal.name} may act on some projects only, and this endpoint "
+                    "does not say which project it acts on"
+                )
+        return principal
 
     return Depends(authorized)
 
@@ -52,7 +70,7 @@ _REFUSAL = {
 }
 _REFUSALS = {
     "401": "No bearer token, or one this service does not accept.",
-    "403": "The token's roles do not allow this action.",
+    "403": "The token's roles do not allow this action, or its projects do not include this one.",
 }
 
 

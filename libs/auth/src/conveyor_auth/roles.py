@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .errors import Forbidden
+
 
 class Role(StrEnum):
     VIEWER = "viewer"  # reads
+    # A product UI in a browser: sends labels and nothing else. Its token is public (anyone
+    # viewing the page can read it), so it grants the least that is still useful.
+    FEEDBACK = "feedback"
     APP = "app"  # an application: submits records, prediction requests and feedback
     SCIENTIST = "scientist"  # runs models: projects, training, versions, promotion requests
     APPROVER = "approver"  # a scientist who also decides others' requests
@@ -19,7 +24,8 @@ ROLES = tuple(Role)
 
 class Action(StrEnum):
     READ = "read"
-    SUBMIT = "submit"  # records, prediction requests, feedback
+    SUBMIT = "submit"  # records, prediction requests
+    FEEDBACK = "feedback"  # labels for predictions served
     APPLY = "apply"  # apply a project, rebuild its quality profile
     TRAIN = "train"  # start runs and experiments, reproduce a version
     REGISTER = "register"  # register and complete model versions
@@ -33,6 +39,7 @@ _SCIENTIST = frozenset(
     {
         Action.READ,
         Action.SUBMIT,
+        Action.FEEDBACK,
         Action.APPLY,
         Action.TRAIN,
         Action.REGISTER,
@@ -42,7 +49,8 @@ _SCIENTIST = frozenset(
 )
 GRANTS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset({Action.READ}),
-    Role.APP: frozenset({Action.READ, Action.SUBMIT}),
+    Role.FEEDBACK: frozenset({Action.FEEDBACK}),
+    Role.APP: frozenset({Action.READ, Action.SUBMIT, Action.FEEDBACK}),
     Role.SCIENTIST: _SCIENTIST,
     Role.APPROVER: _SCIENTIST | {Action.DECIDE, Action.DEPLOY},
     Role.ADMIN: frozenset(Action),
@@ -55,10 +63,22 @@ def grants(roles: frozenset[Role] | set[Role], action: Action) -> bool:
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: the name recorded as the actor of what they change."""
+    """An authenticated caller: the name recorded as the actor of what they change, and the
+    projects they may act on (None: every project)."""
 
     name: str
     roles: frozenset[Role]
+    projects: frozenset[str] | None = None
 
     def can(self, action: Action) -> bool:
         return grants(self.roles, action)
+
+    def may_act_on(self, project: str) -> bool:
+        return self.projects is None or project in self.projects
+
+    def require_project(self, project: str) -> None:
+        """Forbidden unless this caller may act on `project`."""
+        if not self.may_act_on(project):
+            allowed = ", ".join(sorted(self.projects or ()))
+            shown = project if len(project) <= 80 else project[:80] + "..."
+            raise Forbidden(f"{self.name} may act on {allowed} only, not on {shown!r}")

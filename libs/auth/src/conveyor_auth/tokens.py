@@ -1,8 +1,10 @@
 """Bearer tokens, known by their sha256 only.
 
 A token file is JSON, `{"tokens": [{"name": ..., "token_sha256": ..., "roles": [...]}]}`, as
-`conveyor token issue` writes it (mode 0600, replaced atomically). A service reads it again when
-it changes, so a token issued or revoked takes effect without a restart.
+`conveyor token issue` writes it (mode 0600, replaced atomically). An entry may also name the
+only projects its caller may act on (`"projects": [...]`; absent: every project). A service
+reads the file again when it changes, so a token issued or revoked takes effect without a
+restart.
 """
 
 from __future__ import annotations
@@ -18,20 +20,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from conveyor_contracts.project import NAME_PATTERN
+
+from .errors import Forbidden, Unauthenticated
 from .roles import Action, Principal, Role
-
-
-class AuthError(Exception):
-    pass
-
-
-class Unauthenticated(AuthError):
-    pass
-
-
-class Forbidden(AuthError):
-    pass
-
 
 TOKEN_PREFIX = "cvt_"  # a recognisable prefix: secret scanners and people can tell one apart
 # A name is what changes are recorded under: printable, bounded.
@@ -42,6 +34,9 @@ Name = Annotated[
 RELOAD_EVERY_S = 1.0
 # Longest token read from a request: anything longer is no token of ours.
 MAX_TOKEN_LENGTH = 4096
+# Most projects one token may be limited to: a caller on more is not one to limit this way.
+MAX_TOKEN_PROJECTS = 100
+ProjectName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 class TokenEntry(BaseModel):
@@ -50,6 +45,16 @@ class TokenEntry(BaseModel):
     name: Name
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     roles: list[Role] = Field(min_length=1)
+    projects: list[ProjectName] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_TOKEN_PROJECTS,
+        description="The only projects the caller may act on; absent: every project.",
+    )
+
+    def principal(self) -> Principal:
+        projects = frozenset(self.projects) if self.projects is not None else None
+        return Principal(self.name, frozenset(self.roles), projects)
 
 
 class TokenFile(BaseModel):
@@ -67,17 +72,29 @@ class TokenFile(BaseModel):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(self.model_dump_json(indent=2))
+                # Unscoped entries without `"projects": null`: as they were before scopes.
+                f.write(self.model_dump_json(indent=2, exclude_none=True))
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def issue(self, name: str, roles: Iterable[Role | str]) -> tuple[TokenFile, str]:
-        """A new token for `name` (replacing the one it had): the new file and the token."""
+    def issue(
+        self,
+        name: str,
+        roles: Iterable[Role | str],
+        projects: Iterable[str] | None = None,
+    ) -> tuple[TokenFile, str]:
+        """A new token for `name` (replacing the one it had), limited to `projects` when given:
+        the new file and the token."""
         token = new_token()
-        entry = TokenEntry(name=name, token_sha256=token_digest(token), roles=list(roles))
+        entry = TokenEntry(
+            name=name,
+            token_sha256=token_digest(token),
+            roles=list(roles),
+            projects=sorted(set(projects)) if projects is not None else None,
+        )
         return TokenFile(tokens=[*self.without(name).tokens, entry]), token
 
     def without(self, name: str) -> TokenFile:
@@ -149,7 +166,7 @@ class TokenStore:
                     "(`conveyor token issue` writes one)"
                 )
             raise Unauthenticated("the bearer token is not one this service knows")
-        return Principal(entry.name, frozenset(entry.roles))
+        return entry.principal()
 
     def authorize(self, token: str | None, action: Action) -> Principal:
         principal = self.authenticate(token)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -279,15 +280,35 @@ def token_issue(
     name: Annotated[str, typer.Argument(help="Who holds it: recorded as the actor of changes.")],
     role: Annotated[
         list[Role],
-        typer.Option("--role", help="viewer, app, scientist, approver or admin (repeatable)."),
+        typer.Option(
+            "--role",
+            help="viewer, feedback, app, scientist, approver or admin (repeatable).",
+        ),
     ],
+    project: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--project",
+            help="Limit the token to this project (repeatable); default: every project. A "
+            "`feedback` token for a web page is public: limit it to the page's projects.",
+        ),
+    ] = None,
     file: TokensPath = STATE_DIR / TOKENS_FILE,
 ) -> None:
     """Issue a token (replacing NAME's): printed once, kept only as its sha256. Services that
     read the file accept it within a second, without a restart."""
-    tokens, secret = TokenFile.read(file).issue(name, role)
+    try:
+        tokens, secret = TokenFile.read(file).issue(name, role, project or None)
+    except ValidationError as exc:  # a name or project the file cannot hold, said plainly
+        for e in exc.errors():
+            where = ".".join(str(part) for part in e["loc"])
+            console.print(f"{where}: {e['msg']}", style="red", markup=False)
+        raise typer.Exit(2) from None
     tokens.write(file)
-    _print({"name": name, "roles": [str(r) for r in role], "token": secret, "file": str(file)})
+    scope = {"projects": sorted(set(project))} if project else {}
+    _print(
+        {"name": name, "roles": [str(r) for r in role], **scope, "token": secret, "file": str(file)}
+    )
 
 
 @token_app.command("revoke")
@@ -305,7 +326,11 @@ def token_revoke(name: str, file: TokensPath = STATE_DIR / TOKENS_FILE) -> None:
 def token_list(file: TokensPath = STATE_DIR / TOKENS_FILE) -> None:
     """Who holds a token, with which roles (never the tokens themselves)."""
     _print(
-        [{"name": t.name, "roles": [str(r) for r in t.roles]} for t in TokenFile.read(file).tokens]
+        [
+            {"name": t.name, "roles": [str(r) for r in t.roles]}
+            | ({"projects": t.projects} if t.projects is not None else {})
+            for t in TokenFile.read(file).tokens
+        ]
     )
 
 

@@ -420,6 +420,73 @@ class Policies(_Spec):
     quality: QualityPolicy = QualityPolicy()
 
 
+MAX_ORIGINS = 50
+MAX_ORIGIN_LENGTH = 300
+
+
+def origin_problem(origin: str) -> str | None:
+    """Why `origin` is not one a browser sends in its `Origin` header, as the end of a sentence
+    (with the form it should take, where there is one); None when it is.
+
+    Origins are compared as the exact strings browsers send (scheme and host in lower case, no
+    default port, no path), so a spec must spell them that way to ever match.
+    """
+    if origin == "*":
+        return "is a wildcard: list each origin a page is served from"
+    if len(origin) > MAX_ORIGIN_LENGTH:
+        return f"is longer than {MAX_ORIGIN_LENGTH} characters"
+    if any(c.isspace() or not c.isprintable() for c in origin):
+        return "contains whitespace or control characters"
+    match = re.fullmatch(r"(?i)(https?)://([^/?#@\s]+)/?", origin)
+    if match is None:
+        return "is not scheme://host[:port] (http or https, no user, path, query or fragment)"
+    scheme, netloc = match.groups()
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        return "has an invalid port"
+    if not parts.hostname:
+        return "has no host"
+    host = parts.hostname
+    if not host.isascii():  # browsers send an international name in its ASCII form
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return "has a host name that cannot be written in ASCII"
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[scheme.lower()]
+    canonical = f"{scheme.lower()}://{host}" + (f":{port}" if port not in (None, default) else "")
+    if origin != canonical:
+        return f"is not written as browsers send it: {canonical!r}"
+    return None
+
+
+class FeedbackAccess(_Spec):
+    """Who may send feedback to the project from a web page (CORS on
+    `POST /projects/{project}/feedback` of the feedback service)."""
+
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_ORIGINS,
+        description="Origins (`scheme://host[:port]`, as browsers send them) of the pages that "
+        "may send labels from a browser; none: no page may.",
+        examples=[["https://app.example.com"]],
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            problem = origin_problem(origin)
+            if problem is not None:
+                shown = origin if len(origin) <= 80 else origin[:80] + "..."
+                raise ValueError(f"feedback: allowed origin {shown!r} {problem}")
+        if len(set(value)) != len(value):
+            raise ValueError("feedback: allowed origins are listed once each")
+        return value
+
+
 class ModelProject(_Spec):
     """The declarative description of one ML use case."""
 
@@ -448,6 +515,9 @@ class ModelProject(_Spec):
     label: LabelSpec
     estimator: EstimatorSpec
     policies: Policies = Policies()
+    feedback: FeedbackAccess = Field(
+        FeedbackAccess(), description="Labels sent from web pages: the origins allowed."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelProject:

@@ -8,6 +8,7 @@ from conveyor_runtime import Runtime, ServiceSettings
 
 from .adapters.repository import Repository
 from .entrypoints.api import router
+from .entrypoints.cors import ProjectCors
 from .handlers import Feedback
 
 
@@ -33,6 +34,14 @@ def bootstrap(settings: FeedbackSettings | None = None) -> Runtime:
     runtime.bus.consume(catalog.PREDICTIONS_RESPONSES, feedback.on_responses)
     runtime.bus.consume(catalog.FEEDBACK_SUBMITTED, feedback.on_submitted)
     runtime.http.include_router(router(feedback))
+
+    def allowed_origins(project: str) -> list[str]:
+        known = runtime.projects.get(project)
+        return known.spec.feedback.allowed_origins if known is not None else []
+
+    runtime.http.add_middleware(
+        ProjectCors, path=r"/projects/(?P<project>[^/]+)/feedback", origins=allowed_origins
+    )
 
     async def sweep() -> None:
         await feedback.sweep()

@@ -75,18 +75,23 @@ class Repository:
             )
             waiting = await con.fetch(
                 "DELETE FROM pending WHERE request_id = ANY($1::text[]) "
-                "RETURNING payload, traceparent",
+                "RETURNING payload, traceparent, sent_by",
                 [p.request_id for p in predictions],
             )
             feedback = [FeedbackSubmitted.model_validate_json(bytes(w["payload"])) for w in waiting]
-            return len(await self._record(con, feedback, [w["traceparent"] for w in waiting]))
+            traces = [w["traceparent"] for w in waiting]
+            senders = [w["sent_by"] for w in waiting]
+            return len(await self._record(con, feedback, traces, senders))
 
     async def add_feedback(
-        self, feedback: list[FeedbackSubmitted], traceparents: list[str | None] | None = None
+        self,
+        feedback: list[FeedbackSubmitted],
+        traceparents: list[str | None] | None = None,
+        sent_by: str | None = None,
     ) -> tuple[list[FeedbackRecorded], list[str], list[tuple[str, str]]]:
         """Join what can be joined now, keep the rest waiting. `traceparents`: the trace each
-        feedback arrived in. Returns (recorded, waiting feedback ids, refused (feedback id,
-        reason))."""
+        feedback arrived in; `sent_by`: the caller who sent them over HTTP. Returns (recorded,
+        waiting feedback ids, refused (feedback id, reason))."""
         if not feedback:
             return [], [], []
         traces = traceparents or [None] * len(feedback)
@@ -104,7 +109,8 @@ class Repository:
             ]
             await con.executemany(
                 "INSERT INTO pending (feedback_id, request_id, project, label, submitted_at, "
-                "payload, traceparent) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING",
+                "payload, traceparent, sent_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+                "ON CONFLICT DO NOTHING",
                 [
                     (
                         f.feedback_id,
@@ -114,13 +120,16 @@ class Repository:
                         f.submitted_at,
                         f.model_dump_json().encode(),
                         t,
+                        sent_by,
                     )
                     for f, t in waiting
                 ],
             )
             refused: list[tuple[str, str]] = []
             now = [(f, t) for f, t in zip(feedback, traces, strict=True) if f.request_id in known]
-            recorded = await self._record(con, [f for f, _ in now], [t for _, t in now], refused)
+            recorded = await self._record(
+                con, [f for f, _ in now], [t for _, t in now], [sent_by] * len(now), refused
+            )
             return recorded, [f.feedback_id for f, _ in waiting], refused
 
     async def _record(
@@ -128,6 +137,7 @@ class Repository:
         con: asyncpg.Connection,
         feedback: list[FeedbackSubmitted],
         traceparents: list[str | None],
+        senders: list[str | None],
         refused: list[tuple[str, str]] | None = None,
     ) -> list[FeedbackRecorded]:
         """Join and announce each label: `feedback.recorded` continues the trace the label came
@@ -144,7 +154,7 @@ class Repository:
         now = datetime.now(UTC)
         recorded: list[FeedbackRecorded] = []
         traces: list[dict[str, str]] = []
-        for f, traceparent in zip(feedback, traceparents, strict=True):
+        for f, traceparent, sender in zip(feedback, traceparents, senders, strict=True):
             prediction = predictions[f.request_id]
             try:
                 event = join(prediction, f, now)
@@ -155,7 +165,7 @@ class Repository:
             delay_s = (now - event.predicted_at).total_seconds()
             inserted = await con.fetchval(
                 "INSERT INTO labels (feedback_id, request_id, project, label, correct, "
-                "submitted_at, labeled_at, delay_s) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+                "submitted_at, labeled_at, delay_s, sent_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
                 "ON CONFLICT DO NOTHING RETURNING true",
                 f.feedback_id,
                 f.request_id,
@@ -165,6 +175,7 @@ class Repository:
                 f.submitted_at,
                 now,
                 delay_s,
+                sender,
             )
             if inserted:  # a duplicate feedback id changes nothing
                 recorded.append(event)
@@ -228,7 +239,8 @@ class Repository:
         """Every label given for one prediction, in the order they were given; the last one
         counts, corrections keep the ones before it."""
         rows = await self.db.pool.fetch(
-            "SELECT feedback_id, label, correct, submitted_at, labeled_at, delay_s FROM labels "
+            "SELECT feedback_id, label, correct, submitted_at, labeled_at, delay_s, sent_by "
+            "FROM labels "
             "WHERE project = $1 AND request_id = $2 ORDER BY submitted_at, labeled_at, feedback_id",
             project,
             request_id,
