@@ -82,6 +82,22 @@ async def running(
         await runtime.stop()
 
 
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app (a started runtime's `http`) on a free local port, as a separate
+    process would be reached: its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    await until(lambda: server.started, 10, "the HTTP server")
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 class Kafka:
     """Produce events and collect what appears on topics (group-less, from the beginning)."""
 
