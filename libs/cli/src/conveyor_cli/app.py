@@ -112,7 +112,7 @@ def complete_project(incomplete: str) -> list[str]:
 # Parameters several commands share.
 Json = Annotated[
     bool,
-    typer.Option("--json", help="Print the result as JSON on stdout instead of a table."),
+    typer.Option("--json", help="Print the result as JSON on stdout, for scripts."),
 ]
 Project = Annotated[
     str,
