@@ -83,24 +83,34 @@ async def running(
         await runtime.stop()
 
 
-@asynccontextmanager
-async def listening(runtime: Runtime) -> AsyncIterator[str]:
-    """Start a service in-process behind a real HTTP listener on a free loopback port (for a
-    client that is not Python: a browser), and give its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(runtime.http, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await until(lambda: server.started or task.done(), 60, f"{runtime.name} listening")
+class Listener:
+    """An ASGI app served on a free loopback port, reached as a separate process is (by a
+    browser, the CLI, another service). With `lifespan="on"` the server starts and stops the
+    app's service, as a deployment runs it; with "off" the service is started already."""
+
+    def __init__(self, app: Any, *, lifespan: str = "off") -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
+        )
+        self.task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Listener:
+        self.task = task = asyncio.create_task(self.server.serve())
+        await until(lambda: self.server.started or task.done(), 60, "the server listening")
         if task.done():
             task.result()  # its failure, raised here
-            raise AssertionError(f"{runtime.name} stopped before it listened")
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+            raise AssertionError("the server stopped before it listened")
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.server.should_exit = True
+            await self.task
 
 
 def served(project: str, request_id: str, label: str = "fraud") -> PredictionServed:

@@ -31,6 +31,7 @@ async def test_the_loop_closes_after_drift(kafka: infra.Broker, postgres: infra.
         "-m",
         "conveyor_cli.main",
         "demo",
+        "--json",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

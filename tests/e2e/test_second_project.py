@@ -51,7 +51,7 @@ class Cli:
         )
 
     def json(self, *args: str) -> Any:
-        done = self(*args)
+        done = self(*args, "--json")
         assert done.returncode == 0, done.stderr + done.stdout
         return json.loads(done.stdout)
 
@@ -141,17 +141,18 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str])
     assert run["metrics"]["accuracy"] >= 0.8
     version = run["model_version"]
     assert http.get(url["registry"] + "/projects/wine/aliases").json() == {}
-    listing = cli("versions", "wine")
-    assert listing.returncode == 0 and "ready" in listing.stderr
+    listing = cli("versions", "wine")  # a table, for people
+    assert listing.returncode == 0 and "ready" in listing.stdout and listing.stderr == ""
 
     # The trainer asked for approval; only an approver's token decides it.
     (request,) = cli.json("approvals", "wine")
     assert (request["requested_by"], request["version"]) == ("service:trainer", version)
     assert request["evidence"]["metrics"]["accuracy"] == run["metrics"]["accuracy"]
     nobody = cli.as_user("cvt_not-a-token")("approve", "wine", str(request["id"]))
-    assert nobody.returncode == 1 and "401" in nobody.stdout + nobody.stderr
+    assert nobody.returncode == 1 and nobody.stderr.startswith("error: 401 unauthorized")
     no_role = cli.as_user(tokens["dave"])("approve", "wine", str(request["id"]))
-    assert no_role.returncode == 1 and "may not decide" in no_role.stdout + no_role.stderr
+    assert no_role.returncode == 1 and no_role.stderr.startswith("error: 403 forbidden")
+    assert "may not decide" in no_role.stderr and no_role.stdout == ""
     decided = cli.as_user(tokens["alice"]).json(
         "approve", "wine", str(request["id"]), "--reason", "reviewed the holdout"
     )
@@ -186,7 +187,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str])
 
     # Nothing to roll back to yet: a clear refusal, not a crash.
     refused = cli("rollback", "wine")
-    assert refused.returncode == 1 and "409" in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and refused.stderr.startswith("error: 409 conflict"), refused
 
     # A second candidate, approved by another person, then rolled back: every move is recorded
     # with who and why, and serving follows the alias back.

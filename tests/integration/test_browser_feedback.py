@@ -21,7 +21,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from playwright.async_api import Browser, async_playwright
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,7 +35,7 @@ from conveyor_feedback.bootstrap import FeedbackSettings
 from conveyor_feedback.bootstrap import bootstrap as feedback_bootstrap
 from conveyor_registry.bootstrap import RegistrySettings
 from conveyor_registry.bootstrap import bootstrap as registry_bootstrap
-from tests.support import Kafka, bearer, listening, running, served, unique_project, until
+from tests.support import Kafka, Listener, bearer, running, served, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -100,17 +99,8 @@ async def pages() -> AsyncIterator[int]:
         embedded = json.dumps(config).replace("</", "<\\/")
         return HTMLResponse(PAGE.format(config=embedded))
 
-    app = Starlette(routes=[Route("/review", review)])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await until(lambda: server.started, 10, "the product's web server")
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
+    async with Listener(Starlette(routes=[Route("/review", review)])) as server:
+        yield int(server.url.rsplit(":", 1)[1])
 
 
 @asynccontextmanager
@@ -188,9 +178,9 @@ async def test_a_page_sends_a_label_from_the_browser(kafka, database_url):
         silent() as nowhere,
         Kafka(kafka.bootstrap_servers) as k,
         running(registry_bootstrap(RegistrySettings(**common))) as registry,
-        listening(feedback_bootstrap(FeedbackSettings(**common))) as service,
+        Listener(feedback_bootstrap(FeedbackSettings(**common)).http, lifespan="on") as service,
         chromium() as browser,
-        httpx.AsyncClient(base_url=service) as http,
+        httpx.AsyncClient(base_url=service.url) as http,
     ):
         allowed, blocked = f"http://127.0.0.1:{port}", f"http://localhost:{port}"
         for project in (spec, other):  # both let the product's page send labels
@@ -221,8 +211,8 @@ async def test_a_page_sends_a_label_from_the_browser(kafka, database_url):
         assert again.status_code == 304 and again.content == b""
 
         config = {
-            "module": f"{service}/client/conveyor-feedback.js",
-            "service": service,
+            "module": f"{service.url}/client/conveyor-feedback.js",
+            "service": service.url,
             "project": spec.name,
             "token": page_token,
             "requestId": q1,

@@ -5,15 +5,11 @@ returns it."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
 
 from conveyor_contracts import catalog
 from conveyor_contracts.events import (
@@ -27,50 +23,25 @@ from conveyor_feature.bootstrap import bootstrap as feature_bootstrap
 from conveyor_feature.domain.features import PastRecord, featurize
 from conveyor_feedback.bootstrap import FeedbackSettings
 from conveyor_feedback.bootstrap import bootstrap as feedback_bootstrap
-from conveyor_runtime import Runtime
 from conveyor_serving.bootstrap import ServingSettings
 from conveyor_serving.bootstrap import bootstrap as serving_bootstrap
 from tests.integration.test_serving import FakeSource, _move
 from tests.models import make_model
-from tests.support import TOKENS, Kafka, bearer, headers_of, running, unique_project, until
+from tests.support import (
+    TOKENS,
+    Kafka,
+    Listener,
+    bearer,
+    headers_of,
+    running,
+    unique_project,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 SERVED = "conveyor.prediction.served"
-
-
-class Listening:
-    """A service on a free loopback port, as a deployment runs it (uvicorn, its lifespan
-    starting and stopping it)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        config = uvicorn.Config(
-            runtime.http, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> str:
-        self.task = asyncio.create_task(self.server.serve())
-        await until(lambda: self.server.started or self.task.done(), 60, "the service listening")
-        assert self.server.started, "the service did not start"
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.server.should_exit = True
-            await self.task
-
-
-@asynccontextmanager
-async def listening(runtime: Runtime) -> AsyncIterator[Listening]:
-    service = Listening(runtime)
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 def _record(project: str, rid: str, minutes: int, amount: float) -> RecordAccepted:
@@ -95,8 +66,11 @@ async def test_raw_fields_in_an_answer_out_as_on_kafka(kafka, database_url):
     settings = {"kafka_bootstrap_servers": kafka.bootstrap_servers}
     stored = settings | {"database_url": database_url}
     feature = feature_bootstrap(FeatureSettings(**stored))
-    async with Kafka(kafka.bootstrap_servers) as k, listening(feature) as feature_service:
-        feature_url = await feature_service.start()
+    async with (
+        Kafka(kafka.bootstrap_servers) as k,
+        Listener(feature.http, lifespan="on") as feature_service,
+    ):
+        feature_url = feature_service.url
         serving = serving_bootstrap(
             # The serving's own token: an application's role, which may submit.
             ServingSettings(**settings, feature_url=feature_url, conveyor_token=TOKENS["an-app"]),

@@ -27,19 +27,23 @@ from conveyor_bus import ensure_topics
 from conveyor_contracts import SERVICES
 
 from . import infra
+from .home import (
+    ADMIN_TOKEN_FILE,
+    STATE_DIR,
+    STATE_FILE,
+    TOKENS_FILE,
+    StackError,
+    local_token,
+    running_stack,
+)
 
-STATE_DIR = Path(os.environ.get("CONVEYOR_HOME", ".conveyor"))
-TOKENS_FILE = "tokens.json"  # what the services accept: names, roles, sha256s of tokens
-ADMIN_TOKEN_FILE = "token"  # the local admin's own token, which the CLI picks up
+__all__ = ["STATE_DIR", "Stack", "StackError", "local_token", "running_stack"]
+
 LOCAL_ADMIN = "local-admin"
 # Services that call others' write APIs, each with its own token and role: the trainer registers
 # and promotes versions; serving has the feature service enrich the predictions asked of it over
 # HTTP.
 SERVICE_ROLES = {"trainer": Role.SCIENTIST, "serving": Role.APP}
-
-
-class StackError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -187,7 +191,7 @@ class Stack:
             self.broker.stop()
         if self.postgres is not None:
             self.postgres.stop()
-        state = self.state_dir / "stack.json"
+        state = self.state_dir / STATE_FILE
         if state.exists():
             state.unlink()
 
@@ -202,7 +206,7 @@ class Stack:
             "database": {"kind": self.postgres.kind},
             "services": self.urls,
         }
-        (self.state_dir / "stack.json").write_text(json.dumps(state, indent=2))
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -210,28 +214,3 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def local_token(state_dir: Path = STATE_DIR) -> str | None:
-    """The caller's bearer token: `CONVEYOR_TOKEN`, else the local stack's admin token."""
-    if token := os.environ.get("CONVEYOR_TOKEN"):
-        return token
-    path = state_dir / ADMIN_TOKEN_FILE
-    return path.read_text().strip() if path.exists() else None
-
-
-def running_stack(state_dir: Path = STATE_DIR) -> dict[str, Any]:
-    """Where a running `conveyor up` listens (environment variables override the state file)."""
-    state: dict[str, Any] = {"services": {}, "broker": {}}
-    path = state_dir / "stack.json"
-    if path.exists():
-        state = json.loads(path.read_text())
-    for name in SERVICES:
-        override = os.environ.get(f"CONVEYOR_{name.upper()}_URL")
-        if override:
-            state["services"][name] = override
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        state["broker"]["bootstrap_servers"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    if not state["services"]:
-        raise StackError("no running stack: start one with `conveyor up` (or set CONVEYOR_*_URL)")
-    return state
