@@ -25,6 +25,12 @@ CLIENT_ID = "conveyor-client"
 # reader that fell behind, and a reply topic left by a client that died does not grow for long.
 REPLY_RETENTION_MS = 3_600_000
 START_TIMEOUT_S = 30.0  # a broker that does not answer within it is unavailable
+# The services copy an answer to a reply topic only once they have seen the topic in the
+# broker's list, which each reads at most once a second, a miss included: a request sent sooner
+# after the topic's creation could find it "missing" (and be dead-lettered unanswered). Past this
+# long after the topic is listed, every service's next look reads the list anew and finds it.
+SERVICES_TOPIC_REFRESH_S = 1.0
+LISTED_MARGIN_S = 0.1
 
 
 class Kafka:
@@ -36,6 +42,10 @@ class Kafka:
         self._producer: AIOKafkaProducer | None = None
         self._replies: Replies | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def reply_topic(self) -> str | None:
+        return None if self._replies is None else self._replies.topic
 
     def _options(self) -> dict[str, Any]:
         return {"bootstrap_servers": self.config.broker(), "client_id": CLIENT_ID} | dict(
@@ -126,6 +136,7 @@ class Replies:
             except KafkaError as exc:
                 raise Unavailable(f"creating the reply topic {self.topic}: {exc!r}") from exc
             self._created = True
+            await self._listed(admin)
         finally:
             with contextlib.suppress(KafkaError, OSError):
                 await admin.close()
@@ -150,6 +161,17 @@ class Replies:
             await self.close()
             raise Unavailable(f"reading the reply topic {self.topic}: {exc!r}") from exc
         self._reader = asyncio.create_task(self._read(consumer), name=f"replies {self.topic}")
+
+    async def _listed(self, admin: AIOKafkaAdminClient) -> None:
+        """Return once the services can see the new topic (SERVICES_TOPIC_REFRESH_S)."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                # The broker's state, polled: nothing in this process could signal it.
+                while self.topic not in await admin.list_topics():  # noqa: ASYNC110
+                    await asyncio.sleep(LISTED_MARGIN_S)
+        except (TimeoutError, KafkaError) as exc:
+            raise Unavailable(f"the reply topic {self.topic} is not listed: {exc!r}") from exc
+        await asyncio.sleep(SERVICES_TOPIC_REFRESH_S + LISTED_MARGIN_S)
 
     def expect(self, request_id: str) -> asyncio.Future[dict[str, Any]]:
         """A future of the answer to `request_id`: register before sending the request."""

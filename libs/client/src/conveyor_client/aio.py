@@ -61,6 +61,12 @@ class AsyncClient:
         self._kafka = Kafka(config)
         self._entity_keys: dict[str, tuple[float, str]] = {}
 
+    @property
+    def reply_topic(self) -> str | None:
+        """The topic this client's prediction requests name for their answers (created on the
+        first prediction over Kafka, deleted by `close()`); None before."""
+        return self._kafka.reply_topic
+
     async def __aenter__(self) -> AsyncClient:
         return self
 

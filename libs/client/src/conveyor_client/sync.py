@@ -44,6 +44,11 @@ class Client:
     def config(self) -> Config:
         return self._client.config
 
+    @property
+    def reply_topic(self) -> str | None:
+        """See `AsyncClient.reply_topic`."""
+        return self._client.reply_topic
+
     def __enter__(self) -> Client:
         return self
 
