@@ -24,7 +24,9 @@ from conveyor_client import (
     Forbidden,
     NotFound,
     PredictionFailed,
+    Refused,
     Unauthorized,
+    Unavailable,
 )
 from conveyor_examples.fraud.traffic import FraudTraffic
 from conveyor_feature.bootstrap import FeatureSettings
@@ -82,8 +84,9 @@ class Platform:
 @pytest.fixture(scope="module")
 async def platform(kafka, postgres) -> AsyncIterator[Platform]:
     """Registry, ingest, feature, trainer, serving and feedback on one database, as a stack
-    runs them (the trainer calls the registry with a scientist's token). Started side by side:
-    most of a start is waiting on the broker's group joins."""
+    runs them (the trainer calls the registry with a scientist's token, serving the feature
+    service with an application's). Started side by side where one does not need another's
+    address: most of a start is waiting on the broker's group joins."""
     database_url = await infra.create_database(postgres.url, "conveyor_client")
     common: dict[str, Any] = {
         "kafka_bootstrap_servers": kafka.bootstrap_servers,
@@ -96,11 +99,15 @@ async def platform(kafka, postgres) -> AsyncIterator[Platform]:
         trainer_settings = TrainerSettings(
             **common, trainer_poll_s=0.2, conveyor_token=TOKENS["dave"]
         )
+        # Serving enriches HTTP requests through the feature service, as an application.
+        await found.add(feature(FeatureSettings(**common)))
+        serving_settings = ServingSettings(
+            **common, feature_url=found.urls["feature"], conveyor_token=TOKENS["an-app"]
+        )
         others = [
             ingest(IngestSettings(**common)),
-            feature(FeatureSettings(**common)),
             trainer(trainer_settings),
-            serving(ServingSettings(**common)),
+            serving(serving_settings),
             feedback(FeedbackSettings(**common)),
         ]
         started = await asyncio.gather(*map(found.add, others), return_exceptions=True)
@@ -196,6 +203,14 @@ async def test_an_application_submits_trains_predicts_and_labels(platform):
         assert [a.entity_id for a in answers] == [f["customer"] for f in asking]
         assert all(a.status == "ok" and a.model_version == 1 for a in answers)
         assert all(abs(sum(a.probabilities.values()) - 1) < 1e-4 for a in answers)
+        # Over HTTP: answered by the same model.
+        over_http = await app.predict(name, asking[2], via="http", request_id=f"h-{name}")
+        assert (over_http.request_id, over_http.entity_id) == (f"h-{name}", asking[2]["customer"])
+        assert over_http.model_version == 1
+        assert set(over_http.probabilities) == {"legit", "fraud"}
+        with pytest.raises(Refused, match="amount") as refused:
+            await app.predict(name, asking[2] | {"amount": "lots"}, via="http")
+        assert refused.value.status == 422  # the data contract's refusal
         # The same from synchronous code (its own loop in its own thread, its own reply topic).
         with Client(
             services=platform.urls,
@@ -249,6 +264,10 @@ async def test_what_the_platform_refuses_raises_a_documented_error(platform):
             await app.predict(name, _payments(1)[0][0], timeout=20)
         with pytest.raises(DeadlineExceeded):
             await app.predict(name, _payments(1)[0][0], timeout=0.001)
+        # Over HTTP, no model yet is a 503: worth retrying.
+        with pytest.raises(Unavailable, match="no model") as unavailable:
+            await app.predict(name, _payments(1)[0][0], via="http")
+        assert unavailable.value.status == 503 and unavailable.value.retry_after == 2
         with pytest.raises(Forbidden, match="train"):
             await app.train(name)  # an application may not
     async with platform.client(token="not-a-token") as stranger:

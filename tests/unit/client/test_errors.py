@@ -76,14 +76,17 @@ async def test_a_validation_error_names_each_place_and_why():
     assert "reason: String should have at most 500" in caught.value.reason
 
 
-@pytest.mark.parametrize("status", [500, 502, 503])
-async def test_a_5xx_is_unavailable(status):
+@pytest.mark.parametrize(("status", "retry_after"), [(500, None), (502, None), (503, 2.0)])
+async def test_a_5xx_is_unavailable(status, retry_after):
     services = Services()
-    services.on("registry", "GET", "/projects", detail(status, "database: ConnectionError"))
+    headers = {"Retry-After": "2"} if retry_after else {}
+    answer = httpx.Response(status, json={"detail": "no model is loaded"}, headers=headers)
+    services.on("registry", "GET", "/projects", answer)
     async with services.client() as conveyor:
         with pytest.raises(Unavailable) as caught:
             await conveyor.projects()
-    assert caught.value.status == status and caught.value.reason == "database: ConnectionError"
+    assert caught.value.status == status and caught.value.reason == "no model is loaded"
+    assert caught.value.retry_after == retry_after
 
 
 async def test_a_service_that_cannot_be_reached_is_unavailable():

@@ -48,7 +48,7 @@ def error_for(response: httpx.Response, service: str) -> Exception:
     reason = "; ".join(problems)[:MAX_REASON_CHARS] or response.reason_phrase
     status = response.status_code
     if status >= 500:
-        return Unavailable(reason, status=status, service=service)
+        return Unavailable(reason, status=status, service=service, retry_after=_seconds(response))
     kind = _BY_STATUS.get(status, Refused)
     return kind(
         reason,
@@ -62,3 +62,11 @@ def error_for(response: httpx.Response, service: str) -> Exception:
 
 def unreachable(exc: httpx.HTTPError, service: str, url: str) -> Unavailable:
     return Unavailable(f"{url}: {type(exc).__name__}: {exc}", service=service)
+
+
+def _seconds(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds (its HTTP-date form is not used by the services)."""
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None

@@ -181,8 +181,9 @@ class AsyncClient:
 
         Over Kafka the request is a `PredictionRequested` on `predictions.requests.v1`, keyed by
         the entity, carrying `ce_deadline` and `ce_replyto` (this client's reply topic, created
-        on first use and shared by all its requests); over HTTP it is
-        `POST {serving}/projects/{project}/predict`."""
+        on first use and shared by all its requests). Over HTTP it is
+        `POST {serving}/projects/{project}/predict`: a request the data contract refuses is
+        `Refused` (422), no model or features yet `Unavailable` (503, with `retry_after`)."""
         project = _wire.check_id(project, "project")
         fields = _wire.check_fields(fields)
         request_id = _wire.check_id(request_id or _wire.new_id(), "request_id")

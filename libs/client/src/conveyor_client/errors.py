@@ -99,12 +99,21 @@ class Refused(ServiceError):
 class Unavailable(ConveyorError):
     """The platform could not be reached or failed (5xx, a refused connection, a broker that
     does not answer): nothing is known to have happened; worth retrying later. `status` is the
-    HTTP status when a service answered."""
+    HTTP status when a service answered, `retry_after` the seconds it asked to wait (its
+    `Retry-After`), if it said."""
 
-    def __init__(self, reason: str, *, status: int | None = None, service: str = "") -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        service: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         self.reason = reason
         self.status = status
         self.service = service
+        self.retry_after = retry_after
         where = f"{service}: " if service else ""
         code = f"{status} " if status is not None else ""
         super().__init__(f"{where}{code}{reason}")
