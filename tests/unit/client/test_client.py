@@ -23,7 +23,9 @@ from conveyor_client import (
     Refused,
     TrainingFailed,
     Unauthorized,
+    Unavailable,
 )
+from conveyor_client.aio import AsyncClient
 from conveyor_client.config import Config
 from tests.unit.client.fakes import FakeKafka
 from tests.unit.client.support import SERVICES, Services, body, detail
@@ -467,3 +469,30 @@ async def test_the_sync_client_works_inside_a_running_event_loop():
         assert conveyor.projects() == []
     finally:
         conveyor.close()
+
+
+# --- the broker and tracing ---------------------------------------------------------------------
+
+
+async def test_a_broker_that_cannot_be_reached_is_unavailable():
+    async with AsyncClient(Config(bootstrap_servers="127.0.0.1:1")) as conveyor:
+        with pytest.raises(Unavailable, match="starting the producer"):
+            await conveyor.send_feedback("fraud", "q-1", "legit", via="kafka")
+
+
+async def test_requests_and_messages_made_in_a_span_carry_its_trace(spans):
+    from opentelemetry import trace
+
+    services = Services()
+    services.on("registry", "GET", "/projects", httpx.Response(200, json=[]))
+    kafka = FakeKafka()
+    async with services.client() as conveyor:
+        conveyor._kafka = kafka  # type: ignore[assignment]
+        with trace.get_tracer("test").start_as_current_span("checkout") as span:
+            await conveyor.projects()
+            await conveyor.send_feedback("fraud", "q-1", "legit", via="kafka")
+        await conveyor.projects()  # outside the span: none
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert trace_id in services.requests[0].headers["traceparent"]
+    assert trace_id in kafka.sent[0][1][2]["traceparent"]
+    assert "traceparent" not in services.requests[1].headers

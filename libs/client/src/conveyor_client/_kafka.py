@@ -55,7 +55,8 @@ class Kafka:
     async def producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(acks="all", linger_ms=5, **self._options())
+                # The application's own settings (`kafka`) may change how it batches.
+                producer = AIOKafkaProducer(**{"acks": "all", "linger_ms": 5} | self._options())
                 await _start(producer.start(), producer.stop, "the producer")
                 self._producer = producer
             return self._producer
@@ -119,6 +120,15 @@ class Replies:
         self.broken: BaseException | None = None
 
     async def start(self) -> None:
+        """Create the topic, and read it from its start; on any failure nothing is left (the
+        topic deleted again)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         admin = AIOKafkaAdminClient(**self._options)
         try:
             await _start(admin.start(), admin.close, "the admin client")
@@ -141,11 +151,13 @@ class Replies:
             with contextlib.suppress(KafkaError, OSError):
                 await admin.close()
         consumer = AIOKafkaConsumer(
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._fetch_max_wait_ms,
-            **self._options,
+            **self._options
+            | {
+                "group_id": None,
+                "enable_auto_commit": False,
+                "auto_offset_reset": "earliest",
+                "fetch_max_wait_ms": self._fetch_max_wait_ms,
+            }
         )
         await _start(consumer.start(), consumer.stop, "the reply consumer")
         self._consumer = consumer
@@ -158,7 +170,6 @@ class Replies:
             async with asyncio.timeout(START_TIMEOUT_S):
                 await consumer.position(partition)
         except (TimeoutError, KafkaError) as exc:
-            await self.close()
             raise Unavailable(f"reading the reply topic {self.topic}: {exc!r}") from exc
         self._reader = asyncio.create_task(self._read(consumer), name=f"replies {self.topic}")
 

@@ -15,6 +15,12 @@ from typing import Any
 
 from .errors import InvalidArgument
 
+_propagate: Any
+try:  # an optional dependency (the `tracing` extra): looked for once, not at every request
+    from opentelemetry import propagate as _propagate
+except ImportError:
+    _propagate = None
+
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 DEADLINE = "ce_deadline"  # RFC 3339 time after which an answer is of no use
@@ -152,10 +158,8 @@ def reply_topic(prefix: str) -> str:
 def traceparent() -> dict[str, str]:
     """The active span's W3C trace context, when OpenTelemetry's API is installed and a span is
     active (the services continue the trace); nothing otherwise."""
-    try:
-        from opentelemetry import propagate
-    except ImportError:
+    if _propagate is None:
         return {}
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _propagate.inject(carrier)
     return {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")}

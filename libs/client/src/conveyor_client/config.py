@@ -31,7 +31,7 @@ fetch_max_wait_ms = 500              # the reply consumer's longest fetch wait
 registry = "https://registry.example"
 ingest = "https://ingest.example"
 
-[kafka]                              # passed to aiokafka's clients as they are
+[kafka]                              # given to aiokafka's producer, consumer, admin client
 security_protocol = "SASL_SSL"
 sasl_mechanism = "PLAIN"
 ```
