@@ -1,0 +1,61 @@
+"""The Python client of Conveyor.
+
+```python
+from conveyor_client import Client
+
+with Client() as conveyor:                      # finds the platform: conveyor_client.config
+    conveyor.submit_records("fraud", records)   # HTTP (default) or via="kafka"
+    answer = conveyor.predict("fraud", fields)  # Kafka (default) or via="http"
+    conveyor.send_feedback("fraud", answer.request_id, "legit")
+```
+
+`AsyncClient` has the same methods as coroutines. Every error is a `ConveyorError` (the tree is
+in `conveyor_client.errors`).
+"""
+
+from .aio import AsyncClient, __version__
+from .config import Config, config_path
+from .errors import (
+    ConfigurationError,
+    Conflict,
+    ConveyorError,
+    DeadlineExceeded,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    PredictionFailed,
+    Refused,
+    ServiceError,
+    TrainingFailed,
+    Unauthorized,
+    Unavailable,
+)
+from .models import FeedbackOutcome, Prediction, Record, RefusedRecord, Submitted, TrainingRun
+from .sync import Client
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Config",
+    "ConfigurationError",
+    "Conflict",
+    "ConveyorError",
+    "DeadlineExceeded",
+    "FeedbackOutcome",
+    "Forbidden",
+    "InvalidArgument",
+    "NotFound",
+    "Prediction",
+    "PredictionFailed",
+    "Record",
+    "Refused",
+    "RefusedRecord",
+    "ServiceError",
+    "Submitted",
+    "TrainingFailed",
+    "TrainingRun",
+    "Unauthorized",
+    "Unavailable",
+    "__version__",
+    "config_path",
+]
