@@ -57,6 +57,11 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
     monkeypatch.setenv("CONVEYOR_TOKEN", "cvt_the-callers-token")
     monkeypatch.delenv("CONVEYOR_DEBUG", raising=False)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    # Nothing of the machine's own: no user config file, no stack in the working directory.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("CONVEYOR_CONFIG", raising=False)
+    monkeypatch.delenv("CONVEYOR_STACK", raising=False)
+    monkeypatch.chdir(tmp_path)
     for name in os.environ:
         if re.fullmatch(r"CONVEYOR_[A-Z]+_URL", name):
             monkeypatch.delenv(name)
@@ -132,7 +137,7 @@ def test_no_stack_recorded(stack, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path / "elsewhere"))
     code, _, err = conveyor(capsys, "versions", "wine")
     assert code == ExitCode.UNREACHABLE
-    assert "no running stack" in error_line(err) and "conveyor up" in err
+    assert "no URL for the registry service" in error_line(err) and "conveyor up" in err
 
 
 def test_a_slow_service_times_out(stack, capsys):
@@ -374,3 +379,23 @@ def test_experiment_wait_follows_every_variant(stack, capsys):
     assert [r["status"] for r in result["runs"]] == ["succeeded", "skipped"]
     assert "experiment eeeeeeee: 1 of 2 runs ended; run 22222222 training v5" in err
     assert error_line(err) == "error: run 22222222 skipped: another run held the project"
+
+
+def test_the_stack_is_found_from_the_users_config_file(stack, capsys, tmp_path, monkeypatch):
+    """Away from the folder `conveyor up` ran in, with no CONVEYOR_* variables: the user's
+    config file says where the platform is and who is calling."""
+    monkeypatch.delenv("CONVEYOR_HOME")
+    monkeypatch.delenv("CONVEYOR_TOKEN")
+    config = tmp_path / "xdg" / "conveyor" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        'token = "cvt_from-the-config-file"\n[services]\nregistry = "http://registry.test"\n'
+    )
+    stack.on("GET", "registry", "/projects", [{"project": "wine", "version": 1}])
+    code, out, _ = conveyor(capsys, "projects", "--json")
+    assert code == 0 and json.loads(out) == [{"project": "wine", "version": 1}]
+    assert stack.requests[-1].headers["authorization"] == "Bearer cvt_from-the-config-file"
+    # A variable overrides the file.
+    monkeypatch.setenv("CONVEYOR_TOKEN", "cvt_from-the-environment")
+    assert conveyor(capsys, "projects", "--json")[0] == 0
+    assert stack.requests[-1].headers["authorization"] == "Bearer cvt_from-the-environment"

@@ -12,53 +12,53 @@ from .app import CliError, ExitCode
 if TYPE_CHECKING:
     import httpx
 
+    from conveyor_client import Config
+
 DEFAULT_TIMEOUT_S = 30.0
 MAX_DETAIL = 500  # characters of a server's explanation worth a line
 T = TypeVar("T")
 
 
-def stack_state() -> dict[str, Any]:
-    """The running stack's record (`home.running_stack`), or exit 3 saying how to start one."""
-    from .home import StackError, running_stack
+def config() -> Config:
+    """Where the platform is and who is calling, found as the client library finds it:
+    arguments, then the environment (`CONVEYOR_<SERVICE>_URL`, `CONVEYOR_BOOTSTRAP_SERVERS`,
+    `CONVEYOR_TOKEN`, `CONVEYOR_STACK`, `CONVEYOR_HOME`), then the user's config file
+    (`~/.config/conveyor/config.toml`), then a stack started here (`./.conveyor/`)."""
+    from conveyor_client import Config, ConfigurationError
 
     try:
-        return running_stack()
-    except StackError as exc:
-        raise CliError(str(exc), ExitCode.UNREACHABLE) from exc
+        return Config.discover()
+    except ConfigurationError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from exc
 
 
 def bootstrap_servers() -> str:
-    """Where the running stack's broker listens."""
-    broker = stack_state().get("broker") or {}
-    if not broker.get("bootstrap_servers"):
-        raise CliError(
-            "the running stack records no broker; set KAFKA_BOOTSTRAP_SERVERS or start one with "
-            "`conveyor up`",
-            ExitCode.UNREACHABLE,
-        )
-    return str(broker["bootstrap_servers"])
+    """Where the platform's broker listens."""
+    from conveyor_client import ConfigurationError
+
+    try:
+        return config().broker()
+    except ConfigurationError as exc:
+        raise CliError(str(exc), ExitCode.UNREACHABLE) from exc
 
 
 def service_url(service: str) -> str:
-    services = stack_state()["services"]
-    if service not in services:
-        raise CliError(
-            f"the running stack records no {service} service; restart it with `conveyor up`",
-            ExitCode.UNREACHABLE,
-        )
-    return str(services[service]).rstrip("/")
+    from conveyor_client import ConfigurationError
+
+    try:
+        return config().url(service).rstrip("/")
+    except ConfigurationError as exc:
+        raise CliError(str(exc), ExitCode.UNREACHABLE) from exc
 
 
 def client(
     timeout_s: float = DEFAULT_TIMEOUT_S, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
-    """An HTTP client carrying the caller's token (`CONVEYOR_TOKEN`, else the local stack's
-    admin token)."""
+    """An HTTP client carrying the caller's token (as `config()` finds it)."""
     import httpx
 
-    from .home import local_token
-
-    headers = {"Authorization": f"Bearer {token}"} if (token := local_token()) else {}
+    token = config().token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
 
 

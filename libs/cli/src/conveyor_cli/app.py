@@ -95,12 +95,12 @@ def complete_project(incomplete: str) -> list[str]:
     import json
     import urllib.request
 
-    from .home import local_token, running_stack
+    from conveyor_client import Config
 
     try:
-        url = running_stack()["services"]["registry"] + "/projects"
-        request = urllib.request.Request(url)
-        if token := local_token():
+        config = Config.discover()
+        request = urllib.request.Request(config.url("registry").rstrip("/") + "/projects")
+        if token := config.token:
             request.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(request, timeout=1.0) as answer:
             names = [p["project"] for p in json.load(answer)]

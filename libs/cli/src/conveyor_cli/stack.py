@@ -33,11 +33,9 @@ from .home import (
     STATE_FILE,
     TOKENS_FILE,
     StackError,
-    local_token,
-    running_stack,
 )
 
-__all__ = ["STATE_DIR", "Stack", "StackError", "local_token", "running_stack"]
+__all__ = ["STATE_DIR", "Stack", "StackError"]
 
 LOCAL_ADMIN = "local-admin"
 # Services that call others' write APIs, each with its own token and role: the trainer registers

@@ -13,7 +13,8 @@ with Client() as conveyor:                      # finds the platform: conveyor_c
 in `conveyor_client.errors`).
 """
 
-from .aio import AsyncClient, __version__
+from typing import TYPE_CHECKING, Any
+
 from .config import Config, config_path
 from .errors import (
     ConfigurationError,
@@ -31,7 +32,24 @@ from .errors import (
     Unavailable,
 )
 from .models import FeedbackOutcome, Prediction, Record, RefusedRecord, Submitted, TrainingRun
-from .sync import Client
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient, __version__
+    from .sync import Client
+
+# The clients load httpx and aiokafka when first named: a tool that only reads the configuration
+# (a command line's `--help`, shell completion) does not pay for them.
+_LAZY = {"AsyncClient": "aio", "__version__": "aio", "Client": "sync"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AsyncClient",

@@ -113,9 +113,9 @@ def demo(
 
     from rich.console import Console
 
-    from ..api import bootstrap_servers, stack_state
+    from ..api import bootstrap_servers
+    from ..api import config as platform
     from ..demo import Demo, DemoConfig, DemoFailed, emit_json, print_summary, verdict
-    from ..home import local_token
     from ..infra import InfraError
     from ..stack import Stack, StackError
 
@@ -125,7 +125,7 @@ def demo(
     console = output.stderr()
     try:
         if attach:
-            urls, bootstrap = stack_state()["services"], bootstrap_servers()
+            urls, bootstrap = dict(platform().services), bootstrap_servers()
         else:
             console.rule("starting the stack")
             stack = Stack()
@@ -134,7 +134,7 @@ def demo(
             assert stack.broker is not None
             urls, bootstrap = stack.urls, stack.broker.bootstrap_servers
         console.rule("the loop")
-        token = stack.admin_token if stack is not None else local_token()
+        token = stack.admin_token if stack is not None else platform().token
         outcome = asyncio.run(Demo(urls, bootstrap, config, console, token=token).run())
         if stack is not None:
             stack.check_alive()
@@ -161,11 +161,21 @@ def status(as_json: Json = False) -> None:
     """
     import httpx
 
-    from ..api import client, stack_state
+    from ..api import client, config
 
+    found = config()
+    if not found.services:
+        raise CliError(
+            "no stack known here: start one with `conveyor up`, or say where one runs "
+            "(CONVEYOR_STACK, CONVEYOR_<SERVICE>_URL or ~/.config/conveyor/config.toml)",
+            ExitCode.UNREACHABLE,
+        )
+    where = sorted({found.origins.get(name, "") for name in found.services} - {""})
+    if where:
+        output.note(f"where the services are: {', '.join(where)}")
     rows: list[dict[str, Any]] = []
     with client(timeout_s=3.0) as http:
-        for name, url in stack_state()["services"].items():
+        for name, url in found.services.items():
             try:
                 health = http.get(url + "/healthz").json()
                 row = {"service": name, "url": url, "status": health.get("status")}
