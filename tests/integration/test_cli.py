@@ -92,3 +92,93 @@ async def test_train_wait_follows_a_real_run(kafka, database_url, tmp_path):
         code, _, err = await _conveyor(home, TOKENS["dave"], "runs", name)
         assert code == 3
         assert err.startswith("error: no stack at 127.0.0.1:") and "conveyor up" in err
+
+
+async def test_ingest_loads_a_file_and_says_what_became_of_each_record(
+    kafka, database_url, tmp_path
+):
+    """`conveyor ingest` against a real registry and ingest: a CSV typed by the project's
+    schema, JSON Lines, a progress bar on stderr and a summary of accepted, duplicate and
+    refused records with the reasons and lines; exit 1 when any was refused."""
+    from conveyor_ingest.bootstrap import IngestSettings
+    from conveyor_ingest.bootstrap import bootstrap as ingest_bootstrap
+    from conveyor_registry.bootstrap import RegistrySettings
+    from conveyor_registry.bootstrap import bootstrap as registry_bootstrap
+
+    common = {"kafka_bootstrap_servers": kafka.bootstrap_servers, "database_url": database_url}
+    spec = unique_project("cli-ingest")
+    name = spec.name
+    registry = registry_bootstrap(RegistrySettings(**common))
+    ingest = ingest_bootstrap(IngestSettings(**common))
+    async with (
+        running(registry) as api,
+        running(ingest) as ingest_api,
+        Listener(registry.http) as registry_at,
+        Listener(ingest.http) as ingest_at,
+    ):
+        r = await api.post("/projects", json=spec.model_dump(mode="json"))
+        assert r.status_code == 201, r.text
+        await until(lambda: ingest.projects.get(name), 30, "ingest to know the project")
+        home = tmp_path / "conveyor"
+        home.mkdir()
+        services = {"registry": registry_at.url, "ingest": ingest_at.url}
+        (home / "stack.json").write_text(json.dumps({"services": services, "broker": {}}))
+
+        csv = tmp_path / "payments.csv"
+        csv.write_text(
+            "record_id,customer,ts,amount,merchant,hour,foreign,outcome\n"
+            "p-1,c-1,2026-12-01T10:00:00+00:00,12.5,fuel,10,false,legit\n"
+            "p-2,c-2,2026-12-01T11:00:00+00:00,900,online,23,true,fraud\n"
+            "p-3,c-3,2026-12-01T12:00:00+00:00,-5,fuel,12,no,\n"  # below the minimum
+            "p-4,c-4,2026-12-01T13:00:00+00:00,7,fuel,noon,false,legit\n"  # not an integer
+            "p-5,c-5,2026-12-01T14:00:00+00:00,8,casino,14,false,legit\n"  # not allowed
+        )
+        code, out, err = await _conveyor(home, TOKENS["an-app"], "ingest", name, str(csv))
+        assert code == 1, err
+        assert re.search(r"^accepted\s+2$", out, re.M) and re.search(r"^refused\s+3$", out, re.M)
+        assert re.search(r"amount: -5(\.0)? is below the minimum 0", out), out
+        assert "hour: 'noon' is not an integer" in out
+        assert "merchant" in out and "casino" in out
+        assert err.rstrip().endswith("error: 3 of 5 records refused")
+        assert "Traceback" not in err
+
+        # The same file again: its ids were taken, nothing is stored twice.
+        code, out, _ = await _conveyor(home, TOKENS["an-app"], "ingest", name, str(csv), "--json")
+        summary = json.loads(out)
+        assert (summary["accepted"], summary["duplicates"], summary["refused"]) == (0, 2, 3)
+        assert sorted(r["line"] for r in summary["refusals"]) == [4, 5, 6]
+
+        # JSON Lines from standard input, typed as they are.
+        lines = (
+            '{"customer": "c-6", "ts": "2026-12-01T15:00:00+00:00", "amount": 3.5, '
+            '"merchant": "travel", "hour": 15, "foreign": false, "outcome": "legit"}\n'
+            "not json\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "conveyor_cli.main",
+            "ingest",
+            name,
+            "-",
+            "--format",
+            "jsonl",
+            "--json",
+            env=os.environ | {"CONVEYOR_HOME": str(home), "CONVEYOR_TOKEN": TOKENS["an-app"]},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out_b, err_b = await asyncio.wait_for(proc.communicate(lines.encode()), 120)
+        assert proc.returncode == 1, err_b
+        summary = json.loads(out_b)
+        assert (summary["read"], summary["accepted"], summary["refused"]) == (2, 1, 1)
+        assert summary["refusals"][0]["line"] == 2
+        assert summary["refusals"][0]["problems"][0].startswith("not JSON")
+
+        r = await ingest_api.get(f"/projects/{name}/records/stats")
+        assert r.json()["accepted"] == 3, r.json()
+
+        # A viewer may not load data: one line, exit 1.
+        code, _, err = await _conveyor(home, TOKENS["a-viewer"], "ingest", name, str(csv))
+        assert code == 1 and err.startswith("error: 403 forbidden:")
