@@ -184,7 +184,7 @@ def test_bad_input_is_a_usage_error_before_anything_is_sent(stack, capsys, tmp_p
         (["apply", "no-such-example"], "no file 'no-such-example' and no example"),
         (["apply", str(broken)], f"{broken} is not a valid project:"),
         (["experiment", "wine", "--variant", "{not json"], "--variant is not JSON"),
-        (["predict", "wine", "-f", "amount"], "--field 'amount' is not name=value"),
+        (["predict", "wine", "cellar-1", "amount"], "'amount' is not name=value"),
     ]:
         code, out, err = conveyor(capsys, *argv)
         assert code == ExitCode.USAGE and out == "", argv

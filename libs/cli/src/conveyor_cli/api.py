@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,7 +13,7 @@ from .app import CliError, ExitCode
 if TYPE_CHECKING:
     import httpx
 
-    from conveyor_client import Config
+    from conveyor_client import Client, Config
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_DETAIL = 500  # characters of a server's explanation worth a line
@@ -173,3 +174,38 @@ def problems(exc: Any) -> str:
     found = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()]
     more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
     return "; ".join(found[:3]) + more
+
+
+@contextmanager
+def platform() -> Iterator[Client]:
+    """The client library, configured as `config()` finds the platform; what it raises becomes
+    one line and an exit code."""
+    from conveyor_client import Client
+
+    with client_errors(), Client(config()) as conveyor:
+        yield conveyor
+
+
+@contextmanager
+def client_errors() -> Iterator[None]:
+    """The client library's errors as the CLI's: 2 for an argument it refused before sending, 3
+    when nothing answered, 4 for a deadline, 1 for a refusal (`403 forbidden: why`)."""
+    from conveyor_client import errors
+
+    try:
+        yield
+    except errors.InvalidArgument as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from exc
+    except errors.ServiceError as exc:
+        try:
+            phrase = HTTPStatus(exc.status).phrase.lower()
+        except ValueError:
+            phrase = "error"
+        reason = "; ".join(exc.problems) or exc.reason
+        raise CliError(f"{exc.status} {phrase}: {reason}") from exc
+    except (errors.ConfigurationError, errors.Unavailable) as exc:
+        raise CliError(str(exc), ExitCode.UNREACHABLE) from exc
+    except errors.DeadlineExceeded as exc:
+        raise CliError(str(exc), ExitCode.TIMEOUT) from exc
+    except errors.ConveyorError as exc:
+        raise CliError(str(exc)) from exc

@@ -16,8 +16,9 @@ import typer
 HELP = """Conveyor: a Kafka-native MLOps platform.
 
 Commands that read print a table (or a key/value view) on stdout, and JSON with --json; progress
-and errors go to stderr. Against a running stack (`conveyor up`); calls carry CONVEYOR_TOKEN, else
-the local stack's admin token.
+and errors go to stderr. The platform is found through CONVEYOR_* variables, else
+~/.config/conveyor/config.toml, else the stack `conveyor up` started here (.conveyor/), whose
+admin token calls carry unless CONVEYOR_TOKEN names someone else.
 
 Exit codes: 0 done; 1 failed (the server refused, a run failed); 2 bad arguments; 3 no stack
 reachable; 4 timed out; 130 interrupted. --debug (or CONVEYOR_DEBUG=1) shows tracebacks.

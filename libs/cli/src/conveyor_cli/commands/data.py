@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -12,72 +11,74 @@ from ..api import call
 from ..app import CliError, ExitCode, Json, Project, app
 
 
-def _fields(items: list[str]) -> dict[str, Any]:
-    """`name=value` pairs; a value is read as JSON (numbers, true, quoted strings), else kept
-    as the text it is."""
-    fields: dict[str, Any] = {}
-    for item in items:
-        name, equals, raw = item.partition("=")
-        if not equals or not name:
-            raise CliError(f"--field {item!r} is not name=value", ExitCode.USAGE)
-        try:
-            fields[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            fields[name] = raw
-    return fields
-
-
 @app.command()
 def predict(
     project: Project,
-    field: Annotated[
-        list[str],
-        typer.Option(
-            "--field",
-            "-f",
-            help="A field of the record, name=value (repeatable); values are read as JSON, "
-            "e.g. -f amount=12.5 -f customer='\"c-1\"'.",
+    entity: Annotated[
+        str,
+        typer.Argument(
+            help="The entity to score: its value of the project's entity key (the fraud "
+            "project's customer, say: c-17).",
             show_default=False,
         ),
     ],
+    fields: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The record's other fields as name=value, typed as the project declares them "
+            "(amount=12.5 foreign=false merchant=fuel); a field left out comes from the "
+            "entity's newest record.",
+            show_default=False,
+        ),
+    ] = None,
+    http: Annotated[
+        bool, typer.Option("--http", help="Ask serving over HTTP instead of over Kafka.")
+    ] = False,
+    request_id: Annotated[
+        str | None,
+        typer.Option(help="Your id for the request (feedback names it); default: a new one."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.", min=1)] = 30.0,
     as_json: Json = False,
 ) -> None:
-    """Ask for one prediction over Kafka and print the answer."""
-    import asyncio
+    """Ask for one prediction from raw fields and print the answer.
 
-    from conveyor_contracts import catalog
-    from conveyor_contracts.events import PredictionRequested, PredictionServed
+    Over Kafka (the default) the request goes to predictions.requests and the answer comes back
+    on a reply topic of the CLI's own; with --http, serving answers the call itself. Either way
+    the request is enriched with the entity's history and answered with its request id, which
+    `conveyor feedback` names later.
+    """
+    from dataclasses import asdict
 
-    from ..api import bootstrap_servers, build, on_broker
-    from ..kafka_io import Producer, tail
+    from ..api import platform
+    from ..values import field_types, pairs, typed
 
-    fields = _fields(field)
-    request = build(PredictionRequested, "bad request", project=project, fields=fields)
-    bootstrap = bootstrap_servers()
-
-    async def go() -> PredictionServed | None:
-        async with Producer(bootstrap) as producer:
-            answers = tail(bootstrap, catalog.PREDICTIONS_RESPONSES)
-            key = str(fields.get("customer", request.request_id))
-            await (await producer.send(catalog.PREDICTIONS_REQUESTS, request, key=key))
-            try:
-                async with asyncio.timeout(timeout):
-                    async for answer in answers:
-                        if answer.request_id == request.request_id:
-                            return answer
-            except TimeoutError:
-                return None
-        return None
-
-    answer = on_broker(bootstrap, go)
-    if answer is None:
-        raise CliError(
-            f"no answer within {timeout:.0f} s (is {project} trained and served? "
-            f"`conveyor versions {project}`)",
-            ExitCode.TIMEOUT,
+    given = pairs(fields or [])
+    with platform() as conveyor:
+        spec = conveyor.project(project)["spec"]
+        types, key = field_types(spec), str(spec["entity_key"])
+        values = {name: typed(types.get(name), name, raw) for name, raw in given}
+        if key in values:
+            raise CliError(
+                f"{key} is the entity: give it as the first value, not as {key}=...",
+                ExitCode.USAGE,
+            )
+        values = {key: typed(types.get(key), key, entity), **values}
+        answer = conveyor.predict(
+            project,
+            values,
+            via="http" if http else "kafka",
+            timeout=timeout,
+            request_id=request_id,
         )
-    output.show(answer.model_dump(mode="json"), as_json)
+    if as_json:
+        output.emit_json(answer.raw)
+        return
+    shown = asdict(answer)
+    for internal in ("raw", "feature_names", "values", "error", "status"):
+        shown.pop(internal)
+    later = f"the true label later: conveyor feedback {project} {answer.request_id} LABEL"
+    output.show(shown, False, hint=later)
 
 
 @app.command()
@@ -87,13 +88,21 @@ def feedback(
         str, typer.Argument(help="The prediction's request id (as `predict` prints it).")
     ],
     label: Annotated[str, typer.Argument(help="What really happened: the true label.")],
+    feedback_id: Annotated[
+        str | None,
+        typer.Option(help="Your id for this label: sent again, it is taken once."),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Give the true label of an earlier prediction."""
-    body = {"project": project, "request_id": request_id, "label": label}
-    outcome = call("POST", "feedback", "/feedback", json=body)
+    from dataclasses import asdict
+
+    from ..api import platform
+
+    with platform() as conveyor:
+        outcome = conveyor.send_feedback(project, request_id, label, feedback_id=feedback_id)
     waits = "the prediction is not known yet: the label waits for it"
-    output.show(outcome, as_json, hint=waits if outcome.get("waiting") else None)
+    output.show(asdict(outcome), as_json, hint=waits if outcome.status == "waiting" else None)
 
 
 @app.command()
