@@ -15,9 +15,11 @@ from .errors import BusError, PublishError, TopicSetupError
 from .failures import Backoff, Retry, Transient, any_of, broker_transient
 from .settings import KafkaSettings
 from .topics import (
+    client_options,
     create_topic,
     end_offsets,
     ensure_topics,
+    prepare_topics,
     published_ids,
     read_ranges,
     topic_names,
@@ -39,9 +41,11 @@ __all__ = [
     "Transient",
     "any_of",
     "broker_transient",
+    "client_options",
     "create_topic",
     "end_offsets",
     "ensure_topics",
+    "prepare_topics",
     "published_ids",
     "read_ranges",
     "sampled",

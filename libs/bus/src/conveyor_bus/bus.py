@@ -43,6 +43,13 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.message import KafkaAckableMessage
+from faststream.security import (
+    BaseSecurity,
+    SASLOAuthBearer,
+    SASLPlaintext,
+    SASLScram256,
+    SASLScram512,
+)
 from opentelemetry import metrics
 from pydantic import BaseModel, ValidationError
 
@@ -256,10 +263,9 @@ class Bus:
         # dependency injection either: a batch handler takes the message from the decoder, as
         # the body (injecting it ran a worker thread per batch; see `_message_ref`).
         self.broker = broker or KafkaBroker(
-            self.settings.kafka_bootstrap_servers,
-            client_id=f"conveyor-{service}",
             logger=logging.getLogger(f"conveyor.{service}.kafka"),
             apply_types=False,
+            **broker_options(self.settings.client_options(f"conveyor-{service}")),
         )
         self.dead_letters = 0
         self._failing: dict[str, str] = {}  # consumer → the transient failure it retries now
@@ -285,8 +291,7 @@ class Bus:
         self._tracing = tracing.enabled()
         self._stopping = False
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            client_id=f"conveyor-{self.service}",
+            **self.settings.client_options(f"conveyor-{self.service}"),
             acks="all",
             linger_ms=self.settings.kafka_linger_ms,
             max_batch_size=BATCH_BYTES,
@@ -371,8 +376,7 @@ class Bus:
             return False
         self._topics_read_at = now
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            client_id=f"conveyor-{self.service}-admin",
+            **self.settings.client_options(f"conveyor-{self.service}-admin")
         )
         try:
             async with asyncio.timeout(timeout_s):
@@ -759,6 +763,37 @@ async def send_batches(
         batch.close()
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futures)
+
+
+def broker_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """FastStream's KafkaBroker arguments for the options every aiokafka client of the process
+    is made with (KafkaSettings.client_options): it takes TLS and SASL as a security object,
+    which it turns back into those same options for its consumers and its producer."""
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    context = options.get("ssl_context")
+    tls = protocol in ("SSL", "SASL_SSL")
+    out: dict[str, Any] = {
+        "bootstrap_servers": options["bootstrap_servers"],
+        "client_id": options["client_id"],
+    }
+    if protocol == "PLAINTEXT":
+        return out
+    if protocol == "SSL":
+        out["security"] = BaseSecurity(ssl_context=context, use_ssl=True)
+        return out
+    mechanism = options["sasl_mechanism"]
+    if mechanism == "OAUTHBEARER":
+        out["security"] = SASLOAuthBearer(ssl_context=context, use_ssl=tls)
+        out["sasl_oauth_token_provider"] = options["sasl_oauth_token_provider"]
+        return out
+    kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    out["security"] = kinds[mechanism](
+        options["sasl_plain_username"],
+        options["sasl_plain_password"],
+        ssl_context=context,
+        use_ssl=tls,
+    )
+    return out
 
 
 def _last_offsets(records: tuple[Any, ...]) -> dict[TopicPartition, int]:

@@ -1,4 +1,8 @@
-"""Create the catalog's topics and their dead-letter topics, idempotently."""
+"""The first connection, the catalog's topics and their dead-letter topics (created idempotently,
+or only checked where an operator owns them), and the reads that look back at a topic.
+
+Each function takes the process's `KafkaSettings` (brokers, TLS, SASL) or, for a broker without
+either, its bare address."""
 
 from __future__ import annotations
 
@@ -6,16 +10,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from conveyor_client.kafka_security import check_connection
 from conveyor_contracts import CATALOG, TopicSpec
 
 from .errors import TopicSetupError
+from .settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+Kafka = KafkaSettings | str
+
+
+def client_options(kafka: Kafka, client_id: str) -> dict[str, Any]:
+    """The keyword arguments of an aiokafka client of `kafka` (see KafkaSettings)."""
+    if isinstance(kafka, str):
+        return {"bootstrap_servers": kafka, "client_id": client_id}
+    return kafka.client_options(client_id)
+
+
+def _where(kafka: Kafka) -> str:
+    return kafka if isinstance(kafka, str) else kafka.kafka_bootstrap_servers
 
 
 def topic_names(specs: Iterable[TopicSpec] = CATALOG) -> dict[str, tuple[int, int]]:
@@ -27,15 +47,42 @@ def topic_names(specs: Iterable[TopicSpec] = CATALOG) -> dict[str, tuple[int, in
     return out
 
 
+async def prepare_topics(
+    settings: KafkaSettings, specs: Iterable[TopicSpec] = CATALOG
+) -> list[str]:
+    """A service's first contact with the broker: connect as its clients will (a broker out of
+    reach is awaited for `kafka_connect_timeout_s`; settings it refuses stop the service at once,
+    the reason naming the setting), then create the missing topics, or, with
+    `kafka_create_topics` off, check that every one exists. Returns the names created."""
+    existing = await check_connection(
+        settings.client_options("conveyor-admin"),
+        settings.security,
+        timeout_s=settings.kafka_connect_timeout_s,
+    )
+    wanted = topic_names(specs)
+    if settings.kafka_create_topics:
+        if all(name in existing for name in wanted):
+            return []
+        return await ensure_topics(settings, specs)
+    if missing := [name for name in wanted if name not in existing]:
+        raise TopicSetupError(
+            f"{len(missing)} topics of the catalog are missing on "
+            f"{settings.kafka_bootstrap_servers} and KAFKA_CREATE_TOPICS=false: "
+            f"{', '.join(missing)} (create them with the operator's resources: "
+            "python -m conveyor_contracts.schemas strimzi)"
+        )
+    return []
+
+
 async def ensure_topics(
-    bootstrap_servers: str, specs: Iterable[TopicSpec] = CATALOG, *, timeout_s: float = 30.0
+    kafka: Kafka, specs: Iterable[TopicSpec] = CATALOG, *, timeout_s: float = 30.0
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     wanted = topic_names(specs)
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Exception | None = None
     while asyncio.get_running_loop().time() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="conveyor-admin")
+        admin = AIOKafkaAdminClient(**client_options(kafka, "conveyor-admin"))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -59,12 +106,12 @@ async def ensure_topics(
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
-    raise TopicSetupError(f"could not create topics on {bootstrap_servers}: {last!r}") from last
+    raise TopicSetupError(f"could not create topics on {_where(kafka)}: {last!r}") from last
 
 
-async def create_topic(bootstrap_servers: str, name: str, partitions: int = 1) -> None:
+async def create_topic(kafka: Kafka, name: str, partitions: int = 1) -> None:
     """Create one topic outside the catalog (an application's reply topic, a benchmark's)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="conveyor-admin")
+    admin = AIOKafkaAdminClient(**client_options(kafka, "conveyor-admin"))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
@@ -72,9 +119,11 @@ async def create_topic(bootstrap_servers: str, name: str, partitions: int = 1) -
         await admin.close()
 
 
-async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+async def end_offsets(kafka: Kafka, topic: str) -> dict[int, int]:
     """The offset the next record of each partition of `topic` will get (its high-water mark)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **client_options(kafka, "conveyor-offsets"), enable_auto_commit=False
+    )
     await consumer.start()
     try:
         await consumer.topics()  # fetches the cluster's metadata
@@ -86,7 +135,7 @@ async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
 
 
 async def read_ranges(
-    bootstrap_servers: str,
+    kafka: Kafka,
     ranges: Iterable[tuple[str, int, int, int]],
     *,
     timeout_s: float = 30.0,
@@ -100,7 +149,7 @@ async def read_ranges(
     if not wanted:
         return out
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="conveyor-replay"
+        **client_options(kafka, "conveyor-replay"), enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -138,7 +187,7 @@ async def read_ranges(
 
 
 async def published_ids(
-    bootstrap_servers: str,
+    kafka: Kafka,
     topic: str,
     ids: set[str],
     *,
@@ -159,7 +208,7 @@ async def published_ids(
     if not ids:
         return found
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="conveyor-outbox"
+        **client_options(kafka, "conveyor-outbox"), enable_auto_commit=False
     )
     await consumer.start()
     try:

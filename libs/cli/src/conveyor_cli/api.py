@@ -145,8 +145,17 @@ def on_broker(bootstrap: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+    from conveyor_client import ConfigurationError
+    from conveyor_client.kafka_security import KafkaSecurityError
+
     try:
         return asyncio.run(work())
+    except KafkaSecurityError as exc:
+        # Said by the first connection, naming the setting to look at.
+        code = ExitCode.UNREACHABLE if exc.retryable else ExitCode.USAGE
+        raise CliError(str(exc), code) from exc
+    except ConfigurationError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from exc
     except KafkaConnectionError as exc:
         raise CliError(
             f"no broker at {bootstrap}; start a stack with `conveyor up`", ExitCode.UNREACHABLE

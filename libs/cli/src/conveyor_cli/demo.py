@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from conveyor_client import Config
 from conveyor_contracts import catalog
 from conveyor_contracts.events import (
     AliasMoved,
@@ -101,14 +102,14 @@ class Demo:
     def __init__(
         self,
         urls: dict[str, str],
-        bootstrap_servers: str,
+        kafka: Config | str,
         config: DemoConfig,
         console: Console,
         *,
         token: str | None = None,
     ) -> None:
         self.urls = urls
-        self.bootstrap = bootstrap_servers
+        self.bootstrap = kafka  # the broker, and TLS and SASL where it takes them
         self.config = config
         self.console = console
         auth = {"Authorization": f"Bearer {token}"} if token else {}

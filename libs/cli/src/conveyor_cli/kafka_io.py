@@ -1,4 +1,8 @@
-"""Small Kafka helpers for the CLI: produce events with their envelope, tail topics."""
+"""Small Kafka helpers for the CLI: produce events with their envelope, tail topics.
+
+Each takes where the broker is and how to connect to it as the client library finds it (a
+`conveyor_client.Config`: TLS and SASL included), or a bare address of a broker without either
+(the embedded stack's)."""
 
 from __future__ import annotations
 
@@ -9,21 +13,41 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
+from conveyor_client import Config
+from conveyor_client.kafka_security import check_connection
 from conveyor_contracts import TopicSpec, envelope_for
+
+CLIENT_ID = "conveyor-cli"
+CONNECT_TIMEOUT_S = 30.0
+
+
+def _config(kafka: Config | str) -> Config:
+    return Config(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+
+
+async def connected(kafka: Config | str) -> dict[str, Any]:
+    """The options of the command's Kafka clients, once a first connection made with them
+    worked: a setting the broker refuses fails here with the reason (KafkaSecurityError)."""
+    config = _config(kafka)
+    options = config.kafka_options(CLIENT_ID)
+    await check_connection(options, config.kafka_security, timeout_s=CONNECT_TIMEOUT_S)
+    return options
 
 
 class Producer:
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, client_id="conveyor-cli"
-        )
+    def __init__(self, kafka: Config | str) -> None:
+        self._kafka = kafka
+        self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> Producer:
+        options = await connected(self._kafka)
+        self._producer = AIOKafkaProducer(**options, acks="all", linger_ms=5)
         await self._producer.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def send(
         self,
@@ -35,6 +59,7 @@ class Producer:
         """Queue one event (with extra headers, such as a `traceparent`); returns the delivery
         future (await it, or `flush()`)."""
         headers = envelope_for(topic, event, source="conveyor/cli", extra=headers).to_headers()
+        assert self._producer is not None, "used inside `async with`"
         return await self._producer.send(
             topic.name,
             event.model_dump_json().encode(),
@@ -43,16 +68,14 @@ class Producer:
         )
 
     async def flush(self) -> None:
+        assert self._producer is not None, "used inside `async with`"
         await self._producer.flush()
 
 
-async def tail(bootstrap_servers: str, topic: TopicSpec) -> AsyncIterator[Any]:
+async def tail(kafka: Config | str, topic: TopicSpec) -> AsyncIterator[Any]:
     """Every event on `topic` from the beginning, decoded; runs until cancelled."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        client_id="conveyor-cli",
+        **await connected(kafka), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -16,7 +16,8 @@ from aiokafka.errors import KafkaError
 
 from . import _wire
 from .config import Config
-from .errors import InvalidArgument, Unavailable
+from .errors import ConfigurationError, InvalidArgument, Unavailable
+from .kafka_security import KafkaSecurityError, check_connection
 
 log = logging.getLogger("conveyor_client")
 
@@ -42,19 +43,39 @@ class Kafka:
         self._producer: AIOKafkaProducer | None = None
         self._replies: Replies | None = None
         self._lock = asyncio.Lock()
+        self._checked = False
 
     @property
     def reply_topic(self) -> str | None:
         return None if self._replies is None else self._replies.topic
 
     def _options(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.config.broker(), "client_id": CLIENT_ID} | dict(
-            self.config.kafka
-        )
+        return self.config.kafka_options(CLIENT_ID)
+
+    async def _check(self) -> None:
+        """Before the first client starts: connect as they will, so that settings the broker
+        refuses (TLS, SASL) fail with the reason and the setting to look at, at once, rather
+        than as a client that never starts."""
+        if self._checked:
+            return
+        try:
+            await check_connection(
+                self._options(),
+                self.config.kafka_security,
+                timeout_s=START_TIMEOUT_S,
+                wait=False,  # a broker out of reach is Unavailable now: the caller may retry
+                brokers="bootstrap_servers",
+            )
+        except KafkaSecurityError as exc:
+            if exc.retryable:
+                raise Unavailable(str(exc)) from exc
+            raise ConfigurationError(str(exc)) from exc
+        self._checked = True
 
     async def producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
+                await self._check()
                 # The application's own settings (`kafka`) may change how it batches.
                 producer = AIOKafkaProducer(**{"acks": "all", "linger_ms": 5} | self._options())
                 await _start(producer.start(), producer.stop, "the producer")
@@ -88,6 +109,7 @@ class Kafka:
                 await self._replies.close()  # its reader failed: a new topic and reader
                 self._replies = None
             if self._replies is None:
+                await self._check()
                 replies = Replies(self._options(), self.config)
                 await replies.start()
                 self._replies = replies

@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from .errors import ConfigurationError
+from .kafka_security import FIELDS as SECURITY_FIELDS
+from .kafka_security import KafkaSecurity, KafkaSecurityError
 
 SERVICES = ("ingest", "feature", "trainer", "registry", "serving", "monitor", "feedback")
 STATE_DIR = ".conveyor"  # where `conveyor up` records the stack, in its working directory
@@ -64,6 +66,8 @@ TANSU_FETCH_MAX_WAIT_MS = 10
 T = TypeVar("T", int, float)
 _SCALARS = ("bootstrap_servers", "token", "source", "reply_prefix", "timeout", "fetch_max_wait_ms")
 _FILE_KEYS = frozenset({*_SCALARS, "services", "stack", "kafka"})
+# aiokafka's own names for the SASL credentials, taken as the settings' (`sasl_username`, ...).
+_KAFKA_ALIASES = {"sasl_plain_username": "sasl_username", "sasl_plain_password": "sasl_password"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,26 @@ class Config:
                 "`conveyor up`"
             )
         return self.bootstrap_servers
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """TLS and SASL of the client's Kafka clients; ConfigurationError when they cannot
+        work together (each problem naming its setting)."""
+        origin = self.origins.get("kafka", "environment")
+        security = KafkaSecurity.from_mapping(self.kafka, "" if origin == "environment" else origin)
+        if problems := security.problems():
+            raise ConfigurationError("Kafka settings: " + "; ".join(problems))
+        return security
+
+    def kafka_options(self, client_id: str) -> dict[str, Any]:
+        """The keyword arguments of every aiokafka client made with this configuration: the
+        brokers, TLS and SASL, and the `[kafka]` table's other keys as they are."""
+        try:
+            options = self.kafka_security.client_options(self.broker(), client_id)
+        except KafkaSecurityError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        extra = {k: v for k, v in self.kafka.items() if k not in SECURITY_FIELDS}
+        return options | extra
 
     def overridden(self, **given: Unpack[Settings]) -> Config:
         """This configuration with the settings given here instead (None: kept)."""
@@ -185,7 +209,12 @@ def _environment(env: Mapping[str, str]) -> list[_Layer]:
         "fetch_max_wait_ms": env.get("CONVEYOR_FETCH_MAX_WAIT_MS")
         or env.get("KAFKA_FETCH_MAX_WAIT_MS"),
     }
-    layers = [_Layer("environment", services, values)]
+    kafka = {
+        name: env[f"KAFKA_{name.upper()}"]
+        for name in SECURITY_FIELDS
+        if env.get(f"KAFKA_{name.upper()}")
+    }
+    layers = [_Layer("environment", services, values, kafka)]
     if stack := env.get("CONVEYOR_STACK"):
         layers += _stack(Path(stack), required=True)
     if home := env.get("CONVEYOR_HOME"):
@@ -279,7 +308,11 @@ def _merge(layers: list[_Layer]) -> Config:
                 values[key] = value
                 origins[key] = layer.origin
         for key, value in layer.kafka.items():
-            kafka.setdefault(str(key), value)
+            key = _KAFKA_ALIASES.get(str(key), str(key))
+            if key not in kafka:
+                kafka[key] = value
+                # Where TLS and SASL were set, for messages that name a setting.
+                origins.setdefault("kafka", layer.origin)
     return Config(
         services=services,
         bootstrap_servers=_text(values, "bootstrap_servers", origins),

@@ -26,12 +26,14 @@ from conveyor_auth import TokenStore, install
 from conveyor_bus import (
     Bus,
     Delivery,
+    TopicSetupError,
     any_of,
     broker_transient,
     end_offsets,
-    ensure_topics,
+    prepare_topics,
     published_ids,
 )
+from conveyor_client.kafka_security import KafkaSecurityError
 from conveyor_contracts import catalog
 from conveyor_contracts.events import ProjectApplied
 from conveyor_db import Database, OutboxRelay, is_transient
@@ -214,10 +216,15 @@ class Runtime:
                 self.relay = OutboxRelay(
                     self.db.pool, self.send, self.published_ids, service=self.name
                 )
-        await ensure_topics(self.settings.kafka_bootstrap_servers)
-        ends = await end_offsets(
-            self.settings.kafka_bootstrap_servers, catalog.REGISTRY_EVENTS.name
-        )
+        try:
+            created = await prepare_topics(self.settings)
+        except (KafkaSecurityError, TopicSetupError) as exc:
+            # One line that says what to fix, before the traceback the server prints.
+            log.critical("%s cannot start: %s", self.name, exc)
+            raise
+        if created:
+            log.info("topics created: %s", ", ".join(created))
+        ends = await end_offsets(self.settings, catalog.REGISTRY_EVENTS.name)
         self._changelog_end = {p: end for p, end in ends.items() if end > 0}
         self._on_changelog_positions([])
         await self.bus.start()
@@ -260,7 +267,7 @@ class Runtime:
 
     async def published_ids(self, topic: str, ids: set[str]) -> set[str]:
         """Which of these event ids are on `topic` already (its tail searched)."""
-        return await published_ids(self.settings.kafka_bootstrap_servers, topic, ids)
+        return await published_ids(self.settings, topic, ids)
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:

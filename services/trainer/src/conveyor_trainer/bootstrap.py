@@ -32,7 +32,7 @@ def bootstrap(
     token = settings.conveyor_token.get_secret_value() if settings.conveyor_token else None
     registry = registry or HttpRegistry(settings.registry_url, token)
     RunLog.capture()
-    runs = Runs(repo, registry, settings.kafka_bootstrap_servers)
+    runs = Runs(repo, registry, settings)
     trainer = Trainer(runtime.projects, repo, runs)
     runtime.bus.consume(catalog.FEATURES_ROWS, trainer.on_examples)
     runtime.bus.consume(catalog.FEEDBACK_RECORDED, trainer.on_examples)

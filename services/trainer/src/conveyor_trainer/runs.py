@@ -21,7 +21,7 @@ from uuid import uuid4
 import asyncpg
 import numpy as np
 
-from conveyor_bus import read_ranges, tracing
+from conveyor_bus import KafkaSettings, read_ranges, tracing
 from conveyor_contracts import ModelProject, catalog
 from conveyor_contracts.events import TrainingRunFinished
 from conveyor_contracts.project import EstimatorSpec
@@ -145,11 +145,11 @@ class Runs:
     """Starts runs (one per project at a time) and executes them in the background."""
 
     def __init__(
-        self, repo: Repository, registry: Registry, bootstrap_servers: str | None = None
+        self, repo: Repository, registry: Registry, kafka: KafkaSettings | None = None
     ) -> None:
         self.repo = repo
         self.registry = registry
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka  # where the training sets are read again (reproduce)
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(
@@ -692,10 +692,10 @@ class Runs:
         spec = spec.model_copy(
             update={"estimator": EstimatorSpec.model_validate(lineage["estimator_spec"])}
         )
-        assert self.bootstrap_servers is not None
+        assert self.kafka is not None
         try:
             records = await read_ranges(
-                self.bootstrap_servers,
+                self.kafka,
                 [
                     (s["topic"], s["partition"], s["first_offset"], s["last_offset"])
                     for s in recorded["sources"]

@@ -234,15 +234,17 @@ def request_training(
     from conveyor_contracts.events import StartTraining
 
     from ..api import bootstrap_servers, build, on_broker
+    from ..api import config as platform
     from ..kafka_io import Producer
 
     command = build(
         StartTraining, "bad request", project=project, reason=reason, requested_by="cli"
     )
     bootstrap = bootstrap_servers()
+    kafka = platform()
 
     async def send() -> None:
-        async with Producer(bootstrap) as producer:
+        async with Producer(kafka) as producer:
             await (await producer.send(catalog.TRAINER_REQUESTS, command, key=project))
 
     on_broker(bootstrap, send)

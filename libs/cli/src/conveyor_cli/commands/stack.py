@@ -113,6 +113,9 @@ def demo(
 
     from rich.console import Console
 
+    from conveyor_client import Config, ConfigurationError
+    from conveyor_client.kafka_security import KafkaSecurityError
+
     from ..api import bootstrap_servers
     from ..api import config as platform
     from ..demo import Demo, DemoConfig, DemoFailed, emit_json, print_summary, verdict
@@ -125,20 +128,21 @@ def demo(
     console = output.stderr()
     try:
         if attach:
-            urls, bootstrap = dict(platform().services), bootstrap_servers()
+            bootstrap_servers()  # said plainly when no source gives the broker
+            urls, kafka = dict(platform().services), platform()
         else:
             console.rule("starting the stack")
             stack = Stack()
             stack.up()
             _banner(_where(stack), err=True)  # progress: stdout carries the outcome
             assert stack.broker is not None
-            urls, bootstrap = stack.urls, stack.broker.bootstrap_servers
+            urls, kafka = stack.urls, Config(bootstrap_servers=stack.broker.bootstrap_servers)
         console.rule("the loop")
         token = stack.admin_token if stack is not None else platform().token
-        outcome = asyncio.run(Demo(urls, bootstrap, config, console, token=token).run())
+        outcome = asyncio.run(Demo(urls, kafka, config, console, token=token).run())
         if stack is not None:
             stack.check_alive()
-    except (DemoFailed, StackError, InfraError) as exc:
+    except (DemoFailed, StackError, InfraError, KafkaSecurityError, ConfigurationError) as exc:
         raise _could_not("demo failed", exc) from exc
     finally:
         if stack is not None:
