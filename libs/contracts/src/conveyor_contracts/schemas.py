@@ -2,11 +2,14 @@
 
     python -m conveyor_contracts.schemas export [--dir schemas]
     python -m conveyor_contracts.schemas check  [--dir schemas]
+    python -m conveyor_contracts.schemas strimzi --cluster NAME [--replicas 3] [--namespace NS]
 
 `export` writes `schemas/<subject>/v<major>.<minor>.json` for every topic, the AsyncAPI 3.0
 document `schemas/asyncapi.json` and the topic table `schemas/topics.md`. `check` fails when the
 committed files differ from a fresh export, or when a subject's newest version cannot read a
-message of an older version of the same major (see `compat.py`).
+message of an older version of the same major (see `compat.py`). `strimzi` writes the catalog's
+topics as Strimzi `KafkaTopic` resources (YAML, on stdout) for an operator to own (see
+`strimzi.py`).
 """
 
 from __future__ import annotations
@@ -163,9 +166,20 @@ def check(root: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conveyor_contracts.schemas")
-    parser.add_argument("command", choices=["export", "check"])
+    parser.add_argument("command", choices=["export", "check", "strimzi"])
     parser.add_argument("--dir", type=Path, default=Path("schemas"))
+    parser.add_argument("--cluster", default="conveyor-kafka", help="strimzi: the Kafka's name")
+    parser.add_argument("--replicas", type=int, default=3, help="strimzi: replicas per topic")
+    parser.add_argument("--namespace", default=None, help="strimzi: the topics' namespace")
     args = parser.parse_args(argv)
+    if args.command == "strimzi":
+        import yaml
+
+        from .strimzi import kafka_topics
+
+        topics = kafka_topics(args.cluster, replicas=args.replicas, namespace=args.namespace)
+        sys.stdout.write(yaml.safe_dump_all(topics, sort_keys=False))
+        return 0
     if args.command == "export":
         written = export(args.dir)
         print(f"{len(written)} files written to {args.dir}" if written else "schemas up to date")

@@ -7,6 +7,10 @@ noted rows still unpublished (its predecessor died between producing and marking
 reads the topic's tail and leaves out the events whose `ce_id` is there — so a crash publishes
 nothing twice. (A broker that loses acknowledged records, or a tail deeper than the search,
 would still let a repeat through; consumers stay idempotent on their natural ids.)
+
+Several replicas of a service each run a relay on the same table: one drains at a time (a
+transaction-scoped advisory lock per schema), so the events still reach their topics in the
+order they were written. Relays that find the lock taken stand by and try again shortly.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ Publish = Callable[
 ]
 # Which of these event ids (`ce_id`) are on the topic already.
 Published = Callable[[str, set[str]], Awaitable[set[str]]]
+
+# The advisory lock a relay drains under: (this constant, hashtext of the service's schema).
+RELAY_LOCK = 0x0C0B0C
+# How often a relay standing by (another replica draining) asks for the lock again.
+STANDBY_S = 0.5
 
 
 async def enqueue(
@@ -128,9 +137,17 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._attrs = {"service": service}
         self.published = 0
+        self.standing_by = False  # another replica's relay held the lock at the last try
 
     async def drain_once(self) -> int:
         async with self._pool.acquire() as con, con.transaction():
+            # Two relays draining side by side would each publish a batch, and the later rows
+            # could reach the topic first: one at a time, in id order.
+            self.standing_by = not await con.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))", RELAY_LOCK
+            )
+            if self.standing_by:
+                return 0
             rows = await con.fetch(
                 "SELECT o.id, o.topic, o.key, o.value, o.headers, a.id IS NOT NULL AS tried "
                 "FROM outbox o LEFT JOIN outbox_attempts a ON a.id = o.id "
@@ -203,7 +220,7 @@ class OutboxRelay:
                     last_measure = loop.time()
                     await self._measure()
                 if await self.drain_once() == 0:
-                    await asyncio.sleep(self._idle_s)
+                    await asyncio.sleep(STANDBY_S if self.standing_by else self._idle_s)
                 if loop.time() - last_cleanup > 60:
                     last_cleanup = loop.time()
                     await self._pool.execute(

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import Field
+
 from conveyor_contracts import catalog
 from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
@@ -18,6 +20,11 @@ log = logging.getLogger(__name__)
 class TrainerSettings(ServiceSettings):
     http_port: int = 8103
     trainer_poll_s: float = 0.5
+    trainer_abandon_check_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often a replica looks for runs whose trainer process is gone.",
+    )
 
 
 def bootstrap(
@@ -40,18 +47,26 @@ def bootstrap(
     runtime.bus.consume(catalog.MONITOR_DRIFT, trainer.on_drift)
     runtime.http.include_router(router(runtime.projects, repo, runs))
 
-    @runtime.on_start
-    async def _start() -> None:
+    async def abandon_interrupted() -> None:
+        """Fail the runs of trainer processes that are gone (this one's predecessor, or a
+        replica that died), whichever replica notices first."""
         if abandoned := await repo.abandon_interrupted():
             log.warning("%d runs were interrupted by a restart", len(abandoned))
         for project, version in abandoned:
             if version is not None:
                 await runs.fail_version(project, version, "interrupted: the trainer restarted")
 
+    @runtime.on_start
+    async def _start() -> None:
+        await repo.hold_alive()
+        await abandon_interrupted()
+
     @runtime.on_stop
     async def _stop() -> None:
         await runs.wait()
+        await repo.release_alive()
 
     runtime.every(settings.trainer_poll_s, trainer.check_episodes, name="drift-episodes")
     runtime.every(settings.trainer_poll_s, trainer.check_schedules, name="schedules")
+    runtime.every(settings.trainer_abandon_check_s, abandon_interrupted, name="abandoned-runs")
     return runtime

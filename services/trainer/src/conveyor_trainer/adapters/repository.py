@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -24,9 +25,30 @@ class ActiveRun(Exception):
     """The project already has a run in progress."""
 
 
+# The advisory lock each trainer process holds while it lives: (this constant, hashtext of its
+# instance id). A run whose owner's lock nobody holds was left by a process that is gone.
+ALIVE_LOCK = 0x0C0B0D
+
+
 class Repository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, instance: str | None = None) -> None:
         self.db = db
+        self.instance = instance or uuid.uuid4().hex  # this process, as the owner of its runs
+        self._alive: asyncpg.Connection | None = None
+
+    async def hold_alive(self) -> None:
+        """Hold this process's lock on a connection of its own for as long as it runs: the
+        other replicas know its runs are under way (see `abandon_interrupted`)."""
+        if self._alive is None:
+            self._alive = await asyncpg.connect(self.db.settings.database_url)
+            await self._alive.execute(
+                "SELECT pg_advisory_lock($1, hashtext($2))", ALIVE_LOCK, self.instance
+            )
+
+    async def release_alive(self) -> None:
+        if self._alive is not None:
+            await self._alive.close()
+            self._alive = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -111,7 +133,7 @@ class Repository:
         try:
             await self.pool.execute(
                 "INSERT INTO runs (run_id, project, trigger, trigger_info, experiment_id, "
-                "variant, status) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "variant, status, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 run_id,
                 project,
                 trigger,
@@ -119,6 +141,7 @@ class Repository:
                 experiment_id,
                 variant,
                 status,
+                self.instance,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ActiveRun(f"project {project!r} already has a run in progress") from exc
@@ -244,10 +267,16 @@ class Repository:
 
     async def abandon_interrupted(self) -> list[tuple[str, int | None]]:
         """Runs left 'running' by a process that died: they will never finish. Their
-        (project, pending version)."""
+        (project, pending version). A run whose owner still holds its lock (another replica,
+        alive) is left alone."""
         rows = await self.pool.fetch(
             "UPDATE runs SET status = 'failed', reason = 'interrupted: the trainer restarted', "
-            "finished_at = now() WHERE status = 'running' RETURNING project, model_version"
+            "finished_at = now() WHERE status = 'running' AND (owner IS NULL OR NOT EXISTS ("
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = $1::int4::oid AND objid = hashtext(runs.owner)::oid AND objsubid = 2"
+            ")) RETURNING project, model_version",
+            ALIVE_LOCK,
         )
         return [(r["project"], r["model_version"]) for r in rows]
 
