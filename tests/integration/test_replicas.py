@@ -9,13 +9,17 @@ import random
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from conveyor_contracts import catalog
 from conveyor_contracts.events import TrainingRunFinished
 from conveyor_db import Database, DatabaseSettings, OutboxRelay, enqueue_many, package_migrations
+from conveyor_feedback.bootstrap import FeedbackSettings
+from conveyor_feedback.bootstrap import bootstrap as feedback
+from conveyor_runtime import Runtime
 from conveyor_trainer.adapters.repository import Repository
-from tests.support import until
+from tests.support import running, until
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
@@ -121,3 +125,44 @@ async def test_a_trainer_replica_fails_only_the_runs_of_processes_that_are_gone(
             await repo.release_alive()
         for db in dbs:
             await db.close()
+
+
+async def test_two_replicas_of_a_service_are_ready_once_their_group_shares_the_partitions(
+    kafka, database_url
+):
+    def replica() -> Runtime:
+        return feedback(
+            FeedbackSettings(
+                kafka_bootstrap_servers=kafka.bootstrap_servers,
+                database_url=database_url,
+                http_port=0,
+            )
+        )
+
+    async def ready(api: httpx.AsyncClient) -> dict | None:
+        answer = await api.get("/readyz")
+        return answer.json() if answer.status_code == 200 else None
+
+    async with running(replica()) as first, running(replica()) as second:
+        bodies = [await until(lambda a=api: ready(a), 60, "ready") for api in (first, second)]
+
+        async def shared() -> bool:
+            nonlocal bodies
+            bodies = [(await api.get("/readyz")).json() for api in (first, second)]
+            return all(
+                sorted((b["assigned"][consumer] or []) + (c["assigned"][consumer] or []))
+                == list(range(topic.partitions))
+                for b, c in [bodies]
+                for consumer, topic in CONSUMED.items()
+            )
+
+        await until(shared, 60, "the two replicas sharing every partition once")
+    for body in bodies:
+        assert body["ready"] and body["problems"] == []
+        assert set(body["assigned"]) == set(CONSUMED)
+
+
+# What the feedback service reads as a group, as /readyz names its consumers.
+CONSUMED = {
+    f"feedback:{t.name}": t for t in (catalog.PREDICTIONS_RESPONSES, catalog.FEEDBACK_SUBMITTED)
+}

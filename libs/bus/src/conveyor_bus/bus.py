@@ -37,7 +37,13 @@ from itertools import chain, repeat
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
@@ -220,6 +226,22 @@ class Rejection:
     exception: str = "Rejection"
 
 
+class Assignment(ConsumerRebalanceListener):
+    """The partitions a group consumer's group gave it: None until the group first assigns it
+    (an empty set once it has, when the group has more members than the topic partitions).
+    Kept through a rebalance until the next assignment: a rebalance is no reason to be taken
+    out of service."""
+
+    def __init__(self) -> None:
+        self.partitions: frozenset[int] | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.partitions = frozenset(tp.partition for tp in assigned)
+
+
 class MessageTooLarge(ValueError):
     """A record over the consumer's `kafka_max_message_bytes`: refused before it is parsed."""
 
@@ -276,11 +298,32 @@ class Bus:
         self._tracing = False
         self._topics: set[str] = set()  # topics seen to exist (topic_exists)
         self._topics_read_at = -TOPICS_REFRESH_S
+        self._assignments: dict[str, Assignment] = {}  # group consumer → its partitions
+        self._admin: AIOKafkaAdminClient | None = None  # kept connected: broker_problem
 
     def problems(self) -> dict[str, str]:
         """The consumers retrying a transient failure now, each with what failed: while there
         are any, the service is not ready."""
         return dict(self._failing)
+
+    def assignments(self) -> dict[str, list[int] | None]:
+        """Each group consumer's partitions; None for one its group has not assigned yet."""
+        return {
+            title: None if a.partitions is None else sorted(a.partitions)
+            for title, a in self._assignments.items()
+        }
+
+    async def broker_problem(self, topic: str, timeout_s: float) -> str | None:
+        """None when the broker answers a metadata request about `topic` within `timeout_s`
+        (over a connection the bus keeps: no new handshake each time); else what failed."""
+        if self._admin is None:
+            return "not connected"
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._admin.describe_topics([topic])
+        except (TimeoutError, KafkaError, OSError) as exc:
+            return exception_name(exc)
+        return None
 
     def hold_until(self, gate: asyncio.Event) -> None:
         """Group consumers handle nothing until `gate` is set (broadcast consumers run at once):
@@ -297,6 +340,10 @@ class Bus:
             max_batch_size=BATCH_BYTES,
         )
         await self._producer.start()
+        self._admin = AIOKafkaAdminClient(
+            **self.settings.client_options(f"conveyor-{self.service}-health")
+        )
+        await self._admin.start()
         await self.broker.start()
 
     async def stop(self) -> None:
@@ -309,6 +356,9 @@ class Bus:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
 
     # --- publishing -----------------------------------------------------------------------------
     # Produced straight through aiokafka: the framework's per-message publish path (middlewares,
@@ -503,9 +553,13 @@ class Bus:
             )
 
         title = f"{self.service}:{topic.name}"
+        assignment = None
+        if group_id is not None:
+            assignment = self._assignments[title] = Assignment()
         subscriber = self.broker.subscriber(
             topic.name,
             group_id=group_id,
+            listener=assignment,
             batch=True,
             max_records=max_records or self.settings.kafka_max_batch,
             batch_timeout_ms=self.settings.kafka_batch_timeout_ms,

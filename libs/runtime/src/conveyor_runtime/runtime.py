@@ -290,22 +290,41 @@ class Runtime:
 
     async def readiness(self) -> JSONResponse:
         """200 when the service takes work: started, caught up with the registry's changelog,
-        its database answering, and no consumer retrying a transient failure; else 503 with
-        every reason (a probe that routes no traffic here meanwhile)."""
+        the broker and its database answering, every group consumer assigned its partitions by
+        its group (none, when the group has more members than the topic partitions), and no
+        consumer retrying a transient failure; else 503 with every reason (a probe that routes
+        no traffic here meanwhile). `assigned` lists each group consumer's partitions."""
         problems = [f"{consumer}: {why}" for consumer, why in self.bus.problems().items()]
+        assigned = self.bus.assignments()
         if not self.started:
             problems.append("starting")
         elif not self.caught_up.is_set():
             problems.append(f"catching up with {catalog.REGISTRY_EVENTS.name}")
         elif not self.taking_work:
             problems.append("preparing before taking work (serving: loading models)")
+        if self.started:
+            problems += [
+                f"{consumer}: not yet assigned partitions by its group"
+                for consumer, partitions in assigned.items()
+                if partitions is None
+            ]
+            broker = await self.bus.broker_problem(
+                catalog.REGISTRY_EVENTS.name, READY_QUERY_TIMEOUT_S
+            )
+            if broker is not None:
+                problems.append(f"broker: {broker}")
         if self.started and self.db is not None:
             try:
                 async with asyncio.timeout(READY_QUERY_TIMEOUT_S):
                     await self.db.pool.fetchval("SELECT 1")
             except Exception as exc:
                 problems.append(f"database: {type(exc).__name__}")
-        body = {"service": self.name, "ready": not problems, "problems": problems}
+        body = {
+            "service": self.name,
+            "ready": not problems,
+            "problems": problems,
+            "assigned": assigned,
+        }
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics(self) -> Response:
