@@ -7,7 +7,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c "import sys; print(sys.executable)")
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 
-.PHONY: docs run up test test-unit lint format schemas bench bench-ingest bench-feature bench-chaos sync clean browser
+.PHONY: manifests docs run up test test-unit lint format schemas bench bench-ingest bench-feature bench-chaos sync clean browser
 
 $(CURDIR)/.tools/uv/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv
@@ -46,6 +46,11 @@ format: sync
 
 docs: sync  ## build the docs (strict) into site/
 	NO_MKDOCS_2_WARNING=1 $(UV) run --no-sync mkdocs build --strict
+
+manifests: sync  ## render deploy/kubernetes/{operators,external}/ from their values files
+	for profile in operators external; do \
+	  $(UV) run --no-sync conveyor kube render --values deploy/kubernetes/values-$$profile.yaml \
+	    --out deploy/kubernetes/$$profile || exit 1; done
 
 schemas: sync  ## export JSON Schemas, the AsyncAPI document and the HTTP APIs (schemas/, docs/http.md)
 	$(UV) run --no-sync python -m conveyor_contracts.schemas export

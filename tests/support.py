@@ -21,7 +21,7 @@ from starlette.routing import Route
 from conveyor_auth import Role, TokenFile
 from conveyor_bus import end_offsets
 from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
-from conveyor_contracts.events import PredictionServed, ProjectApplied
+from conveyor_contracts.events import PredictionServed, ProjectApplied, TrainingRunFinished
 from conveyor_examples import load_project
 from conveyor_runtime import Runtime
 
@@ -111,6 +111,20 @@ class Listener:
         if self.task is not None and not self.task.done():
             self.server.should_exit = True
             await self.task
+
+
+def run_finished(project: str, i: int) -> TrainingRunFinished:
+    """The `i`-th of a series of failed runs, as the trainer announces them (an outbox's event)."""
+    now = datetime.now(UTC)
+    return TrainingRunFinished(
+        project=project,
+        run_id=f"run-{i}",
+        status="failed",
+        trigger="test",
+        reason=str(i),
+        started_at=now,
+        finished_at=now,
+    )
 
 
 def served(project: str, request_id: str, label: str = "fraud") -> PredictionServed:

@@ -4,18 +4,15 @@ what reached the topic is not published again, what did not is."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 
 from conveyor_bus import published_ids
 from conveyor_contracts import catalog
-from conveyor_contracts.events import TrainingRunFinished
 from conveyor_db import Announcer, Database, DatabaseSettings, Message, OutboxRelay, enqueue_many
-from tests.support import Kafka, headers_of
+from tests.support import Kafka, headers_of, run_finished
 
 pytestmark = pytest.mark.integration
-NOW = datetime.now(UTC)
 
 
 async def test_a_relay_that_died_mid_publish_sends_the_rest_and_nothing_twice(kafka, database_url):
@@ -24,18 +21,7 @@ async def test_a_relay_that_died_mid_publish_sends_the_rest_and_nothing_twice(ka
     db = Database(DatabaseSettings(database_url=database_url), "relaytest", None, outbox=True)
     await db.connect()
     try:
-        events = [
-            TrainingRunFinished(
-                project=project,
-                run_id=f"run-{i}",
-                status="failed",
-                trigger="test",
-                reason=str(i),
-                started_at=NOW,
-                finished_at=NOW,
-            )
-            for i in range(5)
-        ]
+        events = [run_finished(project, i) for i in range(5)]
         async with db.pool.acquire() as con, con.transaction():
             await enqueue_many(con, topic, [(project, e) for e in events], source="test")
         rows = await db.pool.fetch("SELECT id, key, value, headers FROM outbox ORDER BY id")

@@ -7,34 +7,19 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from conveyor_contracts import catalog
-from conveyor_contracts.events import TrainingRunFinished
 from conveyor_db import Database, DatabaseSettings, OutboxRelay, enqueue_many, package_migrations
 from conveyor_feedback.bootstrap import FeedbackSettings
 from conveyor_feedback.bootstrap import bootstrap as feedback
 from conveyor_runtime import Runtime
 from conveyor_trainer.adapters.repository import Repository
-from tests.support import running, until
+from tests.support import run_finished, running, until
 
 pytestmark = pytest.mark.integration
-NOW = datetime.now(UTC)
-
-
-def _event(project: str, i: int) -> TrainingRunFinished:
-    return TrainingRunFinished(
-        project=project,
-        run_id=f"run-{i}",
-        status="failed",
-        trigger="test",
-        reason=str(i),
-        started_at=NOW,
-        finished_at=NOW,
-    )
 
 
 async def test_two_relays_on_one_outbox_publish_every_event_once_in_order(database_url):
@@ -61,7 +46,10 @@ async def test_two_relays_on_one_outbox_publish_every_event_once_in_order(databa
                 await enqueue_many(
                     con,
                     catalog.TRAINER_RUNS,
-                    [(f"{project}-{i % 5}", _event(project, i)) for i in range(start, start + 50)],
+                    [
+                        (f"{project}-{i % 5}", run_finished(project, i))
+                        for i in range(start, start + 50)
+                    ],
                     source="test",
                 )
             if start == 0:

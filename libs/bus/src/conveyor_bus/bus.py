@@ -299,6 +299,7 @@ class Bus:
         self._topics: set[str] = set()  # topics seen to exist (topic_exists)
         self._topics_read_at = -TOPICS_REFRESH_S
         self._assignments: dict[str, Assignment] = {}  # group consumer → its partitions
+        self._groups: dict[str, str] = {}  # topic → the consumer group it is read in
         self._admin: AIOKafkaAdminClient | None = None  # kept connected: broker_problem
 
     def problems(self) -> dict[str, str]:
@@ -312,6 +313,11 @@ class Bus:
             title: None if a.partitions is None else sorted(a.partitions)
             for title, a in self._assignments.items()
         }
+
+    def groups(self) -> dict[str, str]:
+        """The consumer group each topic read in a group is read in (what a lag-based
+        autoscaler or a lag report watches)."""
+        return dict(self._groups)
 
     async def broker_problem(self, topic: str, timeout_s: float) -> str | None:
         """None when the broker answers a metadata request about `topic` within `timeout_s`
@@ -556,6 +562,7 @@ class Bus:
         assignment = None
         if group_id is not None:
             assignment = self._assignments[title] = Assignment()
+            self._groups[topic.name] = group_id
         subscriber = self.broker.subscriber(
             topic.name,
             group_id=group_id,
