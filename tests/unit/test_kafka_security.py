@@ -320,3 +320,14 @@ def test_security_errors_name_the_config_file_key_when_set_there(tmp_path):
     with pytest.raises(KafkaSecurityError) as refused:
         security.client_options("b:9093", "x")
     assert "[kafka] sasl_username in /etc/conveyor.toml" in str(refused.value)
+
+
+def test_the_command_line_refuses_settings_that_cannot_work(monkeypatch, capsys, tmp_path):
+    from conveyor_cli.main import run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CONVEYOR_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    assert run(["request-training", "fraud"]) == 2
+    assert "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_MECHANISM" in capsys.readouterr().err

@@ -114,7 +114,12 @@ class Config:
         """TLS and SASL of the client's Kafka clients; ConfigurationError when they cannot
         work together (each problem naming its setting)."""
         origin = self.origins.get("kafka", "environment")
-        security = KafkaSecurity.from_mapping(self.kafka, "" if origin == "environment" else origin)
+        try:
+            security = KafkaSecurity.from_mapping(
+                self.kafka, "" if origin == "environment" else origin
+            )
+        except KafkaSecurityError as exc:  # a value of the wrong kind
+            raise ConfigurationError(str(exc)) from exc
         if problems := security.problems():
             raise ConfigurationError("Kafka settings: " + "; ".join(problems))
         return security
