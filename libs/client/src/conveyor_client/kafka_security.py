@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -136,11 +135,6 @@ class KafkaSecurity:
         if "sasl_mechanism" in given:
             given["sasl_mechanism"] = given["sasl_mechanism"].upper()
         return cls(**given, origin=origin)
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> KafkaSecurity:
-        env = os.environ if environ is None else environ
-        return cls.from_mapping({name: env.get(_env_name(name)) for name in FIELDS})
 
     def name(self, setting: str) -> str:
         """How a setting is named where these settings came from."""
