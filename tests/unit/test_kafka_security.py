@@ -331,3 +331,9 @@ def test_the_command_line_refuses_settings_that_cannot_work(monkeypatch, capsys,
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     assert run(["request-training", "fraud"]) == 2
     assert "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_MECHANISM" in capsys.readouterr().err
+
+
+def test_with_topics_owned_by_an_operator_no_subscriber_creates_one():
+    owned = Bus("ingest", _settings(kafka_create_topics=False))
+    assert owned.broker.config.broker_config.allow_auto_create_topics is False
+    assert Bus("ingest", _settings()).broker.config.broker_config.allow_auto_create_topics is True

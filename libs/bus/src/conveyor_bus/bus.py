@@ -287,6 +287,9 @@ class Bus:
         self.broker = broker or KafkaBroker(
             logger=logging.getLogger(f"conveyor.{service}.kafka"),
             apply_types=False,
+            # Where an operator owns the topics, a subscriber must not try to create its own
+            # (the service's user may not, and its start-up checked they exist).
+            allow_auto_create_topics=self.settings.kafka_create_topics,
             **broker_options(self.settings.client_options(f"conveyor-{service}")),
         )
         self.dead_letters = 0
