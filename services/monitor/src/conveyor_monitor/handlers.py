@@ -20,7 +20,7 @@ from conveyor_runtime import NotInRegistry, ProjectCache
 
 from .adapters.registry import Profiles
 from .adapters.repository import Repository
-from .domain.detectors import Calibration, calibrate, prepare
+from .domain.detectors import Calibration, calibrate, reference_from_profile
 from .windows import Evaluator
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ class Monitor:
 
     @staticmethod
     def _calibrate(profile: dict[str, Any], policy: DriftPolicy) -> Calibration:
-        reference = prepare(profile["sample"], profile["feature_names"], profile.get("predictions"))
-        return calibrate(reference, policy)
+        return calibrate(reference_from_profile(profile), policy)
 
     async def on_predictions(self, batch: list[Delivery[PredictionServed]]) -> None:
         rows = [

@@ -30,7 +30,7 @@ from .domain.detectors import (
     episode_opens,
     performance_drift,
     prediction_codes,
-    prepare,
+    reference_from_profile,
     window_size,
 )
 
@@ -86,7 +86,7 @@ class Evaluator:
         key = (ref["model_version"], ref["activated_at"])
         cached = self._references.get(ref["project"])
         if cached is None or cached[:2] != key:
-            prepared = prepare(ref["sample"], ref["feature_names"], ref["predictions"])
+            prepared = reference_from_profile(ref)
             cached = self._references[ref["project"]] = (*key, prepared)
         return cached[2]
 

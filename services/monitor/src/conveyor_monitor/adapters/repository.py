@@ -12,6 +12,7 @@ from conveyor_contracts import catalog
 from conveyor_contracts.events import DriftResolved
 from conveyor_db import Database, enqueue
 
+from ..domain.detectors import LEGACY_PRECISION
 from .notifier import notify
 
 SOURCE = "conveyor/monitor"
@@ -149,12 +150,13 @@ class Repository:
                 return False
             await con.execute(
                 "INSERT INTO refs (project, model_version, feature_names, sample, "
-                "holdout_accuracy, predictions, calibration) VALUES ($1,$2,$3,$4,$5,$6,$7) "
+                "holdout_accuracy, predictions, calibration, precision) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
                 "ON CONFLICT (project) DO UPDATE SET "
                 "model_version = EXCLUDED.model_version, feature_names = EXCLUDED.feature_names,"
                 " sample = EXCLUDED.sample, holdout_accuracy = EXCLUDED.holdout_accuracy, "
                 "predictions = EXCLUDED.predictions, calibration = EXCLUDED.calibration, "
-                "activated_at = now()",
+                "precision = EXCLUDED.precision, activated_at = now()",
                 project,
                 version,
                 profile["feature_names"],
@@ -162,6 +164,7 @@ class Repository:
                 float(profile["holdout_accuracy"]),
                 profile.get("predictions"),
                 calibration,
+                profile.get("precision", LEGACY_PRECISION),
             )
             closed = await con.fetch(
                 "UPDATE episodes SET state = 'closed', closed_at = now(), reason = $3 "
