@@ -33,7 +33,14 @@ from typing import Any, Literal
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.special import kolmogorov
-from scipy.stats import binomtest, chi2_contingency, mannwhitneyu, norm, wasserstein_distance
+from scipy.stats import (
+    binomtest,
+    chi2_contingency,
+    fisher_exact,
+    mannwhitneyu,
+    norm,
+    wasserstein_distance,
+)
 
 from conveyor_contracts.events import FeatureDrift
 from conveyor_contracts.project import DriftPolicy
@@ -572,16 +579,31 @@ class PerformanceVerdict:
     p_value: float
 
 
+LEGACY_HOLDOUT_ROWS = 200  # assumed for profiles that did not record their holdout's size
+
+
 def performance_drift(
-    correct: int, total: int, reference_accuracy: float, policy: DriftPolicy
+    correct: int,
+    total: int,
+    reference_accuracy: float,
+    policy: DriftPolicy,
+    holdout_rows: int | None = LEGACY_HOLDOUT_ROWS,
 ) -> PerformanceVerdict:
-    """One-sided binomial test: only a significant and material *drop* is drift."""
+    """Only a significant and material *drop* is drift. The reference accuracy was measured on
+    `holdout_rows` rows, so it is itself uncertain: the window is compared with the holdout by a
+    one-sided Fisher exact test (a holdout of 22 rows all right does not make a live 95 % a
+    drop). `None`: the reference accuracy is exact (one-sided binomial test)."""
     accuracy = correct / total
-    p = float(
-        binomtest(
-            correct, total, min(max(reference_accuracy, 1e-9), 1 - 1e-9), alternative="less"
-        ).pvalue
-    )
+    if holdout_rows:
+        right = round(reference_accuracy * holdout_rows)
+        table = [[correct, total - correct], [right, holdout_rows - right]]
+        p = float(fisher_exact(table, alternative="less").pvalue)
+    else:
+        p = float(
+            binomtest(
+                correct, total, min(max(reference_accuracy, 1e-9), 1 - 1e-9), alternative="less"
+            ).pvalue
+        )
     drop = reference_accuracy - accuracy
     return PerformanceVerdict(p < policy.alpha and drop >= policy.min_accuracy_drop, accuracy, p)
 

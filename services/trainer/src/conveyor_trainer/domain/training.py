@@ -171,7 +171,8 @@ def profile(
     spec: ModelProject, data: Dataset, holdout_probs: np.ndarray, accuracy: float
 ) -> dict[str, Any]:
     """What the monitor compares live traffic with: a sample of the training rows, the predicted
-    class shares on the holdout and the holdout accuracy.
+    class shares on the holdout, the holdout accuracy and the holdout's size (how sure that
+    accuracy is).
 
     The rows are the float32 values the model was trained on, kept exactly (`precision`): the
     monitor brings live values to the same precision, so a discrete feature's value and its
@@ -187,6 +188,7 @@ def profile(
         "precision": "float32",
         "predictions": shares,
         "holdout_accuracy": accuracy,
+        "holdout_rows": len(predicted),
         "rows": len(data.y),
     }
 
