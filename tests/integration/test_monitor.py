@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -94,9 +95,10 @@ def _move(project: str, version: int) -> AliasMoved:
     )
 
 
-def _with_webhook(spec: ModelProject, url: str) -> ModelProject:
-    """`spec` notifying `url`, validated as applying it would."""
-    drift = spec.policies.drift.model_copy(update={"notify": [url]})
+def _with_webhook(spec: ModelProject, url: str, **policy: Any) -> ModelProject:
+    """`spec` notifying `url` (with other drift `policy` settings), validated as applying it
+    would."""
+    drift = spec.policies.drift.model_copy(update={"notify": [url]} | policy)
     spec = spec.model_copy(update={"policies": spec.policies.model_copy(update={"drift": drift})})
     return ModelProject.model_validate(spec.model_dump(mode="json"))
 
@@ -134,7 +136,8 @@ async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolv
             i += 1
 
     async with Webhook(fail_first=1) as hook, Kafka(kafka.bootstrap_servers) as k:
-        spec = _with_webhook(unique_project("mon"), hook.url)
+        # the window rule alone: k of n windows, each tested on its own
+        spec = _with_webhook(unique_project("mon"), hook.url, sequential=False)
         name, names = spec.name, spec.feature_names()
         window = spec.policies.drift.window
         assert isinstance(window, int)
@@ -144,10 +147,7 @@ async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolv
         # First run: three quiet windows, then one of feature 0 shifted by 1.5 std. One drifted
         # window of the k=2 needed: no episode yet.
         async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
-            await until(lambda: _reference(api, name, 1), CALIBRATION_S, "the reference")
-            calibration = (await api.get(f"/projects/{name}/drift")).json()["reference"][
-                "calibration"
-            ]
+            calibration = await _calibration(api, name)
             assert calibration["window"] == window and 0 < calibration["alpha"] <= 0.001
             await send(k, 3, 0.0)
             await until(lambda: _windows(api, name, 3), 30, "three windows")
@@ -239,6 +239,96 @@ async def test_one_episode_for_a_shift_it_survives_a_restart_recovers_and_resolv
             assert events[3].episode_id == events[2].episode_id
             assert events[3].reason == "version 2 promoted"
             await until(lambda: len(hook.received) == 4, 30, "the promotion's notification")
+
+
+async def test_sequential_evidence_accumulates_survives_a_restart_and_opens_one_episode(
+    kafka, database_url
+):
+    # A 0.3 std shift of one feature: too small for a window of 200 tested alone, found by the
+    # evidence the sequential detector accumulates over steps of 50.
+    settings = MonitorSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=database_url
+    )
+    rng = np.random.default_rng(8)
+    i = 0
+
+    async def send(k: Kafka, rows: int, shift: float) -> None:
+        nonlocal i
+        for _ in range(rows):
+            values = rng.normal(size=len(names))
+            values[0] += shift
+            await k.send(
+                catalog.PREDICTIONS_RESPONSES, _served(name, i, values.tolist()), key=str(i)
+            )
+            i += 1
+
+    async def sequence(api) -> dict[str, Any]:
+        overview = (await api.get(f"/projects/{name}/drift")).json()
+        return next((s["evidence"] for s in overview["sequential"] if s["kind"] == "data"), {})
+
+    async with Kafka(kafka.bootstrap_servers) as k:
+        spec = unique_project("seq")
+        name, names = spec.name, spec.feature_names()
+        await k.apply(spec)
+        await k.send(catalog.REGISTRY_EVENTS, _move(name, 1), key=name)
+        async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
+            calibration = await _calibration(api, name)
+            threshold = calibration["sequential"]["threshold"]
+            assert calibration["sequential"]["step"] == 50 and 8 < threshold < 30
+            assert calibration["labels"]["threshold"] > 5
+            await send(k, 1000, 0.0)
+            await until(lambda: _steps(api, name, 20), 60, "twenty quiet steps")
+            quiet = await sequence(api)
+            assert quiet["statistic"] < threshold and not quiet["held"]
+            await send(k, 100, 0.3)
+            await until(lambda: _steps(api, name, 22), 60, "two shifted steps")
+            before = await sequence(api)
+            assert before["statistic"] < threshold
+            assert (await api.get(f"/projects/{name}/drift")).json()["open_episode"] is None
+
+        # A restarted monitor carries the evidence on: nothing is forgotten, nothing re-judged.
+        async with running(bootstrap(settings, profiles=FakeProfiles(names))) as api:
+            assert await sequence(api) == before
+            await send(k, 3000, 0.3)
+            events = await k.collect(
+                catalog.MONITOR_DRIFT.name,
+                lambda e: e.project == name,
+                1,
+                decode=catalog.MONITOR_DRIFT,
+            )
+            episode = events[0]
+            assert isinstance(episode, DriftDetected) and episode.kind == "data"
+            assert [f.feature for f in episode.features if f.drifted] == [names[0]]
+            con = await asyncpg.connect(database_url)
+            try:
+                opened_by = await con.fetch(
+                    "SELECT detector, drifted FROM monitor.windows WHERE id = ANY($1::bigint[])",
+                    episode.window_ids,
+                )
+            finally:
+                await con.close()
+            assert [(w["detector"], w["drifted"]) for w in opened_by] == [("sequential", True)]
+            leader = episode.features[0]
+            assert leader.statistic >= threshold and leader.p_value == pytest.approx(
+                np.exp(-leader.statistic)
+            )
+            await until(lambda: _steps(api, name, 22 + 60), 120, "every step judged")
+            after = await sequence(api)
+            assert after["held"]  # the episode holds the baseline: no second alarm
+            episodes = (await api.get(f"/projects/{name}/drift")).json()["episodes"]
+            assert len(episodes) == 1
+
+
+async def _steps(api, name, n):
+    overview = (await api.get(f"/projects/{name}/drift")).json()
+    data = [s for s in overview["sequential"] if s["kind"] == "data"]
+    return bool(data) and data[0]["evidence"].get("steps", 0) >= n
+
+
+async def _calibration(api, name) -> dict[str, Any]:
+    """The calibration of version 1's reference, once the monitor has made it."""
+    await until(lambda: _reference(api, name, 1), CALIBRATION_S, "the reference")
+    return (await api.get(f"/projects/{name}/drift")).json()["reference"]["calibration"]
 
 
 async def _reference(api, name, version):

@@ -17,6 +17,7 @@ from conveyor_monitor.domain.detectors import (
     feature_groups,
     performance_drift,
     prepare,
+    reference_from_profile,
     window_rate,
     window_size,
 )
@@ -155,3 +156,85 @@ def test_k_of_n_opens_and_recover_clean_windows_close():
     assert episode_closes([True, False, False, False], POLICY)
     assert not episode_closes([False, True, False, False], POLICY)
     assert not episode_closes([False, False], POLICY)
+
+
+def _count_feature_profile(precision_field: bool):
+    """The trainer's profile of a project whose first feature is log1p of a count (few distinct
+    values) and whose others are continuous, as the trainer makes it from float32 rows."""
+    from conveyor_examples import load_project
+    from conveyor_trainer.domain import training
+
+    spec = load_project("fraud")
+    k = len(spec.feature_names())
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3000, k))
+    x[:, 0] = np.log1p(rng.poisson(3.0, size=3000))
+    data = training.Dataset(x.astype(np.float32), (x[:, 1] > 0).astype(np.int64))
+    probabilities = np.column_stack([x[:600, 1] <= 0, x[:600, 1] > 0]).astype(float)
+    profile = training.profile(spec, data, probabilities, 0.9)
+    if not precision_field:  # a profile registered before profiles said how they were stored
+        profile.pop("precision", None)
+        profile["sample"] = np.asarray(profile["sample"], dtype=np.float32).round(6).tolist()
+    return spec, profile
+
+
+@pytest.mark.parametrize("precision_field", [True, False])
+def test_live_values_are_compared_at_the_profiles_precision(precision_field):
+    # Live values are float64 (log1p of a count computed by the feature service); the profile's
+    # rows are the float32 training rows. Compared at different precisions, every value of a
+    # discrete feature sits beside its reference twin and the KS test sees a shift in every
+    # stationary window.
+    spec, profile = _count_feature_profile(precision_field)
+    reference = reference_from_profile(profile)
+    rng = np.random.default_rng(12)
+    k = len(spec.feature_names())
+    p_values = []
+    for _ in range(20):
+        live = rng.normal(size=(200, k))
+        live[:, 0] = np.log1p(rng.poisson(3.0, size=200))
+        verdict = data_drift(live, reference, POLICY)
+        p_values.append(
+            next(f.p_value for f in verdict.features if f.feature == spec.feature_names()[0])
+        )
+    assert min(p_values) > 1e-4 and float(np.median(p_values)) > 0.05
+
+
+def test_the_trainer_profiles_its_float32_rows_exactly_and_says_so():
+    _, profile = _count_feature_profile(True)
+    sample = np.asarray(profile["sample"])
+    assert profile["precision"] == "float32"
+    assert np.array_equal(sample.astype(np.float32).astype(np.float64), sample)
+    assert len(np.unique(sample[:, 1])) > 900  # continuous values kept beyond 6 decimals
+    assert not np.array_equal(sample[:, 1], sample[:, 1].round(6))
+
+
+def test_the_distance_gate_of_a_categorical_with_many_levels_holds_on_stationary_windows():
+    # 50 levels, 200 rows a window: the plug-in Jensen-Shannon distance of two samples of one
+    # distribution is about 0.23, so a raw 0.1 gate would call most stationary windows material.
+    levels = 50
+    names = ["x"] + [f"merchant=m{i}" for i in range(levels)]
+    shares = 1.0 / np.arange(1, levels + 1)
+    shares /= shares.sum()
+
+    def rows(rng, n, p):
+        out = np.zeros((n, levels + 1))
+        out[:, 0] = rng.normal(size=n)
+        out[np.arange(n), 1 + rng.choice(levels, size=n, p=p)] = 1.0
+        return out
+
+    rng = np.random.default_rng(13)
+    reference = prepare(rows(rng, 1000, shares), names)
+    material = [
+        next(
+            f
+            for f in data_drift(rows(rng, 200, shares), reference, POLICY).features
+            if f.feature == "merchant"
+        ).material
+        for _ in range(200)
+    ]
+    assert np.mean(material) < 0.1
+    # a real change of the shares (half the traffic moves to the ten rarest merchants) is
+    # still material
+    moved = 0.5 * shares + 0.5 * np.r_[np.zeros(levels - 10), np.full(10, 0.1)]
+    changed = data_drift(rows(rng, 200, moved), reference, POLICY).features
+    assert next(f for f in changed if f.feature == "merchant").material

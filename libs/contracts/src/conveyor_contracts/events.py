@@ -389,13 +389,16 @@ class FeatureDrift(BaseModel):
     kind: Literal["numeric", "categorical", "prediction", "multivariate"] = "numeric"
     statistic: float = Field(
         description="Kolmogorov-Smirnov statistic (numeric), chi-squared (categorical, "
-        "prediction), P(window error > reference error) (multivariate)."
+        "prediction), P(window error > reference error) (multivariate); for an alarm of the "
+        "sequential detector, the test's accumulated evidence (log-likelihood ratio)."
     )
     p_value: float
     q_value: float = Field(1.0, description="Benjamini-Hochberg adjusted p-value.")
     effect: float = Field(
         description="Wasserstein distance over the reference's std (numeric), Jensen-Shannon "
-        "distance (categorical, prediction), error increase over its std (multivariate)."
+        "distance net of what sampling alone reaches (categorical, prediction), error increase "
+        "over its std (multivariate); for an alarm of the sequential detector, its evidence "
+        "over the threshold."
     )
     psi: float = Field(0.0, description="Population stability index.")
     material: bool = Field(True, description="The effect reaches the policy's minimum.")
@@ -403,7 +406,9 @@ class FeatureDrift(BaseModel):
 
 
 class DriftDetected(Event):
-    """A drift episode opened: k of the last n windows drifted."""
+    """A drift episode opened: k of the last n windows drifted, or the evidence the sequential
+    detector accumulated reached its threshold (then `windows` is 1, the window spans the run of
+    that evidence and `features` are the tests with the most of it)."""
 
     type_name: ClassVar[str] = "conveyor.monitor.drift_detected"
     type: Literal["drift_detected"] = "drift_detected"

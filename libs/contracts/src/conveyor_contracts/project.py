@@ -251,7 +251,9 @@ class DriftPolicy(_Spec):
     `alpha`, lowered by calibration until stationary windows drifting fits the false-alarm budget)
     and its effect is material (`min_effect` for numeric features and the multivariate detector,
     `min_distance` for categorical features and the predicted classes). An episode opens when `k`
-    of the last `n` windows drifted and closes after `recover` clean windows in a row.
+    of the last `n` windows drifted (`window_rule`) or when the evidence accumulated across steps
+    reaches its calibrated threshold (`sequential`), and closes after `recover` clean windows in a
+    row with the accumulated evidence faded.
     """
 
     window: int | Literal["auto"] = Field(
@@ -281,10 +283,32 @@ class DriftPolicy(_Spec):
         description="Smallest Jensen-Shannon distance (categorical features, predicted "
         "classes) that counts as drift.",
     )
-    min_accuracy_drop: float = Field(0.05, ge=0, description="Smallest drop that is an alarm.")
+    min_accuracy_drop: float = Field(
+        0.05, ge=0, description="Smallest drop a performance window shows to drift (window rule)."
+    )
     k: int = Field(2, ge=1, description="Drifted windows out of the last n that open an episode.")
     n: int = Field(3, ge=1)
     recover: int = Field(3, ge=1, description="Clean windows in a row that close an episode.")
+    window_rule: bool = Field(
+        True,
+        description="Open episodes on `k` of `n` drifted windows (each window tested alone, with "
+        "the effect gates).",
+    )
+    sequential: bool = Field(
+        True,
+        description="Open episodes on evidence accumulated across steps of `step` observations "
+        "and across labels (CUSUMs calibrated by bootstrap): a small lasting shift is found as "
+        "data accrues. With `window_rule` too, each path has half of each budget.",
+    )
+    step: int = Field(
+        50, ge=10, le=10_000, description="Observations per step of the sequential detector."
+    )
+    label_false_alarms_per_million: float = Field(
+        1.0,
+        gt=0,
+        description="Budget of performance episodes per million labels of a model whose error "
+        "rate did not change.",
+    )
     notify: list[str] = Field(
         default_factory=list,
         description="Webhook URLs that receive every episode opened and closed (POST, JSON).",

@@ -20,7 +20,8 @@ from conveyor_runtime import NotInRegistry, ProjectCache
 
 from .adapters.registry import Profiles
 from .adapters.repository import Repository
-from .domain.detectors import Calibration, calibrate, prepare
+from .domain.detectors import LEGACY_HOLDOUT_ROWS, calibrate, reference_from_profile
+from .domain.sequential import data_sequence, label_threshold, paths
 from .windows import Evaluator
 
 log = logging.getLogger(__name__)
@@ -58,22 +59,47 @@ class Monitor:
                 continue
             calibration = await asyncio.to_thread(self._calibrate, profile, policy)
             if await self.repo.set_reference(
-                move.project, move.to_version, profile, calibration.as_dict(), policy.notify
+                move.project, move.to_version, profile, calibration, policy.notify
             ):
                 log.info(
-                    "%s: judging v%d against its training profile (window %d, alpha %.2g; "
-                    "finds a %.2f std shift)",
+                    "%s: judging v%d against its training profile (window %d, alpha %.2g, "
+                    "finds a %.2f std shift; sequential thresholds %s)",
                     move.project,
                     move.to_version,
-                    calibration.window,
-                    calibration.alpha,
-                    calibration.detectable_shift,
+                    calibration["window"],
+                    calibration["alpha"],
+                    calibration["detectable_shift"],
+                    {k: round(calibration[k]["threshold"], 1) for k in ("sequential", "labels")}
+                    if "sequential" in calibration
+                    else "off",
                 )
 
     @staticmethod
-    def _calibrate(profile: dict[str, Any], policy: DriftPolicy) -> Calibration:
-        reference = prepare(profile["sample"], profile["feature_names"], profile.get("predictions"))
-        return calibrate(reference, policy)
+    def _calibrate(profile: dict[str, Any], policy: DriftPolicy) -> dict[str, Any]:
+        """The window rule's level and the sequential detectors' thresholds, each path with its
+        share of the budgets."""
+        reference = reference_from_profile(profile)
+        shared = paths(policy.window_rule, policy.sequential)
+        windows = calibrate(
+            reference,
+            policy.model_copy(
+                update={"false_alarms_per_million": policy.false_alarms_per_million / shared}
+            ),
+        )
+        out: dict[str, Any] = windows.as_dict()
+        if policy.sequential:
+            _, data = data_sequence(
+                reference,
+                step=policy.step,
+                false_alarms_per_million=policy.false_alarms_per_million / shared,
+            )
+            labels = label_threshold(
+                float(profile["holdout_accuracy"]),
+                int(profile.get("holdout_rows") or LEGACY_HOLDOUT_ROWS),
+                policy.label_false_alarms_per_million / shared,
+            )
+            out |= {"sequential": data.as_dict(), "labels": labels.as_dict()}
+        return out
 
     async def on_predictions(self, batch: list[Delivery[PredictionServed]]) -> None:
         rows = [

@@ -12,6 +12,7 @@ from conveyor_contracts import catalog
 from conveyor_contracts.events import DriftResolved
 from conveyor_db import Database, enqueue
 
+from ..domain.detectors import LEGACY_PRECISION
 from .notifier import notify
 
 SOURCE = "conveyor/monitor"
@@ -149,11 +150,13 @@ class Repository:
                 return False
             await con.execute(
                 "INSERT INTO refs (project, model_version, feature_names, sample, "
-                "holdout_accuracy, predictions, calibration) VALUES ($1,$2,$3,$4,$5,$6,$7) "
+                "holdout_accuracy, predictions, calibration, precision, holdout_rows) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
                 "ON CONFLICT (project) DO UPDATE SET "
                 "model_version = EXCLUDED.model_version, feature_names = EXCLUDED.feature_names,"
                 " sample = EXCLUDED.sample, holdout_accuracy = EXCLUDED.holdout_accuracy, "
                 "predictions = EXCLUDED.predictions, calibration = EXCLUDED.calibration, "
+                "precision = EXCLUDED.precision, holdout_rows = EXCLUDED.holdout_rows, "
                 "activated_at = now()",
                 project,
                 version,
@@ -162,6 +165,8 @@ class Repository:
                 float(profile["holdout_accuracy"]),
                 profile.get("predictions"),
                 calibration,
+                profile.get("precision", LEGACY_PRECISION),
+                profile.get("holdout_rows"),
             )
             closed = await con.fetch(
                 "UPDATE episodes SET state = 'closed', closed_at = now(), reason = $3 "
@@ -185,13 +190,13 @@ class Repository:
 
     async def overview(self, project: str) -> dict[str, Any]:
         ref = await self.pool.fetchrow(
-            "SELECT model_version, holdout_accuracy, activated_at, cardinality(sample) AS rows, "
-            "predictions, calibration FROM refs WHERE project = $1",
+            "SELECT model_version, holdout_accuracy, holdout_rows, activated_at, "
+            "cardinality(sample) AS rows, predictions, calibration FROM refs WHERE project = $1",
             project,
         )
         windows = await self.pool.fetch(
-            "SELECT id, model_version, kind, started_at, ended_at, size, drifted, evidence "
-            "FROM windows WHERE project = $1 ORDER BY id DESC LIMIT 20",
+            "SELECT id, model_version, kind, detector, started_at, ended_at, size, drifted, "
+            "evidence FROM windows WHERE project = $1 ORDER BY id DESC LIMIT 20",
             project,
         )
         episodes = await self.pool.fetch(
@@ -199,9 +204,16 @@ class Repository:
             "evidence FROM episodes WHERE project = $1 ORDER BY opened_at DESC",
             project,
         )
+        sequences = await self.pool.fetch(
+            "SELECT model_version, kind, evidence, updated_at FROM sequences WHERE project = $1 "
+            "AND model_version = $2 ORDER BY kind",
+            project,
+            ref["model_version"] if ref else None,
+        )
         return {
             "project": project,
             "reference": dict(ref) if ref else None,
+            "sequential": [dict(s) for s in sequences],
             "windows": [dict(w) for w in windows],
             "open_episode": next((dict(e) for e in episodes if e["state"] == "open"), None),
             "episodes": [dict(e) for e in episodes],

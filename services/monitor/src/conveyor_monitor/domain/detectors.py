@@ -8,7 +8,8 @@ every feature, on the predicted classes and on all features together:
   feature's p-value is the smaller of the two, doubled); effect = Wasserstein distance over the
   reference's standard deviation;
 - a categorical feature (its one-hot columns read back as one value; a value the model never saw
-  is its own bucket): chi-squared homogeneity test; effect = Jensen-Shannon distance;
+  is its own bucket): chi-squared homogeneity test; effect = Jensen-Shannon distance, less the
+  distance two samples of one distribution show by chance (`js_effect`);
 - the predicted classes: the same test against the classes predicted on the holdout;
 - all features at once: reconstruction error of a PCA fitted on the reference; one-sided
   Mann-Whitney test (only a worse fit counts); effect = the error's mean increase over its
@@ -25,14 +26,21 @@ model that gets better raises nothing. Constant columns and unseen values give d
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.special import kolmogorov
-from scipy.stats import binomtest, chi2_contingency, mannwhitneyu, norm, wasserstein_distance
+from scipy.stats import (
+    binomtest,
+    chi2_contingency,
+    fisher_exact,
+    mannwhitneyu,
+    norm,
+    wasserstein_distance,
+)
 
 from conveyor_contracts.events import FeatureDrift
 from conveyor_contracts.project import DriftPolicy
@@ -46,6 +54,21 @@ MULTIVARIATE = "all features (PCA reconstruction)"
 PREDICTION = "prediction"
 
 Kind = Literal["numeric", "categorical", "prediction", "multivariate"]
+# How a profile's rows were stored: live values are brought to the same precision before any
+# comparison. "float32": the training rows as the model saw them; "decimals6": float32 rounded
+# to 6 decimals (profiles registered before profiles named their precision); "exact": as given.
+Precision = Literal["exact", "float32", "decimals6"]
+LEGACY_PRECISION: Precision = "decimals6"
+
+
+def conform(x: np.ndarray, precision: Precision) -> np.ndarray:
+    """Values at the reference's precision, so that equal values compare equal: a discrete
+    feature (a count, its logarithm) otherwise sits beside its reference twin in every row."""
+    if precision == "float32":
+        return x.astype(np.float32).astype(np.float64)
+    if precision == "decimals6":
+        return x.astype(np.float32).round(6).astype(np.float64)
+    return x
 
 
 @dataclass(frozen=True)
@@ -159,6 +182,45 @@ def js_distance(window_counts: np.ndarray, reference_counts: np.ndarray) -> floa
     return float(jensenshannon(window_counts, reference_counts, base=2))
 
 
+def js_divergences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence (bits) of each row pair of two stacks of histograms."""
+    p = a / a.sum(axis=-1, keepdims=True)
+    q = b / b.sum(axis=-1, keepdims=True)
+    mid = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.where(p > 0, p * np.log2(p / mid), 0.0)
+        right = np.where(q > 0, q * np.log2(q / mid), 0.0)
+    return np.asarray((left.sum(axis=-1) + right.sum(axis=-1)) / 2)
+
+
+CHANCE_DRAWS = 200
+
+
+def chance_divergence(window_counts: np.ndarray, reference_counts: np.ndarray) -> float:
+    """The Jensen-Shannon divergence (bits) that 95 % of shuffles of the rows between a window
+    and its reference stay below: what sampling alone puts between two samples of one
+    distribution, values seen once included (a value seen once is always on one side only)."""
+    pooled = np.rint(window_counts + reference_counts).astype(np.int64)
+    n = round(float(window_counts.sum()))
+    if n == 0 or n >= pooled.sum():
+        return 0.0
+    rng = np.random.default_rng(0)  # the same answer for the same histograms
+    a = rng.multivariate_hypergeometric(pooled, n, size=CHANCE_DRAWS).astype(float)
+    return float(np.quantile(js_divergences(a, pooled - a), 0.95))
+
+
+def js_effect(window_counts: np.ndarray, reference_counts: np.ndarray, chance: float) -> float:
+    """How far apart the distributions behind two histograms are at least: their Jensen-Shannon
+    distance once the divergence `chance` that sampling alone reaches is taken off.
+
+    Two samples of one distribution over many values differ by chance: with 50 values, 200 rows
+    and 1,000 reference rows their plain distance is about 0.3, so it would pass any material
+    gate on data that did not change. Taking off the divergence shuffles stay below 95 % of the
+    time leaves a distance that is material only when it is more than chance."""
+    divergence = js_distance(window_counts, reference_counts) ** 2
+    return math.sqrt(max(0.0, divergence - chance))
+
+
 def bh_adjusted(p_values: list[float]) -> list[float]:
     """Benjamini-Hochberg adjusted p-values: hypothesis i is rejected at level q iff its
     adjusted p-value is at most q."""
@@ -205,7 +267,7 @@ class Reference:
 
     names: list[str]
     groups: list[Group]
-    sample: np.ndarray = field(repr=False)
+    sample: np.ndarray = field(repr=False)  # at `precision`
     sorted_columns: dict[int, np.ndarray] = field(repr=False)
     sorted_spreads: dict[int, np.ndarray] = field(repr=False)  # |value - median|, sorted
     numeric_bins: dict[int, Bins] = field(repr=False)
@@ -215,6 +277,7 @@ class Reference:
     pca: Pca | None = field(repr=False)
     pca_errors: np.ndarray | None = field(repr=False)
     pca_bins: Bins | None = field(repr=False)
+    precision: Precision = "exact"
 
     @property
     def rows(self) -> int:
@@ -231,12 +294,14 @@ def prepare(
     *,
     pca: Pca | None = None,
     seed: int = 0,
+    precision: Precision = "exact",
 ) -> Reference:
-    """The reference from a sample of training rows and the holdout's predicted class shares.
+    """The reference from a sample of training rows (stored at `precision`) and the holdout's
+    predicted class shares.
 
     The PCA is fitted on one half of the sample and its errors are taken on the other, so that the
     reference errors are out of sample like live traffic's."""
-    sample = np.asarray(sample, dtype=np.float64)
+    sample = conform(np.asarray(sample, dtype=np.float64), precision)
     groups = feature_groups(names)
     pca_errors = None
     if sample.shape[1] > 1 and len(sample) >= 20:
@@ -280,6 +345,17 @@ def prepare(
         pca_bins=Bins.deciles(pca_errors, unique=False, side="left")
         if pca_errors is not None
         else None,
+        precision=precision,
+    )
+
+
+def reference_from_profile(profile: Mapping[str, Any]) -> Reference:
+    """The reference of a version from its registered profile."""
+    return prepare(
+        profile["sample"],
+        profile["feature_names"],
+        profile.get("predictions"),
+        precision=profile.get("precision", LEGACY_PRECISION),
     )
 
 
@@ -318,10 +394,11 @@ def _categorical(
     window_counts: np.ndarray, reference_counts: np.ndarray
 ) -> tuple[float, float, float, float]:
     stat, p = homogeneity(window_counts, reference_counts)
+    chance = chance_divergence(window_counts, reference_counts)
     return (
         stat,
         p,
-        js_distance(window_counts, reference_counts),
+        js_effect(window_counts, reference_counts, chance),
         psi(window_counts, reference_counts),
     )
 
@@ -350,18 +427,26 @@ def data_drift(
     """Test one window of feature vectors (and, when given, the class index predicted for each
     row, -1 for none) against the reference at FDR level `alpha` (default: the policy's)."""
     alpha = policy.alpha if alpha is None else alpha
+    window = conform(np.asarray(window, dtype=np.float64), ref.precision)
     rows: list[tuple[str, Kind, tuple[float, float, float, float]]] = []
     for g in ref.groups:
         if g.kind == "numeric":
             rows.append((g.name, "numeric", _numeric(window, ref, g)))
         else:
             counts = np.bincount(codes(window, g), minlength=len(g.categories) + 1).astype(float)
-            rows.append((g.name, "categorical", _categorical(counts, ref.category_counts[g.name])))
+            reference_counts = ref.category_counts[g.name]
+            rows.append((g.name, "categorical", _categorical(counts, reference_counts)))
     if ref.prediction_counts is not None and predicted is not None:
         known = predicted[predicted >= 0]
         if known.size:
             counts = np.bincount(known, minlength=len(ref.classes)).astype(float)
-            rows.append((PREDICTION, "prediction", _categorical(counts, ref.prediction_counts)))
+            rows.append(
+                (
+                    PREDICTION,
+                    "prediction",
+                    _categorical(counts, ref.prediction_counts),
+                )
+            )
     if ref.pca is not None:
         rows.append((MULTIVARIATE, "multivariate", _multivariate(window, ref)))
     q_values = bh_adjusted([r[2][1] for r in rows])
@@ -463,6 +548,7 @@ def calibrate(
             ref.names,
             dict(zip(ref.classes, shares, strict=True)) if shares is not None else None,
             pca=ref.pca,
+            precision=ref.precision,
         )
         rows = ref.sample[rng.integers(ref.rows, size=window)]
         predicted = rng.choice(len(shares), size=window, p=shares) if shares is not None else None
@@ -493,16 +579,31 @@ class PerformanceVerdict:
     p_value: float
 
 
+LEGACY_HOLDOUT_ROWS = 200  # assumed for profiles that did not record their holdout's size
+
+
 def performance_drift(
-    correct: int, total: int, reference_accuracy: float, policy: DriftPolicy
+    correct: int,
+    total: int,
+    reference_accuracy: float,
+    policy: DriftPolicy,
+    holdout_rows: int | None = LEGACY_HOLDOUT_ROWS,
 ) -> PerformanceVerdict:
-    """One-sided binomial test: only a significant and material *drop* is drift."""
+    """Only a significant and material *drop* is drift. The reference accuracy was measured on
+    `holdout_rows` rows, so it is itself uncertain: the window is compared with the holdout by a
+    one-sided Fisher exact test (a holdout of 22 rows all right does not make a live 95 % a
+    drop). `None`: the reference accuracy is exact (one-sided binomial test)."""
     accuracy = correct / total
-    p = float(
-        binomtest(
-            correct, total, min(max(reference_accuracy, 1e-9), 1 - 1e-9), alternative="less"
-        ).pvalue
-    )
+    if holdout_rows:
+        right = round(reference_accuracy * holdout_rows)
+        table = [[correct, total - correct], [right, holdout_rows - right]]
+        p = float(fisher_exact(table, alternative="less").pvalue)
+    else:
+        p = float(
+            binomtest(
+                correct, total, min(max(reference_accuracy, 1e-9), 1 - 1e-9), alternative="less"
+            ).pvalue
+        )
     drop = reference_accuracy - accuracy
     return PerformanceVerdict(p < policy.alpha and drop >= policy.min_accuracy_drop, accuracy, p)
 

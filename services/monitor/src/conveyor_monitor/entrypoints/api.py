@@ -14,7 +14,8 @@ def router(repo: Repository) -> APIRouter:
 
     @api.get("/projects/{project}/drift")
     async def drift(project: str) -> dict[str, Any]:
-        """The reference, the latest windows with their statistics, and the episodes."""
+        """The reference, the latest windows with their statistics, the sequential detectors'
+        evidence, and the episodes."""
         return await repo.overview(project)
 
     @api.get("/projects/{project}/compare")

@@ -171,7 +171,12 @@ def profile(
     spec: ModelProject, data: Dataset, holdout_probs: np.ndarray, accuracy: float
 ) -> dict[str, Any]:
     """What the monitor compares live traffic with: a sample of the training rows, the predicted
-    class shares on the holdout and the holdout accuracy."""
+    class shares on the holdout, the holdout accuracy and the holdout's size (how sure that
+    accuracy is).
+
+    The rows are the float32 values the model was trained on, kept exactly (`precision`): the
+    monitor brings live values to the same precision, so a discrete feature's value and its
+    reference twin compare equal."""
     rng = np.random.default_rng(spec.estimator.seed)
     take = min(PROFILE_SAMPLE, len(data.y))
     idx = np.sort(rng.choice(len(data.y), size=take, replace=False))
@@ -179,9 +184,11 @@ def profile(
     shares = {c: float((predicted == i).mean()) for i, c in enumerate(spec.label.classes)}
     return {
         "feature_names": spec.feature_names(),
-        "sample": data.x[idx].round(6).tolist(),
+        "sample": data.x[idx].astype(np.float64).tolist(),
+        "precision": "float32",
         "predictions": shares,
         "holdout_accuracy": accuracy,
+        "holdout_rows": len(predicted),
         "rows": len(data.y),
     }
 
