@@ -270,6 +270,13 @@ class Bus:
         self._tracing = False
         self._topics: set[str] = set()  # topics seen to exist (topic_exists)
         self._topics_read_at = -TOPICS_REFRESH_S
+        self._groups: dict[str, str] = {}  # consumer group → its topic (consume)
+
+    @property
+    def groups(self) -> Mapping[str, str]:
+        """Each consumer group this bus consumes in, with its topic (a broadcast consumer has
+        none)."""
+        return MappingProxyType(self._groups)
 
     def problems(self) -> dict[str, str]:
         """The consumers retrying a transient failure now, each with what failed: while there
@@ -477,6 +484,8 @@ class Bus:
         # One group per service and topic: each subscription rebalances on its own, and a
         # replica's consumers of different topics never share a group's assignment.
         group_id = None if broadcast else (group or f"conveyor-{self.service}.{topic.name}")
+        if group_id is not None:
+            self._groups[group_id] = topic.name
         fetch_wait = self.settings.kafka_fetch_max_wait_ms
         if broadcast:
             fetch_wait = max(fetch_wait, self.settings.kafka_changelog_fetch_max_wait_ms)
