@@ -958,6 +958,14 @@ async def test_serving_killed_mid_stream_answers_every_request_under_one_id(
                 # Serving drains a backlog of thousands in a fraction of a second: offered at a
                 # pace instead, the kill finds it with answers out and requests still coming.
                 for start in range(0, n, chunk):
+                    # And never a fifth of them ahead of the answers read here, which a busy
+                    # machine may read well after serving wrote them: the kill, due by three
+                    # fifths read, then still comes mid-stream.
+                    await until(
+                        lambda ahead=start: ahead - len(answers.ids(name)) <= n // 5,
+                        60,
+                        "the answers read to keep up with the requests",
+                    )
                     batch = requests[start : start + chunk]
                     sent = await produce(
                         k, catalog.PREDICTIONS_ENRICHED, [(r.entity_id, r) for r in batch]
