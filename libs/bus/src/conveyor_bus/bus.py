@@ -299,7 +299,19 @@ class Bus:
             max_batch_size=BATCH_BYTES,
         )
         await self._producer.start()
-        await self.broker.start()
+        # The consumers start together: a group consumer's start lasts until the broker has
+        # assigned it partitions, a group join of seconds (Kafka's initial rebalance delay; half
+        # the session time-out on Tansu), which the broker's own start waits out one consumer
+        # after another.
+        await self.broker.connect()
+        starts = [asyncio.ensure_future(s.start()) for s in self.broker.subscribers]
+        try:
+            await asyncio.gather(*starts)
+        except BaseException:
+            for start in starts:
+                start.cancel()
+            await asyncio.gather(*starts, return_exceptions=True)
+            raise
 
     async def stop(self) -> None:
         # Overlapping batches take no new work, and those under way finish and commit (what
