@@ -11,7 +11,7 @@ redelivery (serving, the trainer, the monitor), it is aimed at work done (answer
 stored) for records the service's consumer group has not committed: they come again.
 
 Restarts cost most of these tests' time: on the embedded broker a service joins its consumer
-groups in ~5 s, in ~18 s after a kill (the dead member must expire first).
+groups in ~3 s, in ~11 s after a kill (the dead member must expire first).
 """
 
 from __future__ import annotations
@@ -607,7 +607,7 @@ async def test_trainer_killed_mid_stream_stores_each_example_once_where_it_was_r
                 )
 
             trainer.start()
-            # The trainer joins four consumer groups (~5 s on the embedded broker, ~18 s after
+            # The trainer joins four consumer groups (~3 s on the embedded broker, ~11 s after
             # a kill): deadlines to match.
             await kill_partway(
                 trainer,

@@ -527,6 +527,8 @@ class Bus:
             max_records=max_records or self.settings.kafka_max_batch,
             batch_timeout_ms=self.settings.kafka_batch_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL if broadcast or overlap > 1 else AckPolicy.NACK_ON_ERROR,
             title=title,
