@@ -29,8 +29,11 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# Two workers, each with a database server of its own, take a test at a time (each test has a
+# broker of its own; the end-to-end tests all go to one worker: tests/conftest.py): most of the
+# suite's time is spent waiting on the broker (consumer groups joining), not computing.
 test: sync browser  ## unit, integration and end-to-end tests
-	$(UV) run --no-sync pytest -ra
+	$(UV) run --no-sync pytest -ra -n 2 --dist loadgroup
 
 test-unit: sync
 	$(UV) run --no-sync pytest -ra tests/unit

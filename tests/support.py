@@ -83,6 +83,44 @@ async def running(
         await runtime.stop()
 
 
+async def caught_up(runtime: Runtime, timeout_s: float = 60.0) -> None:
+    """Wait until each consumer group of a started service has handled every record its topic
+    holds now. The groups outlive the service on the session's broker: started again (in a
+    later test), it resumes where they stopped, so what other tests have sent since comes to it
+    first — before what this test sends next, which a test timing its own records must not
+    count."""
+    bootstrap = runtime.settings.kafka_bootstrap_servers
+    groups = {group: topic for topic, group in runtime.bus.groups().items()}
+    ends = {topic: await end_offsets(bootstrap, topic) for topic in set(groups.values())}
+    # Subscribed to nothing, each reads its group's commits and never joins it.
+    readers = {
+        group: AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        for group in groups
+    }
+    behind: list[str] = []
+
+    async def done() -> bool:
+        behind.clear()
+        for group, topic in groups.items():
+            for partition, end in ends[topic].items():
+                at = await readers[group].committed(TopicPartition(topic, partition)) or 0
+                if at < end:
+                    behind.append(f"{group}[{partition}] at {at} of {end}")
+        return not behind
+
+    try:
+        for reader in readers.values():
+            await reader.start()
+        await until(done, timeout_s, f"{runtime.name}'s consumer groups to catch up")
+    except AssertionError:
+        raise AssertionError(f"after {timeout_s:g}s still behind: {behind}") from None
+    finally:
+        for reader in readers.values():
+            await reader.stop()
+
+
 class Listener:
     """An ASGI app served on a free loopback port, reached as a separate process is (by a
     browser, the CLI, another service). With `lifespan="on"` the server starts and stops the

@@ -9,6 +9,7 @@ follows, a rollback is recorded; and stopping `conveyor up` leaves no process be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -87,12 +88,22 @@ def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
     try:
         until(lambda: (home / "stack.json").exists() or up.poll() is not None, 120, "the stack")
         assert up.poll() is None, up.stdout.read() if up.stdout else ""
-        urls = until(lambda: _healthy(home), 60, "every service healthy")
+        # As long as `conveyor up` itself waits (Stack.up): seven processes importing their
+        # libraries at once take a while on two busy cores.
+        urls = until(lambda: _healthy(home), 120, "every service healthy")
         tokens["admin"] = (home / "token").read_text().strip()
         _play(Cli(env), urls, kafka.bootstrap_servers, tokens)
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
-        output, _ = up.communicate(timeout=60)
+        try:
+            output, _ = up.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # The test fails; what the stack left running goes too, not to load the machine
+            # under the tests after this one.
+            for pid in processes_with_env(str(home)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
     print(output)
     assert up.returncode == 0, output
     # It printed where each API and the broker listen, and stopped everything it started.

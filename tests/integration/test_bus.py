@@ -97,6 +97,36 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_good_ones_are_handle
         await producer.stop()
 
 
+async def test_the_consumers_join_their_groups_together(kafka: Broker):
+    # A consumer's start lasts until its group is joined (seconds): one after another, a service
+    # consuming three topics would take three joins to start.
+    topics = [_topic() for _ in range(3)]
+    await ensure_topics(kafka.bootstrap_servers, topics)
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    bus = Bus(f"test-{uuid.uuid4().hex[:6]}", settings)
+
+    async def handler(batch: list[Delivery[FeedbackSubmitted]]) -> None:
+        return None
+
+    for topic in topics:
+        bus.consume(topic, handler)
+    assert sorted(bus.groups()) == sorted(t.name for t in topics)
+    steps: list[str] = []
+    for subscriber in bus.broker.subscribers:
+
+        async def start(start=subscriber.start) -> None:
+            steps.append("joining")
+            await start()
+            steps.append("joined")
+
+        subscriber.start = start  # type: ignore[method-assign]
+    await bus.start()
+    try:
+        assert steps == ["joining"] * 3 + ["joined"] * 3
+    finally:
+        await bus.stop()
+
+
 @pytest.mark.parametrize("overlap", [1, 2])
 async def test_a_failing_handler_commits_nothing_and_the_batch_is_redelivered(
     kafka: Broker, overlap: int

@@ -8,7 +8,15 @@ import pytest
 from conveyor_contracts import catalog
 from conveyor_contracts.events import FeedbackSubmitted, new_id
 from conveyor_feedback.bootstrap import FeedbackSettings, bootstrap
-from tests.support import Kafka, headers_of, running, served, unique_project, until
+from tests.support import (
+    Kafka,
+    caught_up,
+    headers_of,
+    running,
+    served,
+    unique_project,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +34,9 @@ async def test_labels_join_predictions(kafka, database_url):
     )
     q1, q2, q3 = new_id(), new_id(), new_id()
     async with Kafka(kafka.bootstrap_servers) as k, running(runtime) as api:
+        # What other tests left on the shared topics is joined first: the labels below, which
+        # wait a second at most for their predictions, must not wait behind it.
+        await caught_up(runtime)
         await k.apply(spec)
         await until(lambda: runtime.projects.get(name), what="the project")
         await k.send(catalog.PREDICTIONS_RESPONSES, served(name, q1), key=q1)

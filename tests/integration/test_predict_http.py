@@ -228,5 +228,6 @@ async def test_raw_fields_in_an_answer_out_as_on_kafka(kafka, database_url):
             assert not [
                 m
                 for m in await k.snapshot(catalog.PREDICTIONS_RESPONSES.name)
-                if down["request_id"].encode() in m.value
+                # (`or b""`: a tombstone, another test's hostile input on the shared topic)
+                if down["request_id"].encode() in (m.value or b"")
             ]

@@ -353,7 +353,19 @@ class Bus:
             **self.settings.client_options(f"conveyor-{self.service}-health")
         )
         await self._admin.start()
-        await self.broker.start()
+        # The consumers start together: a group consumer's start lasts until the broker has
+        # assigned it partitions, a group join of seconds (Kafka's initial rebalance delay; half
+        # the session time-out on Tansu), which the broker's own start waits out one consumer
+        # after another.
+        await self.broker.connect()
+        starts = [asyncio.ensure_future(s.start()) for s in self.broker.subscribers]
+        try:
+            await asyncio.gather(*starts)
+        except BaseException:
+            for start in starts:
+                start.cancel()
+            await asyncio.gather(*starts, return_exceptions=True)
+            raise
 
     async def stop(self) -> None:
         # Overlapping batches take no new work, and those under way finish and commit (what
@@ -574,6 +586,8 @@ class Bus:
             max_records=max_records or self.settings.kafka_max_batch,
             batch_timeout_ms=self.settings.kafka_batch_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL if broadcast or overlap > 1 else AckPolicy.NACK_ON_ERROR,
             title=title,

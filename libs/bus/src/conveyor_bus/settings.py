@@ -103,6 +103,29 @@ class KafkaSettings(BaseSettings):
     kafka_linger_ms: int = Field(
         0, ge=0, description="How long the producer waits to fill a batch before sending it."
     )
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="How long the broker waits for a group consumer's heartbeat before it gives "
+        "the consumer's partitions to the others (after a crash, they wait this long). Apache "
+        "Kafka accepts 6,000 to 1,800,000 by default (`group.min.session.timeout.ms`, "
+        "`group.max.session.timeout.ms`). Tansu also holds each join for half of it.",
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        3_000,
+        ge=100,
+        description="How often a group consumer tells the broker it is alive: at most a third of "
+        "the session time-out, so that a late heartbeat or two costs it nothing.",
+    )
+
+    @model_validator(mode="after")
+    def _heartbeats_within_a_session(self) -> KafkaSettings:
+        if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
+            raise ValueError(
+                f"kafka_heartbeat_interval_ms ({self.kafka_heartbeat_interval_ms}) is over a third "
+                f"of kafka_session_timeout_ms ({self.kafka_session_timeout_ms})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _security_works(self) -> KafkaSettings:
