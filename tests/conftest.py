@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -76,9 +77,9 @@ def shared_broker() -> Iterator[infra.Broker | None]:
     broker.stop()
 
 
-@pytest.fixture
-def kafka(shared_broker: infra.Broker | None) -> Iterator[infra.Broker]:
-    broker = shared_broker or infra.start_tansu()
+@contextmanager
+def _broker(shared: infra.Broker | None) -> Iterator[infra.Broker]:
+    broker = shared or infra.start_tansu()
     try:
         with pytest.MonkeyPatch.context() as env:
             # In-process services read the broker's client settings from the environment too
@@ -88,8 +89,22 @@ def kafka(shared_broker: infra.Broker | None) -> Iterator[infra.Broker]:
                     env.setenv(name, value)
             yield broker
     finally:
-        if broker is not shared_broker:
+        if broker is not shared:
             broker.stop()
+
+
+@pytest.fixture
+def kafka(shared_broker: infra.Broker | None) -> Iterator[infra.Broker]:
+    with _broker(shared_broker) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def module_kafka(shared_broker: infra.Broker | None) -> Iterator[infra.Broker]:
+    """A broker for a module whose tests share services started once (a module-scoped fixture
+    cannot take the per-test `kafka`)."""
+    with _broker(shared_broker) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

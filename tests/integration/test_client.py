@@ -82,11 +82,12 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-async def platform(kafka, postgres) -> AsyncIterator[Platform]:
+async def platform(module_kafka, postgres) -> AsyncIterator[Platform]:
     """Registry, ingest, feature, trainer, serving and feedback on one database, as a stack
     runs them (the trainer calls the registry with a scientist's token, serving the feature
     service with an application's). Started side by side where one does not need another's
     address: most of a start is waiting on the broker's group joins."""
+    kafka = module_kafka
     database_url = await infra.create_database(postgres.url, "conveyor_client")
     common: dict[str, Any] = {
         "kafka_bootstrap_servers": kafka.bootstrap_servers,
