@@ -24,6 +24,7 @@ from conveyor_contracts import ModelProject, TopicSpec, catalog, envelope_for
 from conveyor_contracts.events import PredictionServed, ProjectApplied, TrainingRunFinished
 from conveyor_examples import load_project
 from conveyor_runtime import Runtime
+from conveyor_runtime.runtime import KEEP_ALIVE_S
 
 # The callers the tests' services know (tests/conftest.py hands the file to every service the
 # session starts): each name with its roles, and the token it calls with.
@@ -128,7 +129,14 @@ class Listener:
 
     def __init__(self, app: Any, *, lifespan: str = "off") -> None:
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=0,
+                log_level="warning",
+                lifespan=lifespan,
+                timeout_keep_alive=KEEP_ALIVE_S,  # as a service runs: longer than its clients'
+            )
         )
         self.task: asyncio.Task[None] | None = None
         self.url = ""

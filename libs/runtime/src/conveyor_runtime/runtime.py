@@ -73,6 +73,9 @@ Hook = Callable[[], Awaitable[object]]  # what a hook returns is ignored
 RegistryListener = Callable[[list[Delivery[Any]]], Awaitable[None]]
 
 
+KEEP_ALIVE_S = 75  # seconds an idle client connection stays open (as common proxies keep them)
+
+
 class Runtime:
     def __init__(
         self,
@@ -354,6 +357,10 @@ class Runtime:
             log_config=None,
             access_log=False,
             lifespan="on",
+            # Longer than a client keeps an idle connection (httpx: 5 s, as uvicorn's own
+            # default): a server closing first races a client reusing the connection, and the
+            # request then fails with a reset (seen as a trainer run failing on the registry).
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         # uvloop: aiokafka's and asyncpg's many small reads and callbacks cost less on it than
         # on the standard loop (measured in bench/ingest.py and bench/serving.py).
