@@ -341,7 +341,15 @@ async def _windows(api, name, n):
 
 
 async def test_performance_windows_are_one_sided_and_report_label_coverage(kafka, database_url):
-    spec = unique_project("mon")
+    # The window rule alone: this is about its windows, and the sequential label detector may
+    # otherwise open the episode first (its events carry no window accuracy).
+    base = unique_project("mon")
+    drift = base.policies.drift.model_copy(update={"sequential": False})
+    spec = ModelProject.model_validate(
+        base.model_copy(
+            update={"policies": base.policies.model_copy(update={"drift": drift})}
+        ).model_dump(mode="json")
+    )
     name, names = spec.name, spec.feature_names()
     window = spec.policies.drift.window
     assert isinstance(window, int)
