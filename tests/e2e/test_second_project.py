@@ -33,7 +33,7 @@ from conveyor_contracts.events import PredictionRequested, PredictionServed
 from conveyor_examples.wine.traffic import analyses
 from tests.e2e.support import processes_with_env, until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 class Cli:
