@@ -34,14 +34,28 @@ class RegistryUnavailable(RegistryError):
 
 
 SHA256_HEADER = "X-Artifact-SHA256"
+# A connection the server closed while idle can fail the next request sent on it before the
+# server read a byte of it. A read is asked again once on a fresh connection; a write is not
+# (the server may have applied it), and its caller's retry decides.
+RESENT_ON_RESET = frozenset({"GET", "HEAD"})
+RESET = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError)
 
 
 class RegistryClient:
-    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         """`token`: the calling service's own bearer token (its writes are recorded under its
-        name)."""
+        name). `transport`: httpx's (an `httpx.MockTransport` in tests)."""
         auth = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=auth)
+        self.client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, headers=auth, transport=transport
+        )
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -50,7 +64,12 @@ class RegistryClient:
         # The registry's changes (and the events they publish) continue the caller's trace.
         headers = tracing.context_headers()
         try:
-            r = await self.client.request(method, path, headers=headers, **kwargs)
+            try:
+                r = await self.client.request(method, path, headers=headers, **kwargs)
+            except RESET:
+                if method not in RESENT_ON_RESET:
+                    raise
+                r = await self.client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(f"{method} {path}: {exc!r}") from exc
         if r.status_code == 404:
