@@ -4,7 +4,7 @@
     python -m conveyor_contracts.schemas check  [--dir schemas]
     python -m conveyor_contracts.schemas strimzi --cluster NAME [--replicas 3] [--namespace NS]
 
-`export` writes `schemas/<subject>/v<major>.<minor>.json` for every topic, the AsyncAPI 3.0
+`export` writes `schemas/<subject>/v<major>.<minor>.json` for every topic, the AsyncAPI 3.1
 document `schemas/asyncapi.json` and the topic table `schemas/topics.md`. `check` fails when the
 committed files differ from a fresh export, or when a subject's newest version cannot read a
 message of an older version of the same major (see `compat.py`). `strimzi` writes the catalog's
@@ -72,7 +72,14 @@ def asyncapi() -> dict[str, Any]:
             "name": s.subject,
             "title": s.subject,
             "contentType": "application/json",
-            "payload": {"$ref": f"{s.subject}/v{s.version}.json"},
+            # The payload files are pydantic's JSON Schema, whose `discriminator` is OpenAPI's
+            # object form, not the AsyncAPI Schema's string: named as JSON Schema, it is an
+            # annotation AsyncAPI tools accept. Draft-07 is the JSON Schema they support; the
+            # files use nothing newer than `$defs`, a container their $refs point into.
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-07",
+                "schema": {"$ref": f"{s.subject}/v{s.version}.json"},
+            },
             "headers": {
                 "type": "object",
                 "properties": {
@@ -110,7 +117,7 @@ def asyncapi() -> dict[str, Any]:
                     "summary": f"{who} {action}s {s.name}",
                 }
     return {
-        "asyncapi": "3.0.0",
+        "asyncapi": "3.1.0",
         "info": {
             "title": "Conveyor",
             "version": "0.1.0",
