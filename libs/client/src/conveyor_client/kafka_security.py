@@ -512,6 +512,13 @@ async def _attempt(
                 return set(await admin.list_topics())
     except (TimeoutError, KafkaError, OSError) as exc:
         failure: BaseException = exc
+    except (KeyError, ValueError) as exc:
+        # aiokafka's SCRAM client reads the broker's final message for a signature; a broker
+        # that refuses the credentials sends an error there instead (RFC 5802 `e=`), and the
+        # client fails on the missing field rather than with a Kafka error.
+        if not (security.uses_sasl and (security.sasl_mechanism or "").startswith("SCRAM-")):
+            raise
+        failure = _ScramRefused(f"the SCRAM exchange ended without the server's proof ({exc!r})")
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
@@ -656,6 +663,10 @@ async def _listener_protocol(where: str, security: KafkaSecurity) -> KafkaSecuri
     )
 
 
+class _ScramRefused(Exception):
+    """The broker ended a SCRAM exchange with an error where its proof belongs."""
+
+
 def _refusal(
     where: str,
     security: KafkaSecurity,
@@ -685,6 +696,11 @@ def _refusal(
             )
         if isinstance(exc, KafkaSecurityError):
             return exc
+    if isinstance(failure, _ScramRefused):
+        return KafkaSecurityError(
+            f"{where} refused {security._said('sasl_username')} and its "
+            f"{name('sasl_password')} over {security.sasl_mechanism}: {failure}"
+        )
     if isinstance(failure, TimeoutError) and not logged:
         return KafkaSecurityError(
             f"{where} accepted a connection but gave no Kafka answer within {waited_s:.0f}s over "
