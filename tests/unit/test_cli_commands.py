@@ -358,8 +358,7 @@ def test_status_fails_when_a_service_is_down_not_ready_or_hung(stack, capsys, mo
     assert rows["trainer"]["status"] == rows["feedback"]["status"] == "unreachable"
     assert rows["feedback"]["problems"] == ["no answer in 0.2 s"]
     assert error_line(err) == (
-        "error: 1 of 4 services ready; trainer unreachable; monitor not ready; "
-        "feedback unreachable"
+        "error: 1 of 4 services ready; trainer unreachable; monitor not ready; feedback unreachable"
     )
 
     for name in SERVICES:
