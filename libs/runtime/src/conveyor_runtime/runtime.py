@@ -317,7 +317,8 @@ class Runtime:
         consumer retrying a transient failure; else 503 with every reason (a probe that routes
         no traffic here meanwhile). `assigned` lists each group consumer's partitions, `groups`
         the consumer group each topic is read in (whose lag `conveyor status` reports),
-        `version` the service's own; a service may add parts of its own (`report`)."""
+        `version` the service's own; a service may add parts of its own (`report`: serving's
+        `models`, what it serves)."""
         problems = [f"{consumer}: {why}" for consumer, why in self.bus.problems().items()]
         assigned = self.bus.assignments()
         if not self.started:
