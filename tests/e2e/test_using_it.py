@@ -1,11 +1,14 @@
 """The README's "Using it", run as written: `conveyor up` in one folder, then the README's own
 command lines (read from the README, not copied here) and its Python example, with nothing else
 than the CLI and the client library — load data, train and wait, predict with raw fields over
-Kafka and HTTP, send feedback — and the labels are seen joined to their predictions."""
+Kafka and HTTP, send feedback — and the labels are seen joined to their predictions. Then a
+service killed under `conveyor up`: `conveyor status` fails while it is away, and counts the
+restart once `up` has brought it back."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -19,7 +22,7 @@ import pytest
 from conveyor_cli import infra
 from tests.e2e.support import until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -149,6 +152,7 @@ def test_the_readmes_using_it_runs_as_written(kafka, postgres, tmp_path: Path):
             return out.returncode == 0 and int(out.stdout.strip() or 0) >= 2
 
         until(joined, 60, "both labels joined to their predictions")
+        _killed_and_restarted(terminal, "feedback")
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)
@@ -165,3 +169,39 @@ def _status_ok(terminal: Terminal) -> bool:
         timeout=30,
     )
     return done.returncode == 0
+
+
+def _status(terminal: Terminal) -> tuple[int, dict[str, dict]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor_cli.main", "status", "--json"],
+        cwd=terminal.folder,
+        env=terminal.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, {row["service"]: row for row in json.loads(done.stdout)}
+
+
+def _killed_and_restarted(terminal: Terminal, service: str) -> None:
+    code, rows = _status(terminal)
+    assert code == 0 and all(r["restarts"] == 0 and r["status"] == "ready" for r in rows.values())
+    assert rows["serving"]["models"]["projects"]["fraud"]["champion"] >= 1  # trained above
+    assert all(entry["lag"] >= 0 for entry in rows["feedback"]["lag"])
+    pid = rows[service]["process"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    def away() -> bool:
+        code, rows = _status(terminal)
+        return code == 1 and rows[service]["status"] != "ready"
+
+    until(away, 30, f"status to fail while {service} is away")
+
+    def back() -> dict | None:
+        code, rows = _status(terminal)
+        return rows[service] if code == 0 else None
+
+    row = until(back, 120, f"{service} restarted and ready")
+    assert row["restarts"] == 1 and row["process"]["last_exit"] == -signal.SIGKILL
+    assert row["process"]["pid"] != pid

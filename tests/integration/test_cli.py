@@ -1,6 +1,7 @@
 """`conveyor train --wait` against a real trainer (real broker and Postgres, the registry faked
 at the trainer's adapter): the command a person types, in a process of its own, finds the trainer
-through the stack's state file and follows the run to its end."""
+through the stack's state file and follows the run to its end. `conveyor status` against a real
+feedback service, whose consumer group's lag it reads from the broker."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from conveyor_cli.app import ExitCode
+from conveyor_contracts import catalog
 from conveyor_examples.fraud.traffic import FraudTraffic
+from conveyor_feedback.bootstrap import FeedbackSettings
+from conveyor_feedback.bootstrap import bootstrap as feedback
+from conveyor_runtime import Runtime
 from tests.integration.test_trainer import _labeled_rows, _trainer
 from tests.support import TOKENS, Kafka, Listener, running, unique_project, until
 
@@ -182,3 +191,70 @@ async def test_ingest_loads_a_file_and_says_what_became_of_each_record(
         # A viewer may not load data: one line, exit 1.
         code, _, err = await _conveyor(home, TOKENS["a-viewer"], "ingest", name, str(csv))
         assert code == 1 and err.startswith("error: 403 forbidden:")
+
+
+async def test_status_shows_a_stopped_consumers_backlog_until_it_drains(
+    kafka, database_url, tmp_path
+):
+    """`conveyor status` against a real feedback service: ready with no lag; stopped, out of
+    reach (exit 1) with its group's backlog on feedback.submitted counted from the broker;
+    started again, ready once it has read the backlog (lag 0, exit 0 even with --max-lag 0)."""
+
+    def service() -> Runtime:
+        options = {key.lower(): value for key, value in kafka.client_env().items()}
+        return feedback(FeedbackSettings(**options, database_url=database_url, http_port=0))
+
+    home = tmp_path / "conveyor"
+    home.mkdir()
+
+    def stack_file(url: str) -> None:
+        broker = {"bootstrap_servers": kafka.bootstrap_servers, "kind": kafka.kind}
+        state = {"services": {"feedback": url}, "broker": broker}
+        (home / "stack.json").write_text(json.dumps(state))
+
+    async def status(*options: str) -> tuple[int, dict[str, Any], str]:
+        code, out, err = await _conveyor(home, TOKENS["a-viewer"], "status", "--json", *options)
+        assert "Traceback" not in err, err
+        (row,) = json.loads(out)
+        return code, row, err
+
+    def lag(row: dict[str, Any]) -> dict[str, int]:
+        return {entry["topic"]: entry["lag"] for entry in row["lag"]}
+
+    async def ready(api: httpx.AsyncClient) -> bool:
+        return (await api.get("/readyz")).status_code == 200
+
+    submitted = catalog.FEEDBACK_SUBMITTED.name
+    runtime = service()
+    async with running(runtime) as api, Listener(runtime.http) as first:
+        await until(lambda: ready(api), 60, "feedback ready")
+        stack_file(first.url)
+        code, row, err = await status()
+        assert code == 0, err
+        assert (row["status"], row["version"], row["restarts"]) == ("ready", "0.1.0", None)
+        assert lag(row) == {submitted: 0, catalog.PREDICTIONS_RESPONSES.name: 0}
+        assert row["lag"][0]["group"].startswith("conveyor-feedback.")
+
+    # Stopped: five messages wait for its group, sent as one batch (whose end Tansu reports
+    # short: the lag is still five).
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=50)
+    await producer.start()
+    try:
+        for i in range(5):
+            await producer.send(submitted, b"not feedback %d" % i, key=b"k", partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    code, row, err = await status()
+    assert code == ExitCode.UNREACHABLE and "no service answers" in err
+    assert row["status"] == "unreachable" and lag(row)[submitted] == 5
+
+    runtime = service()
+    async with running(runtime), Listener(runtime.http) as second:
+        stack_file(second.url)
+
+        async def drained() -> bool:
+            code, row, _ = await status("--max-lag", "0")
+            return code == 0 and row["status"] == "ready" and lag(row)[submitted] == 0
+
+        await until(drained, 90, "the backlog read and status at 0")

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ Handler = Callable[[httpx.Request], Any]
 
 class FakeStack:
     """Routes `(method, service, path)` to an answer: a body (200), a `(status, body)` pair, or
-    a function of the request (which may raise, as a failing network does)."""
+    a function of the request (which may raise, as a failing network does; a coroutine function
+    answers asynchronous clients only)."""
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str, str], Any] = {}
@@ -33,12 +37,14 @@ class FakeStack:
     def on(self, method: str, service: str, path: str, answer: Any) -> None:
         self.routes[(method, service, path)] = answer
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx.Request) -> Any:
         self.requests.append(request)
         service = request.url.host.removesuffix(".test")
         answer = self.routes.get((request.method, service, request.url.path))
         if answer is None:
             return httpx.Response(404, json={"detail": f"no route {request.url.path}"})
+        if inspect.iscoroutinefunction(answer):
+            return answer(request)  # awaited by the asynchronous transport
         if callable(answer):
             answer = answer(request)
         status, body = answer if isinstance(answer, tuple) else (200, answer)
@@ -68,6 +74,9 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
     fake = FakeStack()
     transport = httpx.MockTransport(fake.handle)
     monkeypatch.setattr(api, "client", functools.partial(api.client, transport=transport))
+    monkeypatch.setattr(
+        api, "async_client", functools.partial(api.async_client, transport=transport)
+    )
     monkeypatch.setattr(follow, "POLL_S", 0.01)
     return fake
 
@@ -269,16 +278,116 @@ def test_a_promotion_held_for_approval(stack, capsys):
     assert json.loads(out) == request
 
 
-def test_status_lists_every_service_and_fails_when_one_is_down(stack, capsys):
+def _ready(service: str, **more: Any) -> dict[str, Any]:
+    return {"service": service, "version": "0.1.0", "ready": True, "problems": []} | more
+
+
+def _recorded(stack_home: Path, **processes: dict[str, Any]) -> None:
+    """What `conveyor up` records of its processes, in the stack file the fixture wrote."""
+    path = stack_home / "stack.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps(state | {"processes": processes}))
+
+
+def test_status_shows_each_services_restarts_version_and_models(stack, capsys, tmp_path):
     for name in SERVICES:
-        stack.on("GET", name, "/healthz", {"status": "ok", "projects": ["wine"]})
-    code, out, _ = conveyor(capsys, "status", "--json")
+        stack.on("GET", name, "/readyz", _ready(name))
+    models = {
+        "projects": {
+            "fraud": {"champion": 7, "challenger": 8, "mode": "canary", "canary_share": 0.1},
+            "wine": {"champion": 3, "failed": {"challenger": 4}},
+        },
+        "more": 2,
+    }
+    stack.on("GET", "monitor", "/readyz", _ready("monitor", models=models))
+    process = {"pid": 4242, "started_at": "2026-01-01T00:00:00+00:00", "restarts": 2}
+    _recorded(tmp_path / "home", monitor=process | {"last_exit": -9})
+
+    code, out, err = conveyor(capsys, "status", "--json")
+    assert code == 0, err
+    rows = {row["service"]: row for row in json.loads(out)}
+    assert list(rows) == list(SERVICES)
+    assert rows["monitor"]["restarts"] == 2 and rows["monitor"]["process"]["last_exit"] == -9
+    assert rows["monitor"]["models"] == models and rows["monitor"]["version"] == "0.1.0"
+    # Found in the stack file, but not recorded by `conveyor up`: not known, rather than 0.
+    assert rows["registry"]["restarts"] is None and rows["registry"]["process"] is None
+    # No broker in the stack file: the lag is unknown, said so, and it fails nothing by itself.
+    assert all(row["lag"] is None for row in rows.values())
+    assert "lag unknown" in err
+
+    code, out, _ = conveyor(capsys, "status")
     assert code == 0
-    assert [(s["service"], s["status"]) for s in json.loads(out)] == [(n, "ok") for n in SERVICES]
-    stack.on("GET", "monitor", "/healthz", (503, {"status": "starting"}))
-    code, out, err = conveyor(capsys, "status")
-    assert code == ExitCode.FAILED and "starting" in out
-    assert error_line(err) == "error: 1 of 4 services not ok: monitor"
+    monitor = next(line for line in out.splitlines() if "monitor" in line)
+    assert "2 (last exit -9)" in monitor
+    assert "fraud v7 + challenger v8 (canary 10%)" in monitor
+    assert "wine v3 [did not load: challenger v4]" in monitor and "and 2 more" in monitor
+    registry = next(line for line in out.splitlines() if "registry" in line)
+    assert "unknown" in registry
+
+
+def test_status_fails_when_a_service_is_down_not_ready_or_hung(stack, capsys, monkeypatch):
+    from conveyor_cli import status
+
+    monkeypatch.setattr(status, "READY_TIMEOUT_S", 0.2)
+    for name in SERVICES:
+        stack.on("GET", name, "/readyz", _ready(name))
+    stack.on(
+        "GET",
+        "monitor",
+        "/readyz",
+        (503, _ready("monitor", ready=False, problems=["broker: KafkaConnectionError"])),
+    )
+
+    def refused(request: httpx.Request) -> Any:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    stack.on("GET", "trainer", "/readyz", refused)
+
+    async def hung(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=_ready("feedback"))
+
+    stack.on("GET", "feedback", "/readyz", hung)
+    started = time.monotonic()
+    code, out, err = conveyor(capsys, "status", "--json")
+    assert time.monotonic() - started < 5  # the hung service held it no longer than its limit
+    assert code == ExitCode.FAILED
+    rows = {row["service"]: row for row in json.loads(out)}
+    assert rows["monitor"]["status"] == "not ready"
+    assert rows["monitor"]["problems"] == ["broker: KafkaConnectionError"]
+    assert rows["trainer"]["status"] == rows["feedback"]["status"] == "unreachable"
+    assert rows["feedback"]["problems"] == ["no answer in 0.2 s"]
+    assert error_line(err) == (
+        "error: 1 of 4 services ready; trainer unreachable; monitor not ready; feedback unreachable"
+    )
+
+    for name in SERVICES:
+        stack.on("GET", name, "/readyz", refused)
+    code, _, err = conveyor(capsys, "status")
+    assert code == ExitCode.UNREACHABLE and "no service answers" in error_line(err)
+
+
+def test_status_with_a_lag_limit_fails_when_the_lag_cannot_be_read(stack, capsys):
+    for name in SERVICES:
+        stack.on("GET", name, "/readyz", _ready(name))
+    code, _, err = conveyor(capsys, "status", "--max-lag", "100")
+    assert code == ExitCode.FAILED
+    assert error_line(err).startswith("error: 4 of 4 services ready; lag unknown: no Kafka broker")
+
+
+def test_a_lag_beyond_the_limit_is_a_problem():
+    from conveyor_cli.status import problems
+
+    lag = [
+        {"topic": "feedback.submitted.v1", "group": "conveyor-feedback.x", "lag": 12},
+        {"topic": "predictions.responses.v1", "group": "conveyor-feedback.y", "lag": 0},
+    ]
+    rows = [{"service": "feedback", "status": "ready", "lag": lag}]
+    assert problems(rows, None, None) == []
+    assert problems(rows, 12, None) == []
+    assert problems(rows, 11, None) == ["conveyor-feedback.x is 12 behind on feedback.submitted.v1"]
+    down = [{"service": "feedback", "status": "unreachable", "lag": None}]
+    assert problems(down, None, "no broker") == ["feedback unreachable"]
 
 
 # --- following runs -------------------------------------------------------------------------------

@@ -104,3 +104,18 @@ async def test_nothing_is_published_for_a_request_no_model_scores():
     with pytest.raises(NotServed, match="no model is loaded for project 'other'"):
         await serving.answer(other, time.perf_counter(), "abc")
     assert bus.published == {}
+
+
+def test_the_summary_names_each_projects_versions_and_the_challengers_mode(monkeypatch):
+    serving, _ = _serving("canary", 0.25)
+    assert serving.summary() == {
+        "projects": {
+            "fraud": {"champion": 1, "challenger": 2, "mode": "canary", "canary_share": 0.25}
+        },
+        "more": 0,
+    }
+    shadow, _ = _serving("shadow")
+    assert shadow.summary()["projects"]["fraud"]["mode"] == "shadow"
+    # Bounded: past the limit, projects are counted, not named.
+    monkeypatch.setattr("conveyor_serving.handlers.SUMMARY_PROJECTS", 0)
+    assert shadow.summary() == {"projects": {}, "more": 1}

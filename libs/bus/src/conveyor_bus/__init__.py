@@ -13,6 +13,7 @@ from .bus import (
 )
 from .errors import BusError, PublishError, TopicSetupError
 from .failures import Backoff, Retry, Transient, any_of, broker_transient
+from .lag import GroupLag, catalog_groups, consumer_lag, group_name
 from .settings import KafkaSettings
 from .topics import (
     client_options,
@@ -32,6 +33,7 @@ __all__ = [
     "BusError",
     "Delivery",
     "Encoded",
+    "GroupLag",
     "KafkaSettings",
     "Outgoing",
     "PublishError",
@@ -41,10 +43,13 @@ __all__ = [
     "Transient",
     "any_of",
     "broker_transient",
+    "catalog_groups",
     "client_options",
+    "consumer_lag",
     "create_topic",
     "end_offsets",
     "ensure_topics",
+    "group_name",
     "prepare_topics",
     "published_ids",
     "read_ranges",

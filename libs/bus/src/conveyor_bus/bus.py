@@ -74,6 +74,7 @@ from .failures import (
     exception_name,
     halves,
 )
+from .lag import group_name
 from .partitioner import keyed_partitions
 from .settings import KafkaSettings
 
@@ -551,7 +552,7 @@ class Bus:
             raise ValueError("only a group consumer's batches can overlap")
         # One group per service and topic: each subscription rebalances on its own, and a
         # replica's consumers of different topics never share a group's assignment.
-        group_id = None if broadcast else (group or f"conveyor-{self.service}.{topic.name}")
+        group_id = None if broadcast else (group or group_name(self.service, topic.name))
         fetch_wait = self.settings.kafka_fetch_max_wait_ms
         if broadcast:
             fetch_wait = max(fetch_wait, self.settings.kafka_changelog_fetch_max_wait_ms)

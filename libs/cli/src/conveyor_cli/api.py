@@ -58,9 +58,21 @@ def client(
     """An HTTP client carrying the caller's token (as `config()` finds it)."""
     import httpx
 
+    return httpx.Client(timeout=timeout_s, headers=_auth(), transport=transport)
+
+
+def async_client(
+    timeout_s: float = DEFAULT_TIMEOUT_S, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """`client()`'s asynchronous twin, for calls made at once."""
+    import httpx
+
+    return httpx.AsyncClient(timeout=timeout_s, headers=_auth(), transport=transport)
+
+
+def _auth() -> dict[str, str]:
     token = config().token
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def call(

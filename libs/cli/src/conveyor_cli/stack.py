@@ -3,8 +3,10 @@
 `Stack.up()` brings everything up on this machine (embedded broker and Postgres unless
 `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` say otherwise), waits until every service answers
 `/healthz`, and records where everything listens in `.conveyor/stack.json` so that other
-`conveyor` commands find it. `Stack.down()` stops every process it started, broker and embedded
-Postgres included, and nothing is left behind.
+`conveyor` commands find it, with each service's process: its pid, when it started, how often
+it was restarted and how its last process ended (`conveyor status` shows them).
+`Stack.down()` stops every process it started, broker and embedded Postgres included, and
+nothing is left behind.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,8 @@ class ServiceProcess:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    started_at: float | None = None  # time.time() of the process's start
+    last_exit: int | None = None  # the exit code of the process before (-N: killed by signal N)
 
     @property
     def url(self) -> str:
@@ -68,7 +73,27 @@ class ServiceProcess:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self.started_at = time.time()
         log.close()
+
+    def restart(self) -> None:
+        """Start it again after its process ended, counting the restart."""
+        self.last_exit = self.proc.returncode if self.proc is not None else None
+        self.restarts += 1
+        self.start()
+
+    def state(self) -> dict[str, Any]:
+        """What the state file records of the process."""
+        return {
+            "pid": self.proc.pid if self.proc is not None else None,
+            "started_at": (
+                datetime.fromtimestamp(self.started_at, UTC).isoformat(timespec="seconds")
+                if self.started_at is not None
+                else None
+            ),
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+        }
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -129,7 +154,7 @@ class Stack:
                 self.services[name] = ServiceProcess(name, ports[name], logs / f"{name}.log", env)
             for service in self.services.values():
                 service.start()
-            self._write_state()
+            self.write_state()
             self.wait_healthy(timeout_s)
         except BaseException:
             self.down()
@@ -193,7 +218,8 @@ class Stack:
         if state.exists():
             state.unlink()
 
-    def _write_state(self) -> None:
+    def write_state(self) -> None:
+        """Record the stack in its state file, replaced whole (a reader never sees half of it)."""
         assert self.broker is not None and self.postgres is not None
         state = {
             "pid": os.getpid(),
@@ -203,8 +229,12 @@ class Stack:
             },
             "database": {"kind": self.postgres.kind},
             "services": self.urls,
+            "processes": {name: s.state() for name, s in self.services.items()},
         }
-        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        path = self.state_dir / STATE_FILE
+        fresh = path.with_name(f".{path.name}.{os.getpid()}")
+        fresh.write_text(json.dumps(state, indent=2))
+        fresh.replace(path)
 
 
 def tail(path: Path, lines: int = 30) -> str:

@@ -13,6 +13,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,19 @@ transient_failure = any_of(
 )
 
 Hook = Callable[[], Awaitable[object]]  # what a hook returns is ignored
+Report = Callable[[], Any]  # a part of /readyz's answer: small, in memory, JSON-ready
 RegistryListener = Callable[[list[Delivery[Any]]], Awaitable[None]]
 
 
 KEEP_ALIVE_S = 75  # seconds an idle client connection stays open (as common proxies keep them)
+
+
+def package_version(service: str) -> str:
+    """The installed version of the service's package (`conveyor-<service>`)."""
+    try:
+        return version(f"conveyor-{service}")
+    except PackageNotFoundError:
+        return "unknown"  # a service assembled outside a package (a test's)
 
 
 class Runtime:
@@ -89,6 +99,7 @@ class Runtime:
     ) -> None:
         self.name = name
         self.settings = settings
+        self.version = package_version(name)
         self.bus = bus or Bus(name, settings, transient=transient_failure)
         self.db = Database(settings, name, migrations, outbox=outbox) if uses_database else None
         self.relay: OutboxRelay | None = None
@@ -105,10 +116,11 @@ class Runtime:
         self._registry_listeners: list[RegistryListener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._before_work: list[Hook] = []
+        self._reports: dict[str, Report] = {}
         self._work_gate = asyncio.Event()  # caught up, and every `before_work` wait done
         self.http = FastAPI(
             title=f"Conveyor {name}",
-            version="0.1.0",
+            version=self.version,
             lifespan=self._lifespan,
         )
         harden(self.http, settings.http_max_body_bytes)
@@ -157,6 +169,12 @@ class Runtime:
             self._tasks.append(asyncio.create_task(loop(), name=name))
 
         self._on_start.append(start)
+
+    def report(self, key: str, part: Report) -> Report:
+        """Add `part()` to what `/readyz` answers, under `key` (serving: the models it serves).
+        It runs at every probe: a few fields read from memory, bounded in size."""
+        self._reports[key] = part
+        return part
 
     def on_registry_events(self, listener: RegistryListener) -> RegistryListener:
         """Also hand every batch of registry events to `listener` (after the project cache)."""
@@ -283,6 +301,7 @@ class Runtime:
     async def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "service": self.name,
+            "version": self.version,
             "status": "ok" if self.started and self.taking_work else "starting",
             "projects": self.projects.versions(),
             "dead_letters": self.bus.dead_letters,
@@ -296,7 +315,10 @@ class Runtime:
         the broker and its database answering, every group consumer assigned its partitions by
         its group (none, when the group has more members than the topic partitions), and no
         consumer retrying a transient failure; else 503 with every reason (a probe that routes
-        no traffic here meanwhile). `assigned` lists each group consumer's partitions."""
+        no traffic here meanwhile). `assigned` lists each group consumer's partitions, `groups`
+        the consumer group each topic is read in (whose lag `conveyor status` reports),
+        `version` the service's own; a service may add parts of its own (`report`: serving's
+        `models`, what it serves)."""
         problems = [f"{consumer}: {why}" for consumer, why in self.bus.problems().items()]
         assigned = self.bus.assignments()
         if not self.started:
@@ -324,10 +346,14 @@ class Runtime:
                 problems.append(f"database: {type(exc).__name__}")
         body = {
             "service": self.name,
+            "version": self.version,
             "ready": not problems,
             "problems": problems,
             "assigned": assigned,
+            "groups": self.bus.groups(),
         }
+        for key, part in self._reports.items():
+            body[key] = part()
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics(self) -> Response:

@@ -66,6 +66,7 @@ def bootstrap(
     runtime.on_registry_events(serving.on_registry_events)
     runtime.before_work(lambda: serving.loader.settle(settings.serving_startup_load_timeout_s))
     runtime.on_stop(serving.loader.close)
+    runtime.report("models", serving.summary)
     runtime.bus.consume(
         catalog.PREDICTIONS_ENRICHED, serving.on_enriched, overlap=settings.kafka_overlap
     )

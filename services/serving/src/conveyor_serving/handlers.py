@@ -52,6 +52,9 @@ from .loading import ModelLoader
 
 log = logging.getLogger(__name__)
 
+# Projects `Serving.summary()` names one by one (what a status probe shows); the rest are counted.
+SUMMARY_PROJECTS = 50
+
 _meter = metrics.get_meter("conveyor.serving")
 PREDICTIONS = _meter.create_counter(
     "conveyor.predictions",
@@ -240,6 +243,26 @@ class Serving:
             if CHALLENGER in served:
                 version = served[CHALLENGER]["version"]
                 yield Observation(version, {"project": project, "alias": CHALLENGER})
+
+    def summary(self) -> dict[str, Any]:
+        """What serving serves, per project (the first `SUMMARY_PROJECTS` by name): the
+        champion's version, and the challenger's with its mode (`shadow`, `canary` with its
+        share, `off`: loaded, answering nothing) when one is loaded; per alias whose newest
+        version did not load, that version (`failed`). `more`: the projects left out."""
+        projects: dict[str, dict[str, Any]] = {}
+        for project, served in self.predictor.loaded().items():
+            entry = projects[project] = {CHAMPION: served["version"]}
+            if CHALLENGER in served:
+                policy = self._policy(project)
+                entry[CHALLENGER] = served[CHALLENGER]["version"]
+                entry["mode"] = policy.challenger
+                if policy.challenger == "canary":
+                    entry["canary_share"] = policy.canary_share
+        for (project, alias), failure in self.loader.failed().items():
+            projects.setdefault(project, {}).setdefault("failed", {})[alias] = failure["version"]
+        names = sorted(projects)
+        shown = {name: projects[name] for name in names[:SUMMARY_PROJECTS]}
+        return {"projects": shown, "more": len(names) - len(shown)}
 
     # --- hot-swap -------------------------------------------------------------------------------
 

@@ -79,11 +79,12 @@ def up(as_json: Json = False) -> None:
         while not stopping:
             for name, service in stack.services.items():
                 if not service.alive():
-                    service.restarts += 1
+                    service.restart()
+                    stack.write_state()  # for `conveyor status`, in another process
                     output.note(
-                        f"[yellow]{name} exited; restarting[/yellow] (restart {service.restarts})"
+                        f"[yellow]{name} exited ({service.last_exit}); restarted[/yellow] "
+                        f"(restart {service.restarts})"
                     )
-                    service.start()
             time.sleep(0.5)
     finally:
         output.note("stopping every process…")
@@ -158,14 +159,30 @@ def demo(
 
 
 @app.command()
-def status(as_json: Json = False) -> None:
-    """Health of every service of the running stack.
+def status(
+    as_json: Json = False,
+    max_lag: Annotated[
+        int | None,
+        typer.Option(
+            help="Also fail when a consumer group is more than this many records behind a topic.",
+            min=0,
+        ),
+    ] = None,
+) -> None:
+    """Every service of the running stack: ready or not, restarts, version, models served, and
+    the lag of its consumer groups per topic.
 
-    Exit 1 unless every one is ok, 3 when none answers.
+    Exit 0 when every service is ready (and, with --max-lag, no group is further behind); 1
+    otherwise; 3 when none answers.
     """
-    import httpx
+    import asyncio
 
-    from ..api import client, config
+    from conveyor_client import ConfigurationError
+    from conveyor_client.kafka_security import KafkaSecurityError, check_connection
+
+    from ..api import async_client, config
+    from ..kafka_io import CLIENT_ID
+    from ..status import COLUMNS, LAG_TIMEOUT_S, READY, UNREACHABLE, gather, problems, table_row
 
     found = config()
     if not found.services:
@@ -177,27 +194,32 @@ def status(as_json: Json = False) -> None:
     where = sorted({found.origins.get(name, "") for name in found.services} - {""})
     if where:
         output.note(f"where the services are: {', '.join(where)}")
-    rows: list[dict[str, Any]] = []
-    with client(timeout_s=3.0) as http:
-        for name, url in found.services.items():
-            try:
-                health = http.get(url + "/healthz").json()
-                row = {"service": name, "url": url, "status": health.get("status")}
-                row["projects"] = health.get("projects")
-            except (httpx.HTTPError, ValueError) as exc:
-                row = {"service": name, "url": url, "status": "unreachable", "error": str(exc)}
-            rows.append(row)
-    output.listing(
-        rows,
-        ("service", "url", "status", "projects"),
-        lambda r: (r["service"], r["url"], r["status"], r.get("projects") or r.get("error")),
-        as_json=as_json,
-    )
-    down = [r["service"] for r in rows if r["status"] != "ok"]
-    if len(down) == len(rows):
+
+    async def look() -> tuple[list[dict[str, Any]], str | None]:
+        kafka: dict[str, Any] | None = None
+        unknown: str | None = None
+        try:
+            kafka = found.kafka_options(CLIENT_ID)
+            # Said once, with the setting to look at, rather than as a time-out below.
+            await check_connection(kafka, found.kafka_security, timeout_s=LAG_TIMEOUT_S, wait=False)
+        except (ConfigurationError, KafkaSecurityError) as exc:
+            kafka, unknown = None, str(exc)
+        async with async_client() as http:
+            rows, why = await gather(found, http, kafka)
+        return rows, unknown or why
+
+    rows, lag_unknown = asyncio.run(look())
+    if lag_unknown:
+        output.note(f"[yellow]lag unknown[/yellow]: {lag_unknown}")
+    if as_json:
+        output.emit_json(rows)
+    else:
+        output.table(COLUMNS, map(table_row, rows))
+    if all(r["status"] == UNREACHABLE for r in rows):
         raise CliError(
             "no service answers: the stack is not running; start one with `conveyor up`",
             ExitCode.UNREACHABLE,
         )
-    if down:
-        raise CliError(f"{len(down)} of {len(rows)} services not ok: {', '.join(down)}")
+    if found_problems := problems(rows, max_lag, lag_unknown):
+        ready = sum(r["status"] == READY for r in rows)
+        raise CliError(f"{ready} of {len(rows)} services ready; " + "; ".join(found_problems))
