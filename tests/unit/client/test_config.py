@@ -8,16 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from conveyor_cli import infra
+from conveyor_cli.stack import Stack
 from conveyor_client import ConfigurationError, config_path
 from conveyor_client.config import Config
 
 
-def _stack(directory: Path, port: int, token: str | None = None, kind: str = "tansu") -> Path:
+def _stack(directory: Path, port: int, token: str | None = None, embedded: bool = True) -> Path:
     """A stack file as `conveyor up` writes it, and its token file."""
     directory.mkdir(parents=True, exist_ok=True)
-    state = {
-        "pid": 1,
-        "broker": {"bootstrap_servers": f"127.0.0.1:{port}", "kind": kind},
+    broker = infra.Broker(f"127.0.0.1:{port}", infra.TANSU if embedded else "configured")
+    stack = Stack(state_dir=directory, broker=broker, postgres=infra.Postgres("", "embedded"))
+    stack.write_state()
+    state = json.loads((directory / "stack.json").read_text())
+    state |= {
         "database": {"kind": "embedded"},
         "services": {
             "registry": f"http://127.0.0.1:{port + 1}",
@@ -95,7 +99,7 @@ def test_xdg_config_home_and_conveyor_config_name_the_file(tmp_path, home):
 
 
 def test_a_config_files_stack_key_reads_that_stack(tmp_path, home):
-    stack = _stack(tmp_path / "prod", 7000, token="prod-token", kind="kafka")
+    stack = _stack(tmp_path / "prod", 7000, token="prod-token", embedded=False)
     env = home | {"CONVEYOR_CONFIG": str(tmp_path / "c.toml")}
     _config_file(tmp_path / "c.toml", f'stack = "{stack}"\n')
     config = Config.discover(environ=env, cwd=tmp_path)

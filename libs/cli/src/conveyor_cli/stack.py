@@ -226,6 +226,13 @@ class Stack:
             "broker": {
                 "bootstrap_servers": self.broker.bootstrap_servers,
                 "kind": self.broker.kind,
+                # what the broker asks of its clients' fetches, for clients that find the
+                # stack through this file (conveyor_client.config)
+                **(
+                    {"fetch_max_wait_ms": int(wait)}
+                    if (wait := self.broker.client_env().get("KAFKA_FETCH_MAX_WAIT_MS"))
+                    else {}
+                ),
             },
             "database": {"kind": self.postgres.kind},
             "services": self.urls,

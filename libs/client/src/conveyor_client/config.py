@@ -59,10 +59,10 @@ TOKEN_FILE = "token"
 DEFAULT_SOURCE = "conveyor/client"
 DEFAULT_REPLY_PREFIX = "replies."  # the services' REPLY_TOPIC_PREFIX default
 DEFAULT_TIMEOUT_S = 30.0
-KAFKA_FETCH_MAX_WAIT_MS = 500  # Kafka's own default: its broker answers as soon as data arrives
-# Tansu answers a fetch only when its wait ends: a reply consumer waiting 500 ms a fetch would
-# add up to that to every answer. The embedded stack gives its own clients the same setting.
-TANSU_FETCH_MAX_WAIT_MS = 10
+# Kafka's own default: its broker answers as soon as data arrives. A broker that answers only
+# when the wait ends (the embedded Tansu) would add up to that to every answer: its stack file
+# names the shorter wait it gives its own clients.
+KAFKA_FETCH_MAX_WAIT_MS = 500
 T = TypeVar("T", int, float)
 _SCALARS = ("bootstrap_servers", "token", "source", "reply_prefix", "timeout", "fetch_max_wait_ms")
 _FILE_KEYS = frozenset({*_SCALARS, "services", "stack", "kafka"})
@@ -268,7 +268,8 @@ def _pick(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _stack(path: Path, required: bool) -> list[_Layer]:
     """The settings of a stack file as `conveyor up` writes it (`{"services": {name: url},
-    "broker": {"bootstrap_servers", "kind"}}`), and the token in the `token` file beside it."""
+    "broker": {"bootstrap_servers", "kind", "fetch_max_wait_ms" (when the broker needs a
+    short one)}}`), and the token in the `token` file beside it."""
     layers = []
     if path.is_file():
         try:
@@ -277,9 +278,10 @@ def _stack(path: Path, required: bool) -> list[_Layer]:
             broker = dict(state.get("broker") or {})
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise ConfigurationError(f"{path}: not a stack file ({exc})") from exc
-        values: dict[str, Any] = {"bootstrap_servers": broker.get("bootstrap_servers")}
-        if broker.get("kind") == "tansu":
-            values["fetch_max_wait_ms"] = TANSU_FETCH_MAX_WAIT_MS
+        values: dict[str, Any] = {
+            "bootstrap_servers": broker.get("bootstrap_servers"),
+            "fetch_max_wait_ms": broker.get("fetch_max_wait_ms"),
+        }
         layers.append(_Layer(str(path), {str(k): v for k, v in services.items()}, values))
     elif required:
         raise ConfigurationError(f"CONVEYOR_STACK names {path}, which is not a file")
