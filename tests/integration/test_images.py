@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -29,14 +30,15 @@ from conveyor_cli.kubernetes.values import PORTS
 from conveyor_contracts import SERVICES
 from tests.dockerfile_replay import Replay, ReplayError, instruction, stage
 
+# A build takes 5-30 s on two cores; far longer only when the machine is busy with more.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 
 
 def _uv() -> Path:
     """The workspace's uv: the one `make` uses (on PATH, or the one it installs in .tools)."""
-    import shutil
-
     found = shutil.which("uv") or str(ROOT / ".tools/uv/bin/uv")
     assert Path(found).exists(), "uv, which make sync installs, is missing"
     return Path(found)
