@@ -42,6 +42,7 @@ lint: sync
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy libs services
+	$(UV) run --no-sync hadolint Dockerfile
 
 format: sync
 	$(UV) run --no-sync ruff format .

