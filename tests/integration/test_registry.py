@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from conveyor_auth import Actor
 from conveyor_contracts import catalog
 from conveyor_contracts.events import (
     AliasMoved,
@@ -175,14 +176,17 @@ async def test_an_event_committed_but_not_yet_published_is_not_lost(kafka, datab
     from conveyor_registry.adapters.repository import Repository
 
     repo = Repository(runtime.db)
-    await repo.apply_project(spec, "test")
-    pending = await runtime.db.pool.fetchval(
-        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    await repo.apply_project(spec, Actor("test", "scientist"))
+    pending = await runtime.db.pool.fetch(
+        "SELECT topic FROM outbox WHERE published_at IS NULL AND key = $1", spec.name
     )
-    assert pending == 1
+    # The change's event and its audit entry, committed together.
+    assert sorted(r["topic"] for r in pending) == sorted(
+        [catalog.REGISTRY_EVENTS.name, catalog.AUDIT_EVENTS.name]
+    )
     await runtime.db.close()
-    # A new process starts: its relay publishes what was committed.
-    async with running(bootstrap(settings)):
+    # A new process starts: its relay publishes what was committed, and the audit log has it.
+    async with running(bootstrap(settings)) as api:
         async with Kafka(kafka.bootstrap_servers) as k:
             found = await k.collect(
                 catalog.REGISTRY_EVENTS.name,
@@ -191,6 +195,15 @@ async def test_an_event_committed_but_not_yet_published_is_not_lost(kafka, datab
                 decode=catalog.REGISTRY_EVENTS,
             )
         assert isinstance(found[0], ProjectApplied)
+
+        async def logged() -> list[dict]:
+            page = await api.get("/audit", params={"project": spec.name})
+            return page.json()["entries"]
+
+        entries = await until(logged, what="the audit entry of the apply")
+        assert [(e["action"], e["actor"], e["target"]) for e in entries] == [
+            ("project.apply", "test", "project v1")
+        ]
 
 
 async def test_approval_mode_holds_promotions_for_an_approver(kafka, database_url):

@@ -13,6 +13,7 @@ import pytest
 
 from conveyor_contracts import catalog
 from conveyor_contracts.events import (
+    AuditRecorded,
     DriftDetected,
     FeatureRowComputed,
     FeedbackRecorded,
@@ -120,6 +121,11 @@ async def test_train_register_promote_then_retrain_once_per_episode(kafka, datab
         await until(lambda: registry.champion_version == 1, 60, "a first champion")
         first = registry.versions[1]
         assert first["status"] == "ready" and first["metrics"]["accuracy"] > 0.85
+        # A command read from Kafka names its sender, vouched for by nobody: recorded as a claim.
+        entries = await _audited(runtime, name)
+        assert [(e.action, e.actor, e.via, e.role) for e in entries] == [
+            ("run.start", "kafka:api", "kafka", "")
+        ]
         assert first["lineage"]["training_rows"] == 800
         training_set = first["lineage"]["training_set"]
         assert (
@@ -387,6 +393,19 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url, mo
         assert table["runs"][1]["params"]["n_estimators"] == 50
         assert (await api.get("/runs/compare", params={"run_id": "nope"})).status_code == 404
 
+        # Who started each run is in the audit log, written with the run (the trainer's outbox).
+        audited = await _audited(runtime, name)
+        assert [(a.action, a.actor, a.role, a.target) for a in audited] == [
+            ("run.start", "test-admin", "admin", f"run {run['run_id']}"),
+            (
+                "experiment.start",
+                "test-admin",
+                "admin",
+                f"run {runs[0]['run_id']} of experiment {experiment}",
+            ),
+        ]
+        assert audited[1].reason == "try two"
+
         # The ONNX gate: an export whose probabilities differ from scikit-learn's by more than
         # the tolerance (here, by anything at all) makes a failed version, with the reason.
         monkeypatch.setattr(training, "ONNX_TOLERANCE", -1.0)
@@ -395,6 +414,17 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url, mo
         assert run["status"] == "failed" and failed["status"] == "failed", run
         assert "ONNX probabilities differ from scikit-learn's" in failed["failure_reason"]
         assert "onnx_base64" not in failed and len(registry.requests) == 1
+
+
+async def _audited(runtime, project: str) -> list[AuditRecorded]:
+    """The audit entries the trainer wrote for the project, oldest first (from its outbox, where
+    they stay a while after the relay published them)."""
+    rows = await runtime.db.pool.fetch(
+        "SELECT value FROM outbox WHERE topic = $1 AND key = $2 ORDER BY id",
+        catalog.AUDIT_EVENTS.name,
+        project,
+    )
+    return [AuditRecorded.model_validate_json(r["value"]) for r in rows]
 
 
 async def _run(api, run_id: str) -> dict:

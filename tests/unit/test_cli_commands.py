@@ -508,3 +508,108 @@ def test_the_stack_is_found_from_the_users_config_file(stack, capsys, tmp_path, 
     monkeypatch.setenv("CONVEYOR_TOKEN", "cvt_from-the-environment")
     assert conveyor(capsys, "projects", "--json")[0] == 0
     assert stack.requests[-1].headers["authorization"] == "Bearer cvt_from-the-environment"
+
+
+# --- audit and tokens ---------------------------------------------------------------------------
+
+
+def _entry(i: int, action: str = "promotion.approve", via: str = "token") -> dict[str, Any]:
+    return {
+        "id": i,
+        "at": f"2026-01-0{i}T03:04:05+00:00",
+        "actor": "alice",
+        "role": "approver",
+        "via": via,
+        "action": action,
+        "project": "wine",
+        "target": "request 7 of dave: champion → v3",
+        "reason": "holdout reviewed",
+        "request_id": "r1",
+        "details": {},
+        "source": "conveyor/registry",
+    }
+
+
+def test_audit_lists_the_changes_newest_first_paging_as_the_registry_says(stack, capsys):
+    pages = {None: ([_entry(3, via="oidc"), _entry(2)], 2), "2": ([_entry(1, "alias.move")], None)}
+    asked: list[dict[str, str]] = []
+
+    def page(r: httpx.Request) -> Any:
+        asked.append(dict(r.url.params))
+        entries, following = pages[r.url.params.get("before")]
+        return {"entries": entries, "next": following}
+
+    stack.on("GET", "registry", "/audit", page)
+    code, out, err = conveyor(
+        capsys, "audit", "--project", "wine", "--actor", "alice", "--action", "promotion"
+    )
+    assert code == 0 and err == ""
+    assert asked == [
+        {"project": "wine", "actor": "alice", "action": "promotion", "limit": "50"},
+        {"project": "wine", "actor": "alice", "action": "promotion", "limit": "48", "before": "2"},
+    ]
+    rows = [line for line in out.splitlines() if "alice" in line]
+    assert len(rows) == 3 and "alice (oidc)" in rows[0] and "2026-01-03 03:04:05" in rows[0]
+    assert "alias.move" in rows[2] and "approver" in rows[1]
+
+    asked.clear()
+    code, out, _ = conveyor(capsys, "audit", "-n", "2", "--json")
+    assert code == 0 and [e["id"] for e in json.loads(out)] == [3, 2]
+    assert asked == [{"limit": "2"}]
+
+    stack.on("GET", "registry", "/audit", {"entries": [], "next": None})
+    code, out, err = conveyor(capsys, "audit", "--actor", "nobody")
+    assert (code, out) == (0, "") and "no changes recorded that match" in err
+    stack.on("GET", "registry", "/audit", (401, {"detail": "this needs a bearer token"}))
+    code, _, err = conveyor(capsys, "audit")
+    assert code == 1 and error_line(err) == "error: 401 unauthorized: this needs a bearer token"
+
+
+def test_a_token_change_is_recorded_in_the_audit_log_before_the_file_changes(
+    stack, capsys, tmp_path
+):
+    path = tmp_path / "tokens.json"
+    recorded: list[dict[str, Any]] = []
+
+    def record(r: httpx.Request) -> Any:
+        assert not path.exists() or "ci" not in path.read_text()  # the record comes first
+        recorded.append(json.loads(r.content))
+        return (201, {"event_id": "e1"})
+
+    stack.on("POST", "registry", "/audit/tokens", record)
+    code, out, err = conveyor(
+        capsys, "token", "issue", "ci", "--role", "scientist", "--file", str(path), "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["name"] == "ci" and "ci" in path.read_text()
+    assert recorded == [
+        {
+            "action": "token.issue",
+            "name": "ci",
+            "roles": ["scientist"],
+            "reason": "issued from the CLI",
+        }
+    ]
+    # The token's secret never reaches the audit log.
+    assert json.loads(out)["token"] not in json.dumps(recorded)
+
+    # Refused (the caller is no admin): the file stays as it was.
+    before = path.read_text()
+    stack.on("POST", "registry", "/audit/tokens", (403, {"detail": "dave may not administer"}))
+    code, _, err = conveyor(capsys, "token", "revoke", "ci", "--file", str(path))
+    assert code == 1 and "refused the change, which was not made" in error_line(err)
+    assert path.read_text() == before
+
+    # No stack to reach: the change is made, and said to be unrecorded.
+    def down(request: httpx.Request) -> Any:
+        raise httpx.ConnectError("refused", request=request)
+
+    stack.on("POST", "registry", "/audit/tokens", down)
+    code, out, err = conveyor(capsys, "token", "revoke", "ci", "--file", str(path), "-r", "left")
+    assert code == 0 and "not recorded in the audit log: no stack at registry.test" in err
+    assert "ci" not in path.read_text()
+    code, _, err = conveyor(
+        capsys, "token", "issue", "ci", "--role", "app", "--file", str(path), "--no-audit"
+    )
+    assert code == 0 and "not recorded in the audit log (--no-audit)" in err
+    assert len(recorded) == 1

@@ -10,14 +10,24 @@ A token may also be limited to named projects (a browser's feedback token is): s
 acts on those projects only, wherever the project is known — in the path, checked by `caller`
 itself, or in the body, checked by the endpoint (`Principal.require_project`).
 
+A caller may also be a person signed in through an OpenID Connect provider: a JWT verified
+against the provider's JWKS (`oidc`), with their roles mapped from a claim.
+
+Each change is recorded with its `Actor` (`audit.acting(who, action)`): the authenticated name,
+the role used, how they signed in, and the request's id.
+
 AuthError
-├── Unauthenticated   no bearer token, or one no entry holds (HTTP 401)
+├── Unauthenticated   no bearer token, one no entry holds, or a JWT that does not verify
+│                     (HTTP 401)
 └── Forbidden         a known caller whose roles do not grant the action, or who may not act
                       on the project (HTTP 403)
 """
 
+from .audit import REQUEST_ID_HEADER, Actor, acting, from_kafka
+from .callers import Callers
 from .errors import AuthError, Forbidden, Unauthenticated
 from .http import caller, install
+from .oidc import OidcConfig, OidcError, OidcVerifier
 from .roles import ROLES, Action, Principal, Role, grants
 from .tokens import (
     TokenEntry,
@@ -28,17 +38,25 @@ from .tokens import (
 )
 
 __all__ = [
+    "REQUEST_ID_HEADER",
     "ROLES",
     "Action",
+    "Actor",
     "AuthError",
+    "Callers",
     "Forbidden",
+    "OidcConfig",
+    "OidcError",
+    "OidcVerifier",
     "Principal",
     "Role",
     "TokenEntry",
     "TokenFile",
     "TokenStore",
     "Unauthenticated",
+    "acting",
     "caller",
+    "from_kafka",
     "grants",
     "install",
     "new_token",

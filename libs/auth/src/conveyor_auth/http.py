@@ -3,7 +3,8 @@
     @api.post("/things")
     async def make(thing: Thing, who: Annotated[Principal, caller(Action.APPLY)]) -> ...
 
-`install(app, store)` puts the token store on the app and answers `Unauthenticated` with 401
+`install(app, callers)` puts who may call (a `Callers`: the token file, and an identity
+provider's JWTs where one is configured) on the app and answers `Unauthenticated` with 401
 (and `WWW-Authenticate: Bearer`) and `Forbidden` with 403, each with the reason.
 
 A caller limited to some projects is checked against the path's `{project}` here. An endpoint
@@ -14,19 +15,23 @@ refuses them, so a limit is never silently ignored.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .audit import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
+from .callers import Callers
 from .errors import AuthError, Forbidden
 from .roles import Action, Principal
 from .tokens import TokenStore
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="A token from `conveyor token issue` (the local stack writes one for you).",
+    description="A token from `conveyor token issue` (the local stack writes one for you), or "
+    "a JWT of the identity provider the service is configured for (OpenID Connect).",
 )
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -37,9 +42,9 @@ def caller(action: Action, *, checks_project: bool = False) -> Any:
     checks the projects its body names itself, so a limited caller may reach it."""
 
     def authorized(request: Request, credentials: Credentials) -> Principal:
-        store: TokenStore = request.app.state.tokens
+        callers: Callers = request.app.state.callers
         token = credentials.credentials if credentials is not None else None
-        principal = store.authorize(token, action)
+        principal = callers.authorize(token, action)
         if principal.projects is not None:
             project = request.path_params.get("project")
             if project is not None:
@@ -49,7 +54,10 @@ def caller(action: Action, *, checks_project: bool = False) -> Any:
                     f"{principal.name} may act on some projects only, and this endpoint "
                     "does not say which project it acts on"
                 )
-        return principal
+        given = request.headers.get(REQUEST_ID_HEADER)
+        if given is not None and REQUEST_ID_PATTERN.match(given):
+            return dataclasses.replace(principal, request_id=given)
+        return principal  # the audit log gives the change an id of its own
 
     return Depends(authorized)
 
@@ -100,7 +108,7 @@ def _declare_refusals(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def install(app: FastAPI, store: TokenStore) -> None:
-    app.state.tokens = store
+def install(app: FastAPI, callers: Callers | TokenStore) -> None:
+    app.state.callers = callers if isinstance(callers, Callers) else Callers(callers)
     app.add_exception_handler(AuthError, _refused)
     _declare_refusals(app)

@@ -33,6 +33,7 @@ class Action(StrEnum):
     ROLLBACK = "rollback"  # move an alias back: the way out of a bad release needs no approval
     DECIDE = "decide"  # approve or reject someone else's request
     DEPLOY = "deploy"  # move a gated alias without a request (the approver's own judgement)
+    ADMINISTER = "administer"  # record token changes in the audit log
 
 
 _SCIENTIST = frozenset(
@@ -63,12 +64,21 @@ def grants(roles: frozenset[Role] | set[Role], action: Action) -> bool:
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: the name recorded as the actor of what they change, and the
-    projects they may act on (None: every project)."""
+    """An authenticated caller: the name recorded as the actor of what they change, the
+    projects they may act on (None: every project), and how they signed in (`token`: a bearer
+    token of the token file; `oidc`: an identity provider's JWT), in the request whose id
+    the audit log records."""
 
     name: str
     roles: frozenset[Role]
     projects: frozenset[str] | None = None
+    via: str = "token"
+    request_id: str | None = None
+
+    def role_for(self, action: Action) -> Role | None:
+        """The least of the caller's roles that grants `action`: the role the audit log says
+        they acted as."""
+        return next((r for r in ROLES if r in self.roles and action in GRANTS[r]), None)
 
     def can(self, action: Action) -> bool:
         return grants(self.roles, action)

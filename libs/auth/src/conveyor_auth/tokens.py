@@ -152,25 +152,40 @@ class TokenStore:
         self._refresh()
         return bool(self._by_digest)
 
-    def authenticate(self, token: str | None) -> Principal:
-        if not token:
-            raise Unauthenticated("this needs a bearer token (Authorization: Bearer ...)")
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise Unauthenticated("the bearer token is not one this service knows")
+    def lookup(self, token: str) -> Principal | None:
+        """The caller a token names, or None when no entry holds it."""
         self._refresh()
         entry = self._by_digest.get(token_digest(token))
-        if entry is None:
+        return None if entry is None else entry.principal()
+
+    def authenticate(self, token: str | None) -> Principal:
+        token = present(token)
+        principal = self.lookup(token)
+        if principal is None:
             if not self._by_digest:
                 raise Unauthenticated(
                     "this service knows no tokens: give it CONVEYOR_TOKENS_FILE "
                     "(`conveyor token issue` writes one)"
                 )
             raise Unauthenticated("the bearer token is not one this service knows")
-        return entry.principal()
+        return principal
 
     def authorize(self, token: str | None, action: Action) -> Principal:
-        principal = self.authenticate(token)
-        if not principal.can(action):
-            roles = ", ".join(sorted(principal.roles))
-            raise Forbidden(f"{principal.name} ({roles}) may not {action}")
-        return principal
+        return allowed(self.authenticate(token), action)
+
+
+def present(token: str | None) -> str:
+    """The bearer token, if there is one of a length worth looking at."""
+    if not token:
+        raise Unauthenticated("this needs a bearer token (Authorization: Bearer ...)")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthenticated("the bearer token is not one this service knows")
+    return token
+
+
+def allowed(principal: Principal, action: Action) -> Principal:
+    """`principal`, if their roles grant `action` (else Forbidden, saying so)."""
+    if not principal.can(action):
+        roles = ", ".join(sorted(principal.roles)) or "no Conveyor role"
+        raise Forbidden(f"{principal.name} ({roles}) may not {action}")
+    return principal

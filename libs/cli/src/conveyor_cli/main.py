@@ -15,7 +15,17 @@ import typer
 from .app import CliError, ExitCode, Settings, app
 
 # Each module registers its commands on `app`; `conveyor --help` lists them in this order.
-COMMAND_MODULES = ("stack", "load", "projects", "aliases", "runs", "data", "tokens", "kube")
+COMMAND_MODULES = (
+    "stack",
+    "load",
+    "projects",
+    "aliases",
+    "runs",
+    "data",
+    "audit",
+    "tokens",
+    "kube",
+)
 for _module in COMMAND_MODULES:
     import_module(f"{__package__}.commands.{_module}")
 

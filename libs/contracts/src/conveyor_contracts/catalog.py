@@ -233,6 +233,19 @@ TRAINER_RUNS = _t(
     description="Finished training runs and their outcome.",
     retention_ms=FOREVER,
 )
+AUDIT_EVENTS = _t(
+    subject="audit.events",
+    major=1,
+    minor=0,
+    schema=ev.AuditRecorded,
+    key="project",
+    partitions=1,
+    producers=("registry", "trainer"),
+    consumers=("registry",),
+    description="Every change and who made it (from each service's outbox); the registry keeps "
+    "the audit log.",
+    retention_ms=FOREVER,
+)
 
 CATALOG: tuple[TopicSpec, ...] = (
     RECORDS_SUBMITTED,
@@ -250,6 +263,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     MONITOR_DRIFT,
     TRAINER_REQUESTS,
     TRAINER_RUNS,
+    AUDIT_EVENTS,
 )
 
 SERVICES = _services

@@ -472,3 +472,42 @@ class TrainingRunFinished(Event):
     started_at: datetime
     finished_at: datetime
     training_rows: int = 0
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+class AuditRecorded(Event):
+    """One change and who made it: written by the service that made the change, in the same
+    transaction (through its outbox), and kept by the registry's audit log."""
+
+    type_name: ClassVar[str] = "conveyor.audit.recorded"
+    at: datetime = Field(default_factory=utcnow)
+    actor: Id = Field(
+        description="The authenticated caller's name (a token's name, or the identity "
+        "provider's `preferred_username`/`email`/`sub`), never a name a request claims; "
+        "`kafka:<name>` for a command read from a topic, whose name nobody vouches for.",
+        examples=["alice"],
+    )
+    role: str = Field(
+        "", max_length=40, description="The caller's role that allowed the change (empty: none)."
+    )
+    via: Literal["token", "oidc", "kafka"] = Field(
+        "token", description="How the caller was known: a token, a JWT, a Kafka command."
+    )
+    action: str = Field(
+        pattern=r"^[a-z][a-z0-9_.-]{0,63}$",
+        description="What was done: `project.apply`, `policy.change`, `run.start`, "
+        "`alias.move`, `promotion.approve`, `alias.rollback`, `token.issue`, ...",
+        examples=["promotion.approve"],
+    )
+    project: ProjectName | None = None
+    target: Annotated[str, AfterValidator(_reason)] = Field(
+        "",
+        max_length=500,
+        description="What the change was made to: a version, an alias, a run, a token's name.",
+        examples=["champion → v3"],
+    )
+    reason: Reason = ""
+    request_id: Id | None = Field(None, description="The HTTP request's X-Request-ID.")
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -5,6 +5,7 @@ DatabaseError
 """
 
 from .announce import Announcer, Message
+from .audit import record as record_audit
 from .database import Database
 from .migrations import MigrationError, migrate, package_migrations
 from .outbox import OutboxRelay, enqueue, enqueue_many
@@ -24,4 +25,5 @@ __all__ = [
     "is_transient",
     "migrate",
     "package_migrations",
+    "record_audit",
 ]

@@ -23,7 +23,7 @@ import uvloop
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
-from conveyor_auth import TokenStore, install
+from conveyor_auth import Callers, OidcVerifier, TokenStore, install
 from conveyor_bus import (
     Bus,
     Delivery,
@@ -125,7 +125,9 @@ class Runtime:
         )
         harden(self.http, settings.http_max_body_bytes)
         self.tokens = TokenStore(settings.conveyor_tokens_file, settings.conveyor_tokens)
-        install(self.http, self.tokens)
+        oidc = settings.oidc()
+        self.callers = Callers(self.tokens, OidcVerifier(oidc) if oidc is not None else None)
+        install(self.http, self.callers)
         self.http.add_api_route("/healthz", self.health, methods=["GET"], tags=["health"])
         self.http.add_api_route(
             "/readyz",

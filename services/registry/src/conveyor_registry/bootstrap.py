@@ -8,8 +8,9 @@ from conveyor_runtime import Runtime, ServiceSettings
 
 from .adapters.repository import Repository
 from .domain.model import RegistryError
+from .entrypoints import audit
 from .entrypoints.api import registry_error, router
-from .handlers import ServingReports
+from .handlers import AuditTrail, ServingReports
 
 
 class RegistrySettings(ServiceSettings):
@@ -31,6 +32,8 @@ def bootstrap(settings: RegistrySettings | None = None) -> Runtime:
         settings.registry_public_url or f"http://{settings.http_host}:{settings.http_port}",
     )
     runtime.http.include_router(router(Repository(runtime.db)))
+    runtime.http.include_router(audit.router(runtime.db))
     runtime.bus.consume(catalog.SERVING_EVENTS, ServingReports(runtime.db).on_serving_events)
+    runtime.bus.consume(catalog.AUDIT_EVENTS, AuditTrail(runtime.db).on_audit_events)
     runtime.http.add_exception_handler(RegistryError, registry_error)
     return runtime

@@ -1,14 +1,15 @@
-"""Kafka edge of the registry: what serving reports about the versions it loads."""
+"""Kafka edge of the registry: what serving reports about the versions it loads, and the audit
+entries every service writes."""
 
 from __future__ import annotations
 
 import logging
 
 from conveyor_bus import Delivery
-from conveyor_contracts.events import ModelLoadFailed
+from conveyor_contracts.events import AuditRecorded, ModelLoadFailed
 from conveyor_db import Database
 
-from .adapters import load_failures
+from .adapters import audit_log, load_failures
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +29,11 @@ class ServingReports:
                 d.event.alias,
                 d.event.reason,
             )
+
+
+class AuditTrail:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def on_audit_events(self, batch: list[Delivery[AuditRecorded]]) -> None:
+        await audit_log.keep(self.db.pool, batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+from conveyor_auth import from_kafka
 from conveyor_bus import Delivery, Rejection
 from conveyor_contracts.events import (
     DriftDetected,
@@ -46,7 +47,11 @@ class Trainer:
                 continue
             if await self.repo.record_request(d.event.request_id, d.event.project):
                 trigger = Trigger(
-                    "request", d.event.requested_by, d.event.reason, request_id=d.event.request_id
+                    "request",
+                    d.event.requested_by,
+                    d.event.reason,
+                    request_id=d.event.request_id,
+                    actor=from_kafka(d.event.requested_by),
                 )
                 try:
                     await self.runs.start(known, trigger, traceparent=d.onward.get("traceparent"))

@@ -21,6 +21,7 @@ from uuid import uuid4
 import asyncpg
 import numpy as np
 
+from conveyor_auth import Actor
 from conveyor_bus import KafkaSettings, read_ranges, tracing
 from conveyor_contracts import ModelProject, catalog
 from conveyor_contracts.events import TrainingRunFinished
@@ -103,6 +104,9 @@ class Trigger:
     reason: str = ""
     episode_id: str | None = None
     request_id: str | None = None
+    # Who the audit log records as having started it: a person or a request's sender (a drift
+    # episode or a schedule is the platform's own doing, recorded on the run itself).
+    actor: Actor | None = None
 
     @property
     def text(self) -> str:
@@ -164,7 +168,7 @@ class Runs:
         an HTTP request's, say); the version it registers and promotes continues it."""
         await self.check_budget(known)
         run_id = uuid4().hex
-        await self._open(run_id, known, trigger)
+        await self._open(run_id, known, trigger, audit="run.start")
         episode_id = trigger.episode_id
         if episode_id is not None and not await self.repo.start_episode(episode_id, run_id):
             await self._finish(
@@ -188,7 +192,18 @@ class Runs:
         experiment_id: str | None = None,
         variant: EstimatorSpec | None = None,
         status: str = "running",
+        audit: str | None = None,
     ) -> None:
+        """Open the run; `audit`: the action its trigger's actor is recorded as doing, with it."""
+        entry = None
+        if audit is not None and trigger.actor is not None:
+            entry = trigger.actor.entry(
+                audit,
+                project=known.spec.name,
+                target=f"run {run_id}"
+                + (f" of experiment {experiment_id}" if experiment_id else ""),
+                reason=trigger.reason,
+            )
         await self.repo.open_run(
             run_id,
             known.spec.name,
@@ -197,6 +212,7 @@ class Runs:
             experiment_id,
             variant.model_dump(mode="json") if variant else None,
             status,
+            audit=entry,
         )
 
     async def check_budget(self, known: KnownProject, runs: int = 1) -> None:
@@ -235,7 +251,9 @@ class Runs:
         await self.check_budget(known, len(variants))
         experiment_id = uuid4().hex
         first = uuid4().hex
-        await self._open(first, known, trigger, experiment_id, variants[0])
+        await self._open(
+            first, known, trigger, experiment_id, variants[0], audit="experiment.start"
+        )
         self._spawn(self._experiment(known, trigger, variants, experiment_id, first), first)
         return experiment_id, first
 

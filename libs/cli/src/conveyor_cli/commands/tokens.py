@@ -1,19 +1,22 @@
 """`conveyor token issue|revoke|list`: who may call the services' write APIs, and with which roles.
 
-These edit the token file the services read (they pick a change up within a second); no stack
-needs to be running.
+These edit the token file the services read (they pick a change up within a second). Issuing
+and revoking are recorded in the audit log first, by the registry, with the caller's own token as
+the actor (an admin's): a refusal leaves the file as it was. With no stack to reach (a file
+written before the services run) the change is made and said to be unrecorded; `--no-audit`
+says so up front.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import output
-from ..app import CliError, ExitCode, Json, app
+from ..app import CliError, ExitCode, Json, Reason, app
 
 if TYPE_CHECKING:
     from conveyor_auth import TokenFile
@@ -51,6 +54,32 @@ TokensPath = Annotated[
 Name = Annotated[
     str, typer.Argument(help="Who holds it: recorded as the actor of what they change.")
 ]
+NoAudit = Annotated[
+    bool,
+    typer.Option(
+        "--no-audit",
+        help="Change the file without recording it in the audit log (before any stack runs).",
+    ),
+]
+# A token change waits this long for the registry to record it: no stack answers at once.
+AUDIT_TIMEOUT_S = 10.0
+
+
+def _record(change: dict[str, Any], skip: bool) -> None:
+    """Record a token change in the audit log before making it. Refused (not an admin, say):
+    the change is not made. No registry to reach: said on stderr, and the change goes ahead,
+    since whoever may write the token file decides who holds tokens."""
+    from ..api import call
+
+    if skip:
+        output.note("[yellow]not recorded in the audit log (--no-audit)[/yellow]")
+        return
+    try:
+        call("POST", "registry", "/audit/tokens", json=change, timeout_s=AUDIT_TIMEOUT_S)
+    except CliError as exc:
+        if exc.code == ExitCode.FAILED:  # the registry answered, and refused
+            raise CliError(f"the audit log refused the change, which was not made: {exc}") from exc
+        output.note(f"[yellow]not recorded in the audit log: {exc}[/yellow]")
 
 
 def _path(file: Path | None) -> Path:
@@ -91,6 +120,8 @@ def token_issue(
         ),
     ] = None,
     file: TokensPath = None,
+    reason: Reason = "issued from the CLI",
+    no_audit: NoAudit = False,
     as_json: Json = False,
 ) -> None:
     """Issue a token for a name (replacing its token), printed once.
@@ -107,20 +138,31 @@ def token_issue(
     tokens, secret = build(
         _read(path).issue, "cannot issue a token", name=name, roles=roles, projects=project or None
     )
-    tokens.write(path)
     scope = {"projects": sorted(set(project))} if project else {}
+    change = {"action": "token.issue", "name": name, "roles": [str(r) for r in roles]}
+    _record(change | scope | {"reason": reason}, no_audit)
+    tokens.write(path)
     issued = {"name": name, "roles": [str(r) for r in roles], **scope}
     issued |= {"token": secret, "file": str(path)}
     output.show(issued, as_json, hint="the token is shown once: the file keeps only its sha256")
 
 
 @token_app.command("revoke")
-def token_revoke(name: Name, file: TokensPath = None, as_json: Json = False) -> None:
+def token_revoke(
+    name: Name,
+    file: TokensPath = None,
+    reason: Reason = "revoked from the CLI",
+    no_audit: NoAudit = False,
+    as_json: Json = False,
+) -> None:
     """Revoke a name's token: refused within a second."""
     path = _path(file)
     tokens = _read(path)
-    if not any(t.name == name for t in tokens.tokens):
+    held = next((t for t in tokens.tokens if t.name == name), None)
+    if held is None:
         raise CliError(f"no token named {name!r} in {path}", ExitCode.FAILED)
+    change = {"action": "token.revoke", "name": name, "roles": [str(r) for r in held.roles]}
+    _record(change | {"reason": reason}, no_audit)
     tokens.without(name).write(path)
     output.show({"revoked": name, "file": str(path)}, as_json)
 

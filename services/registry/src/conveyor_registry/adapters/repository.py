@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from conveyor_auth import Actor
 from conveyor_contracts import ModelProject, catalog
 from conveyor_contracts.events import (
     AliasMoved,
@@ -16,7 +17,7 @@ from conveyor_contracts.events import (
     PromotionDecided,
     PromotionRequested,
 )
-from conveyor_db import Database, enqueue
+from conveyor_db import Database, enqueue, record_audit
 
 from ..domain.load_failures import check_loadable
 from ..domain.model import (
@@ -28,6 +29,7 @@ from ..domain.model import (
     RegisterVersion,
     RequestPromotion,
     artifact_digest,
+    changed_policies,
     check_decision,
     check_registration,
     held_for_approval,
@@ -37,6 +39,12 @@ from ..domain.model import (
 from . import load_failures
 
 SOURCE = "conveyor/registry"
+
+
+async def _audit(con: asyncpg.Connection, entry: Any) -> None:
+    await record_audit(con, entry, source=SOURCE)
+
+
 _REQUEST_COLUMNS = (
     "id, project, alias, version, requested_by, reason, evidence, state, decided_by, "
     "decision_reason, decided_at, created_at"
@@ -62,7 +70,7 @@ class Repository:
     # --- projects -------------------------------------------------------------------------------
 
     async def apply_project(
-        self, spec: ModelProject, actor: str, *, may_decide: bool = False
+        self, spec: ModelProject, actor: Actor, *, may_decide: bool = False
     ) -> tuple[int, bool] | dict[str, Any]:
         """Apply `spec` as the project's next version: (version, created), the same version when
         nothing changed. A change that the project's approval mode holds (see
@@ -90,10 +98,18 @@ class Repository:
         spec: ModelProject,
         body: dict[str, Any],
         digest: str,
-        actor: str,
+        actor: Actor,
+        author: str | None = None,
+        reason: str = "",
     ) -> int:
-        latest = await con.fetchval("SELECT max(version) FROM projects WHERE name = $1", spec.name)
-        version = 1 if latest is None else int(latest) + 1
+        """The spec as the project's next version, with its audit entries (`project.apply`,
+        and `policy.change` naming the policies that differ from the last version's). `author`:
+        who is recorded as having applied it, when not the actor (an approved change's)."""
+        latest = await con.fetchrow(
+            "SELECT version, spec FROM projects WHERE name = $1 ORDER BY version DESC LIMIT 1",
+            spec.name,
+        )
+        version = 1 if latest is None else int(latest["version"]) + 1
         await con.execute(
             "INSERT INTO projects (name, version, spec, spec_sha256, applied_by) "
             "VALUES ($1, $2, $3, $4, $5)",
@@ -101,7 +117,7 @@ class Repository:
             version,
             body,
             digest,
-            actor,
+            author or actor.name,
         )
         await enqueue(
             con,
@@ -110,6 +126,25 @@ class Repository:
             key=spec.name,
             source=SOURCE,
         )
+        target = f"project v{version}"
+        extra = {"author": author} if author else {}
+        await _audit(
+            con,
+            actor.entry("project.apply", project=spec.name, target=target, reason=reason, **extra),
+        )
+        changed = changed_policies(None if latest is None else dict(latest["spec"]), body)
+        if changed:
+            await _audit(
+                con,
+                actor.entry(
+                    "policy.change",
+                    project=spec.name,
+                    target=target,
+                    reason=reason,
+                    policies=changed,
+                    **extra,
+                ),
+            )
         return version
 
     async def _hold_change(
@@ -118,7 +153,7 @@ class Repository:
         project: str,
         body: dict[str, Any],
         digest: str,
-        actor: str,
+        actor: Actor,
         why: str,
     ) -> dict[str, Any]:
         existing = await con.fetchrow(
@@ -135,8 +170,14 @@ class Repository:
             project,
             body,
             digest,
-            actor,
+            actor.name,
             why,
+        )
+        await _audit(
+            con,
+            actor.entry(
+                "project.change.request", project=project, target=f"change {row['id']}", reason=why
+            ),
         )
         return dict(row)
 
@@ -150,7 +191,7 @@ class Repository:
         return [dict(r) for r in rows]
 
     async def decide_change(
-        self, project: str, change_id: int, decider: str, approve: bool, reason: str
+        self, project: str, change_id: int, decider: Actor, approve: bool, reason: str
     ) -> dict[str, Any]:
         """Accept (the spec is applied, its author recorded as who applied it) or refuse a held
         change to a project; never by its author."""
@@ -164,19 +205,35 @@ class Repository:
             )
             if row is None:
                 raise NotFound(f"project {project!r} has no change request {change_id}")
-            check_decision(dict(row), decider)
+            check_decision(dict(row), decider.name)
             if approve:
                 spec = ModelProject.model_validate(row["spec"])
                 await self._apply(
-                    con, spec, dict(row["spec"]), row["spec_sha256"], row["requested_by"]
+                    con,
+                    spec,
+                    dict(row["spec"]),
+                    row["spec_sha256"],
+                    decider,
+                    author=row["requested_by"],
+                    reason=f"approved change {change_id}: {reason}",
                 )
             decided = await con.fetchrow(
                 "UPDATE project_changes SET state = $2, decided_by = $3, decision_reason = $4, "
                 f"decided_at = now() WHERE id = $1 RETURNING {_CHANGE_COLUMNS}",
                 change_id,
                 "approved" if approve else "rejected",
-                decider,
+                decider.name,
                 reason,
+            )
+            verb = "approve" if approve else "reject"
+            await _audit(
+                con,
+                decider.entry(
+                    f"project.change.{verb}",
+                    project=project,
+                    target=f"change {change_id} of {row['requested_by']}",
+                    reason=reason,
+                ),
             )
             return dict(decided)
 
@@ -201,7 +258,7 @@ class Repository:
     # --- versions -------------------------------------------------------------------------------
 
     async def register(
-        self, project: str, body: RegisterVersion, actor: str
+        self, project: str, body: RegisterVersion, actor: Actor
     ) -> tuple[dict[str, Any], bool]:
         artifact, sha = _artifact(body)
         async with self.pool.acquire() as con, con.transaction():
@@ -241,9 +298,19 @@ class Repository:
                 body.lineage,
                 body.input_example,
                 body.evaluations,
-                actor,
+                actor.name,
             )
             await _announce(con, row)
+            await _audit(
+                con,
+                actor.entry(
+                    "version.register",
+                    project=project,
+                    target=f"v{version}",
+                    run_id=body.run_id,
+                    status=body.status,
+                ),
+            )
             return dict(row), True
 
     async def complete(
@@ -334,12 +401,12 @@ class Repository:
         return {r["alias"]: r["version"] for r in rows}
 
     async def move_alias(
-        self, project: str, alias: str, version: int, actor: str, reason: str
+        self, project: str, alias: str, version: int, actor: Actor, reason: str
     ) -> AliasMove:
         async with self.pool.acquire() as con, con.transaction():
-            return await self._move(con, project, alias, version, actor, reason)
+            return await self._move(con, project, alias, version, actor, reason, "alias.move")
 
-    async def rollback(self, project: str, alias: str, actor: str, reason: str) -> AliasMove:
+    async def rollback(self, project: str, alias: str, actor: Actor, reason: str) -> AliasMove:
         async with self.pool.acquire() as con, con.transaction():
             await self._require_project(con, project)
             await con.execute(
@@ -352,7 +419,7 @@ class Repository:
                 alias,
             )
             target = rollback_target([(r["from_version"], r["to_version"]) for r in rows])
-            return await self._move(con, project, alias, target, actor, reason)
+            return await self._move(con, project, alias, target, actor, reason, "alias.rollback")
 
     async def history(self, project: str, alias: str) -> list[dict[str, Any]]:
         async with self.pool.acquire() as con:
@@ -379,7 +446,7 @@ class Repository:
         return mode == "approval"
 
     async def request_promotion(
-        self, project: str, body: RequestPromotion, requested_by: str
+        self, project: str, body: RequestPromotion, actor: Actor
     ) -> tuple[dict[str, Any], bool]:
         """Open a request (the same pending one when asked again) and announce it."""
         async with self.pool.acquire() as con, con.transaction():
@@ -403,7 +470,7 @@ class Repository:
                 project,
                 body.alias,
                 body.version,
-                requested_by,
+                actor.name,
                 body.reason,
                 body.evidence,
             )
@@ -415,11 +482,20 @@ class Repository:
                     request_id=row["id"],
                     alias=body.alias,
                     version=body.version,
-                    requested_by=requested_by,
+                    requested_by=actor.name,
                     reason=body.reason,
                 ),
                 key=project,
                 source=SOURCE,
+            )
+            await _audit(
+                con,
+                actor.entry(
+                    "promotion.request",
+                    project=project,
+                    target=f"request {row['id']}: {body.alias} → v{body.version}",
+                    reason=body.reason,
+                ),
             )
             return dict(row), True
 
@@ -447,7 +523,7 @@ class Repository:
         return dict(row)
 
     async def decide(
-        self, project: str, request_id: int, decider: str, approve: bool, reason: str
+        self, project: str, request_id: int, actor: Actor, approve: bool, reason: str
     ) -> dict[str, Any]:
         """Approve (the alias moves, with the approver as its actor; other pending requests for
         the alias are superseded) or reject; the decision and its event commit together."""
@@ -460,6 +536,7 @@ class Repository:
             )
             if row is None:
                 raise NotFound(f"project {project!r} has no promotion request {request_id}")
+            decider = actor.name
             check_decision(dict(row), decider)
             state = "approved" if approve else "rejected"
             await enqueue(
@@ -483,8 +560,9 @@ class Repository:
                     project,
                     row["alias"],
                     row["version"],
-                    decider,
+                    actor,
                     f"approved request {request_id} of {row['requested_by']}: {reason}",
+                    None,  # the approval's entry below says it all
                 )
                 await con.execute(
                     "UPDATE promotion_requests SET state = 'superseded', decided_by = $3, "
@@ -503,6 +581,16 @@ class Repository:
                 state,
                 decider,
                 reason,
+            )
+            await _audit(
+                con,
+                actor.entry(
+                    "promotion.approve" if approve else "promotion.reject",
+                    project=project,
+                    target=f"request {request_id} of {row['requested_by']}: "
+                    f"{row['alias']} → v{row['version']}",
+                    reason=reason,
+                ),
             )
             return dict(decided)
 
@@ -525,9 +613,12 @@ class Repository:
         project: str,
         alias: str,
         version: int,
-        actor: str,
+        actor: Actor,
         reason: str,
+        action: str | None,
     ) -> AliasMove:
+        """Point the alias at `version`, recorded in its history and (under `action`, unless
+        None) in the audit log."""
         await self._require_project(con, project)
         await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"alias:{project}:{alias}")
         sha256 = await self._ready_sha(con, project, version)
@@ -551,9 +642,17 @@ class Repository:
             alias,
             current,
             version,
-            actor,
+            actor.name,
             reason,
         )
+        if action is not None:
+            was = "" if current is None else f"v{current} "
+            await _audit(
+                con,
+                actor.entry(
+                    action, project=project, target=f"{alias}: {was}→ v{version}", reason=reason
+                ),
+            )
         await enqueue(
             con,
             catalog.REGISTRY_EVENTS,
@@ -563,7 +662,7 @@ class Repository:
                 from_version=current,
                 to_version=version,
                 sha256=sha256,
-                actor=actor,
+                actor=actor.name,
                 reason=reason,
             ),
             key=project,

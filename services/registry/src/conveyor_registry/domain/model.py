@@ -58,6 +58,16 @@ def held_for_approval(current: dict[str, Any] | None, new: dict[str, Any]) -> st
     return None
 
 
+def changed_policies(current: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """The policies (`promotion`, `drift`, `retrain`, ...) whose settings `new` changes from
+    `current`: what the audit log records as a policy change. A first version sets them; it
+    changes none."""
+    if current is None:
+        return []
+    old, now = current.get("policies", {}), new.get("policies", {})
+    return sorted(k for k in old.keys() | now.keys() if old.get(k) != now.get(k))
+
+
 def spec_digest(spec: dict[str, Any]) -> str:
     """A stable digest of a project spec: applying the same spec twice is one version."""
     return hashlib.sha256(

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from conveyor_auth import Action, Principal, caller
+from conveyor_auth import Action, Principal, acting, caller
 from conveyor_contracts import ModelProject
 from conveyor_contracts.project import (
     NAME_PATTERN,
@@ -167,7 +167,7 @@ def router(repo: Repository) -> APIRouter:
             raise RequestValidationError(
                 [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in problems]
             )
-        outcome = await repo.apply_project(spec, who.name)
+        outcome = await repo.apply_project(spec, acting(who, Action.APPLY))
         if isinstance(outcome, dict):
             held = ChangeRequest.model_validate(outcome)
             return JSONResponse(held.model_dump(mode="json"), status_code=202)
@@ -192,7 +192,9 @@ def router(repo: Repository) -> APIRouter:
         who: Annotated[Principal, caller(Action.DECIDE)],
     ) -> Any:
         """Accept a held change: the spec is applied. Not by its author."""
-        return await repo.decide_change(project, change_id, who.name, True, body.reason)
+        return await repo.decide_change(
+            project, change_id, acting(who, Action.DECIDE), True, body.reason
+        )
 
     @api.post("/projects/{project}/changes/{change_id}/reject", response_model=ChangeRequest)
     async def reject_change(
@@ -201,7 +203,9 @@ def router(repo: Repository) -> APIRouter:
         body: Decision,
         who: Annotated[Principal, caller(Action.DECIDE)],
     ) -> Any:
-        return await repo.decide_change(project, change_id, who.name, False, body.reason)
+        return await repo.decide_change(
+            project, change_id, acting(who, Action.DECIDE), False, body.reason
+        )
 
     @api.get("/projects")
     async def list_projects() -> list[dict[str, Any]]:
@@ -225,7 +229,7 @@ def router(repo: Repository) -> APIRouter:
         body: RegisterVersion,
         who: Annotated[Principal, caller(Action.REGISTER)],
     ) -> Any:
-        row, created = await repo.register(project, body, who.name)
+        row, created = await repo.register(project, body, acting(who, Action.REGISTER))
         out = Registered(
             project=project, version=row["version"], sha256=row["sha256"], status=row["status"]
         )
@@ -293,15 +297,16 @@ def router(repo: Repository) -> APIRouter:
         """Move the alias; the recorded actor is the caller. When the project's promotion mode
         is `approval` and the caller is not an approver, the move becomes a pending promotion
         request (202)."""
-        actor = who.name
-        if await repo.requires_approval(project, alias) and not who.can(Action.DEPLOY):
+        gated = await repo.requires_approval(project, alias)
+        if gated and not who.can(Action.DEPLOY):
             request, _ = await repo.request_promotion(
                 project,
                 RequestPromotion(alias=alias, version=body.version, reason=body.reason),
-                actor,
+                acting(who, Action.PROMOTE),
             )
             out = PromotionRequest.model_validate(request)
             return JSONResponse(out.model_dump(mode="json"), status_code=202)
+        actor = acting(who, Action.DEPLOY if gated else Action.PROMOTE)  # the role it took
         move = await repo.move_alias(project, alias, body.version, actor, body.reason)
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
 
@@ -314,7 +319,7 @@ def router(repo: Repository) -> APIRouter:
     ) -> Any:
         """Move the alias back to where its last move took it from: always allowed (the way
         out of a bad release needs no approval), and recorded like any move."""
-        move = await repo.rollback(project, alias, who.name, body.reason)
+        move = await repo.rollback(project, alias, acting(who, Action.ROLLBACK), body.reason)
         return Moved(alias=alias, from_version=move.from_version, to_version=move.to_version)
 
     @api.get("/projects/{project}/aliases/{alias}/history", response_model=list[HistoryEntry])
@@ -334,7 +339,7 @@ def router(repo: Repository) -> APIRouter:
     ) -> Any:
         """Ask for an alias move that an approver decides (the trainer does when a candidate
         passes the gate of an approval-mode project). Asking again returns the open request."""
-        request, created = await repo.request_promotion(project, body, who.name)
+        request, created = await repo.request_promotion(project, body, acting(who, Action.PROMOTE))
         out = PromotionRequest.model_validate(request)
         return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
 
@@ -362,7 +367,7 @@ def router(repo: Repository) -> APIRouter:
     ) -> Any:
         """Accept the request: the alias moves, with the approver as its actor. Needs the
         `approver` role, and not the one who asked (403 otherwise)."""
-        return await repo.decide(project, request_id, who.name, True, body.reason)
+        return await repo.decide(project, request_id, acting(who, Action.DECIDE), True, body.reason)
 
     @api.post("/projects/{project}/promotions/{request_id}/reject", response_model=PromotionRequest)
     async def reject(
@@ -372,6 +377,8 @@ def router(repo: Repository) -> APIRouter:
         who: Annotated[Principal, caller(Action.DECIDE)],
     ) -> Any:
         """Refuse the request; the alias stays. Same rules as approving."""
-        return await repo.decide(project, request_id, who.name, False, body.reason)
+        return await repo.decide(
+            project, request_id, acting(who, Action.DECIDE), False, body.reason
+        )
 
     return api

@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 
 from conveyor_contracts import catalog
-from conveyor_contracts.events import TrainingRunFinished
-from conveyor_db import Database, enqueue
+from conveyor_contracts.events import AuditRecorded, TrainingRunFinished
+from conveyor_db import Database, enqueue, record_audit
 
 from ..domain.examples import Example
 
@@ -127,22 +127,27 @@ class Repository:
         experiment_id: str | None = None,
         variant: dict[str, Any] | None = None,
         status: str = "running",
+        audit: AuditRecorded | None = None,
     ) -> None:
-        """Open a run; one `running` run per project (ActiveRun). A run that will not train
-        is opened `skipped` and finished at once, to record why."""
+        """Open a run, with its audit entry if it has one; one `running` run per project
+        (ActiveRun). A run that will not train is opened `skipped` and finished at once, to
+        record why."""
         try:
-            await self.pool.execute(
-                "INSERT INTO runs (run_id, project, trigger, trigger_info, experiment_id, "
-                "variant, status, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                run_id,
-                project,
-                trigger,
-                trigger_info,
-                experiment_id,
-                variant,
-                status,
-                self.instance,
-            )
+            async with self.pool.acquire() as con, con.transaction():
+                await con.execute(
+                    "INSERT INTO runs (run_id, project, trigger, trigger_info, experiment_id, "
+                    "variant, status, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    run_id,
+                    project,
+                    trigger,
+                    trigger_info,
+                    experiment_id,
+                    variant,
+                    status,
+                    self.instance,
+                )
+                if audit is not None:
+                    await record_audit(con, audit, source="conveyor/trainer")
         except asyncpg.UniqueViolationError as exc:
             raise ActiveRun(f"project {project!r} already has a run in progress") from exc
 

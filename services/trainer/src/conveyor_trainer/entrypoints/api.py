@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from conveyor_auth import Action, Principal, caller
+from conveyor_auth import Action, Principal, acting, caller
 from conveyor_contracts.project import EstimatorSpec
 from conveyor_runtime import NotInRegistry, ProjectCache, refusals
 
@@ -60,6 +60,10 @@ class RunInfo(BaseModel):
 Trainer = Annotated[Principal, caller(Action.TRAIN)]
 
 
+def _person(who: Principal, reason: str) -> Trigger:
+    return Trigger("person", who.name, reason, actor=acting(who, Action.TRAIN))
+
+
 def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
     api = APIRouter(tags=["trainer"])
 
@@ -74,7 +78,7 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
         if known is None:
             raise HTTPException(404, detail=f"unknown project {project!r}")
         try:
-            run_id = await runs.start(known, Trigger("person", who.name, body.reason))
+            run_id = await runs.start(known, _person(who, body.reason))
         except ActiveRun as exc:
             raise HTTPException(409, detail=str(exc)) from exc
         except OverBudget as exc:
@@ -95,7 +99,7 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
             raise HTTPException(404, detail=f"unknown project {project!r}")
         try:
             experiment_id, run_id = await runs.start_experiment(
-                known, Trigger("person", who.name, body.reason), body.variants
+                known, _person(who, body.reason), body.variants
             )
         except ActiveRun as exc:
             raise HTTPException(409, detail=str(exc)) from exc
