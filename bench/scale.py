@@ -4,8 +4,9 @@ a service in the same consumer groups, under a steady stream, while a replica jo
 
 1. The stack comes up as `conveyor up` brings it up (`conveyor_cli.stack.Stack`), the bundled
    `fraud` project is applied under a fresh name, labeled history goes in and a first model is
-   trained, promoted and served (as in bench/chaos.py). A second replica of ingest, feature and
-   serving starts (`Stack.add_replica`): same settings, same groups, an HTTP port of its own.
+   trained, promoted and served (as in bench/chaos.py), while a second replica of ingest,
+   feature and serving starts (`Stack.add_replica`: same settings, same groups, an HTTP port of
+   its own); the run goes on once every replica knows the project and serves the model.
 2. A steady stream of prediction requests and records goes to predictions.requests and
    records.submitted at `--rate`, each message with its own id as `ce_id`. Under it, after
    `--phase` seconds each:
@@ -73,6 +74,7 @@ from ledger import (
     prepare,
     ready,
     stream,
+    until,
 )
 
 from conveyor_cli.stack import ServiceProcess, Stack, tail
@@ -258,10 +260,25 @@ async def scale(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     bootstrap = stack.broker.bootstrap_servers
     run = uuid.uuid4().hex[:6]
     ledger = Ledger(run=run, project=f"fraud-scale-{run}", tag="sc", source="bench/scale")
-    await prepare(stack, ledger, args.history, args.seed)
     replicas = Replicas(stack)
-    for name in SCALED:
+    for name in SCALED:  # they start while the first model is trained
         replicas.live[name].append(stack.add_replica(name))
+    version = await prepare(stack, ledger, args.history, args.seed)
+
+    async def all_serve() -> bool:
+        """Every replica knows the project, and every serving replica serves `version`."""
+        async with httpx.AsyncClient(timeout=5) as http:
+            for proc in (p for procs in replicas.live.values() for p in procs):
+                health = (await http.get(proc.url + "/healthz")).json()
+                if ledger.project not in health.get("projects", {}):
+                    return False
+            for proc in replicas.live["serving"]:
+                models = (await http.get(proc.url + "/models")).json()
+                if (models.get(ledger.project) or {}).get("version") != version:
+                    return False
+        return True
+
+    await until(all_serve, READY_TIMEOUT_S, f"every serving replica to load v{version}")
     await settled(replicas)
     say(f"a second replica of each is ready and the groups settled ({replicas.count()})")
     gen = Stream(ledger, args.seed, mix=MIX)

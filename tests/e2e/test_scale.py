@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 
 from conveyor_cli import infra
+from conveyor_contracts import catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
 GROUPS = {
-    "conveyor-ingest.records.submitted",
-    "conveyor-feature.records.accepted",
-    "conveyor-feature.predictions.requests",
-    "conveyor-serving.predictions.enriched",
+    f"conveyor-ingest.{catalog.RECORDS_SUBMITTED.name}",
+    f"conveyor-feature.{catalog.RECORDS_ACCEPTED.name}",
+    f"conveyor-feature.{catalog.PREDICTIONS_REQUESTS.name}",
+    f"conveyor-serving.{catalog.PREDICTIONS_ENRICHED.name}",
 }
 
 
