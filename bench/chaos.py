@@ -40,19 +40,27 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 from common import say
-from ledger import Ledger, Stream, account, answers, behind, in_flight, prepare, ready, stream
+from ledger import (
+    Ledger,
+    Stream,
+    account,
+    answers,
+    behind,
+    in_flight,
+    on_a_stack,
+    prepare,
+    ready,
+    stream,
+)
 
 from conveyor_cli.stack import Stack
 
@@ -330,33 +338,11 @@ def main() -> int:
         "--drain-timeout", type=float, default=600.0, help="seconds to wait for the lag to clear"
     )
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="conveyor-chaos-"))
-    stack = Stack(state_dir=workdir)
-    say("starting the stack …")
-    stack.up()
-    assert stack.broker is not None and stack.postgres is not None
-    say(
-        f"broker: {stack.broker.kind} at {stack.broker.bootstrap_servers}; "
-        f"database: {stack.postgres.kind}"
+    return on_a_stack(
+        "chaos",
+        lambda stack: chaos(stack, args),
+        ("lost", "duplicated", "stuck_partitions", "http_5xx"),
     )
-    result: dict[str, Any] | None = None
-    try:
-        result = asyncio.run(chaos(stack, args))
-    finally:
-        stack.down()
-        failed = [
-            k
-            for k in ("lost", "duplicated", "stuck_partitions", "http_5xx")
-            if (result or {}).get(k)
-        ]
-        if result is None or failed or os.environ.get("CHAOS_KEEP_LOGS"):
-            say(f"the services' logs are kept in {workdir / 'logs'}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(result), flush=True)
-    if failed:
-        say(f"FAILED: {', '.join(f'{k} {result[k]}' for k in failed)}")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

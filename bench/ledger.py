@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
+import shutil
+import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -711,3 +716,37 @@ async def account(stack: Stack, ledger: Ledger) -> dict[str, Any]:
         "bad_kinds": dict(Counter(kind for _, kind in ledger.bad.values())),
         "evidence": evidence,
     }
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def on_a_stack(
+    name: str, run: Callable[[Stack], Awaitable[dict[str, Any]]], failing: Sequence[str]
+) -> int:
+    """Bring the stack up in a directory of its own, `run` on it and bring it down; print the
+    figures as one JSON line. The exit status is 1 when any figure named in `failing` is not
+    0; the services' logs are kept then, or when `<NAME>_KEEP_LOGS` is set."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"conveyor-{name}-"))
+    stack = Stack(state_dir=workdir)
+    say("starting the stack …")
+    stack.up()
+    assert stack.broker is not None and stack.postgres is not None
+    say(
+        f"broker: {stack.broker.kind} at {stack.broker.bootstrap_servers}; "
+        f"database: {stack.postgres.kind}"
+    )
+    result: dict[str, Any] | None = None
+    try:
+        result = asyncio.run(run(stack))
+    finally:
+        stack.down()
+        failed = [k for k in failing if (result or {}).get(k)]
+        if result is None or failed or os.environ.get(f"{name.upper()}_KEEP_LOGS"):
+            say(f"the services' logs are kept in {workdir / 'logs'}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result), flush=True)
+    if failed:
+        say(f"FAILED: {', '.join(f'{k} {result[k]}' for k in failed)}")
+    return 1 if failed else 0

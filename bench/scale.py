@@ -49,16 +49,13 @@ import asyncio
 import itertools
 import json
 import os
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -71,6 +68,7 @@ from ledger import (
     answers,
     behind,
     in_flight,
+    on_a_stack,
     prepare,
     ready,
     stream,
@@ -390,29 +388,7 @@ def main() -> int:
     for name, value in (SHORT if args.short else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    workdir = Path(tempfile.mkdtemp(prefix="conveyor-scale-"))
-    stack = Stack(state_dir=workdir)
-    say("starting the stack …")
-    stack.up()
-    assert stack.broker is not None and stack.postgres is not None
-    say(
-        f"broker: {stack.broker.kind} at {stack.broker.bootstrap_servers}; "
-        f"database: {stack.postgres.kind}"
-    )
-    result: dict[str, Any] | None = None
-    try:
-        result = asyncio.run(scale(stack, args))
-    finally:
-        stack.down()
-        failed = [k for k in ("lost", "duplicated_effects") if (result or {}).get(k)]
-        if result is None or failed or os.environ.get("SCALE_KEEP_LOGS"):
-            say(f"the services' logs are kept in {workdir / 'logs'}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(result), flush=True)
-    if failed:
-        say(f"FAILED: {', '.join(f'{k} {result[k]}' for k in failed)}")
-    return 1 if failed else 0
+    return on_a_stack("scale", lambda stack: scale(stack, args), ("lost", "duplicated_effects"))
 
 
 if __name__ == "__main__":
