@@ -7,7 +7,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c "import sys; print(sys.executable)")
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 
-.PHONY: manifests docs run up test test-unit lint format schemas bench bench-ingest bench-feature bench-chaos sync clean browser
+.PHONY: manifests docs run up test test-unit lint format schemas bench bench-ingest bench-feature bench-chaos bench-scale sync clean browser
 
 $(CURDIR)/.tools/uv/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv
@@ -60,10 +60,11 @@ schemas: sync  ## export JSON Schemas, the AsyncAPI document and the HTTP APIs (
 	$(UV) run --no-sync python -m conveyor_contracts.schemas export
 	$(UV) run --no-sync python tools/http_reference.py export
 
-# ab.py compares two revisions given on its command line; chaos.py runs for many minutes
-# (100,000 messages and six restarts): each has its own invocation.
+# ab.py compares two revisions given on its command line; chaos.py and scale.py run for many
+# minutes (six restarts; replicas joining, dying and leaving): each has its own invocation.
+# common.py and ledger.py are what the others share.
 bench: sync
-	@for b in $(filter-out bench/common.py bench/ab.py bench/chaos.py,$(wildcard bench/*.py)); do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
+	@for b in $(filter-out bench/common.py bench/ledger.py bench/ab.py bench/chaos.py bench/scale.py,$(wildcard bench/*.py)); do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
 
 bench-ingest: sync  ## ingest's records/s from Kafka beside a plain COPY; ARGS="--records 20000"
 	$(UV) run --no-sync python bench/ingest.py $(ARGS)
@@ -73,6 +74,9 @@ bench-feature: sync  ## enrichment throughput and latency beside the relay; ARGS
 
 bench-chaos: sync  ## every message accounted for through kill -9 of each service; ARGS="--messages 5000"
 	$(UV) run --no-sync python bench/chaos.py $(ARGS)
+
+bench-scale: sync  ## every request accounted for while replicas join, die and leave; ARGS="--short"
+	$(UV) run --no-sync python bench/scale.py $(ARGS)
 
 clean:
 	rm -rf .conveyor .pytest_cache .ruff_cache .mypy_cache

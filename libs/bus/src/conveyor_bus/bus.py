@@ -127,6 +127,12 @@ LAG = _meter.create_gauge(
 IN_FLIGHT = _meter.create_up_down_counter(
     "conveyor.in_flight", unit="{message}", description="Records being handled now."
 )
+REBALANCES = _meter.create_counter(
+    "conveyor.consumer.rebalances",
+    unit="{rebalance}",
+    description="Rebalances of its consumer group this consumer took part in (each ends with "
+    "an assignment to every member), by topic.",
+)
 
 T = TypeVar("T")
 
@@ -231,16 +237,20 @@ class Assignment(ConsumerRebalanceListener):
     """The partitions a group consumer's group gave it: None until the group first assigns it
     (an empty set once it has, when the group has more members than the topic partitions).
     Kept through a rebalance until the next assignment: a rebalance is no reason to be taken
-    out of service."""
+    out of service. Every assignment is counted (`conveyor_consumer_rebalances_total`): every
+    member of a group takes part in each of its rebalances, so a member present throughout
+    counts them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str) -> None:
         self.partitions: frozenset[int] | None = None
+        self._attrs = {"topic": topic}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         return None
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.partitions = frozenset(tp.partition for tp in assigned)
+        REBALANCES.add(1, self._attrs)
 
 
 class MessageTooLarge(ValueError):
@@ -577,7 +587,7 @@ class Bus:
         title = f"{self.service}:{topic.name}"
         assignment = None
         if group_id is not None:
-            assignment = self._assignments[title] = Assignment()
+            assignment = self._assignments[title] = Assignment(topic.name)
             self._groups[topic.name] = group_id
         subscriber = self.broker.subscriber(
             topic.name,

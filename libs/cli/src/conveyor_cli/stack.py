@@ -116,6 +116,7 @@ class Stack:
     postgres: infra.Postgres | None = None
     database_url: str = ""
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    replicas: list[ServiceProcess] = field(default_factory=list)  # beyond the first of each
     admin_token: str = ""
 
     @property
@@ -202,13 +203,31 @@ class Stack:
         missing = [n for n in self.services if health.get(n, {}).get("status") != "ok"]
         raise StackError(f"services not healthy after {timeout_s:.0f}s: {', '.join(missing)}")
 
+    def add_replica(self, name: str) -> ServiceProcess:
+        """Start one more process of service `name` beside the running ones: the same settings,
+        hence the same consumer groups (its group consumers share the topics' partitions with
+        the others'), on an HTTP port of its own. Returned started, not yet ready; `down()`
+        stops it with the rest."""
+        first = self.services[name]
+        port = infra.free_port()
+        n = 2 + sum(1 for r in self.replicas if r.name == name)
+        replica = ServiceProcess(
+            name,
+            port,
+            first.log_path.with_name(f"{name}-{n}.log"),
+            first.env | {"HTTP_PORT": str(port)},
+        )
+        replica.start()
+        self.replicas.append(replica)
+        return replica
+
     def check_alive(self) -> None:
         for name, service in self.services.items():
             if not service.alive():
                 raise StackError(f"{name} died; see {service.log_path}:\n{tail(service.log_path)}")
 
     def down(self) -> None:
-        for service in self.services.values():
+        for service in [*self.replicas, *self.services.values()]:
             service.stop()
         if self.broker is not None:
             self.broker.stop()
