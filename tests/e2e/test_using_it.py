@@ -2,8 +2,8 @@
 command lines (read from the README, not copied here) and its Python example, with nothing else
 than the CLI and the client library — load data, train and wait, predict with raw fields over
 Kafka and HTTP, send feedback — and the labels are seen joined to their predictions. Then a
-service killed under `conveyor up`: `conveyor status` fails while it is away, and counts the
-restart once `up` has brought it back."""
+service stopped under `conveyor up`: `conveyor status` fails while it does not answer; killed,
+it is restarted by `up`, and status counts the restart once it is back."""
 
 from __future__ import annotations
 
@@ -190,13 +190,14 @@ def _killed_and_restarted(terminal: Terminal, service: str) -> None:
     assert rows["serving"]["models"]["projects"]["fraud"]["champion"] >= 1  # trained above
     assert all(entry["lag"] >= 0 for entry in rows["feedback"]["lag"])
     pid = rows[service]["process"]["pid"]
-    os.kill(pid, signal.SIGKILL)
-
-    def away() -> bool:
+    # Stopped first, so the outage lasts until the kill: `conveyor up` restarts a dead service
+    # within seconds, sooner than a status call may take on a busy machine.
+    os.kill(pid, signal.SIGSTOP)
+    try:
         code, rows = _status(terminal)
-        return code == 1 and rows[service]["status"] != "ready"
-
-    until(away, 30, f"status to fail while {service} is away")
+        assert code == 1 and rows[service]["status"] == "unreachable", rows[service]
+    finally:
+        os.kill(pid, signal.SIGKILL)
 
     def back() -> dict | None:
         code, rows = _status(terminal)
