@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import jwt
 from authlib.common.security import generate_token
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2 import OAuth2Error
 
@@ -121,7 +122,7 @@ class OidcSignIn:
                 tokens = await client.fetch_token(
                     endpoint, code=code, code_verifier=pending["verifier"]
                 )
-        except (OAuth2Error, httpx.HTTPError, ValueError) as exc:
+        except (OAuthError, OAuth2Error, httpx.HTTPError, ValueError) as exc:
             raise SignInError(f"the identity provider refused the sign-in: {exc}") from exc
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):

@@ -61,9 +61,7 @@ def _reason(answer: httpx.Response) -> str:
 class Services:
     """One HTTP client for the services the console reads and writes through."""
 
-    def __init__(
-        self, urls: dict[str, str], *, timeout_s: float, transport: Any = None
-    ) -> None:
+    def __init__(self, urls: dict[str, str], *, timeout_s: float, transport: Any = None) -> None:
         self.urls = {name: url.rstrip("/") for name, url in urls.items()}
         self.http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
 
@@ -87,7 +85,9 @@ class Services:
                 method, url, params=query, json=json, headers=caller.headers()
             )
         except httpx.HTTPError as exc:
-            raise Unreachable(service, 503, f"{service} did not answer ({type(exc).__name__})") from exc
+            raise Unreachable(
+                service, 503, f"{service} did not answer ({type(exc).__name__})"
+            ) from exc
         if answer.status_code >= 400:
             raise ServiceError(service, answer.status_code, _reason(answer))
         try:

@@ -137,7 +137,9 @@ def router() -> APIRouter:
             return await _project_page(
                 request, name, problems=[f"Not asked: {exc.reason}"], form=form, status=exc.status
             )
-        session.flash("ok", f"Asked for v{asked['version']} as {asked['alias']} (request {asked['id']}).")
+        session.flash(
+            "ok", f"Asked for v{asked['version']} as {asked['alias']} (request {asked['id']})."
+        )
         return RedirectResponse("/approvals", status_code=303)
 
     @api.get("/approvals")
@@ -155,7 +157,9 @@ def router() -> APIRouter:
             out = []
             for request_ in found:
                 version = await _or_none(
-                    services.get(caller, "registry", f"/projects/{name}/versions/{request_['version']}")
+                    services.get(
+                        caller, "registry", f"/projects/{name}/versions/{request_['version']}"
+                    )
                 )
                 out.append(
                     request_
@@ -179,13 +183,19 @@ def router() -> APIRouter:
     async def decide(request: Request, project: str, request_id: str, decision: str) -> Response:
         console = _console(request)
         name = _project(project)
-        if decision not in ("approve", "reject") or not request_id.isdigit() or len(request_id) > 12:
+        if (
+            decision not in ("approve", "reject")
+            or not request_id.isdigit()
+            or len(request_id) > 12
+        ):
             raise Refused(404, "No such request or decision.")
         session, form = await console.posted(request)
         _session, _person, caller = console.person(request)
         reason = form.get("reason", "").strip()
         if not reason or len(reason) > MAX_REASON:
-            session.flash("error", f"Give the reason for your decision (at most {MAX_REASON} characters).")
+            session.flash(
+                "error", f"Give the reason for your decision (at most {MAX_REASON} characters)."
+            )
             return RedirectResponse("/approvals", status_code=303)
         try:
             decided = await console.services.post(

@@ -126,7 +126,11 @@ class ConsoleApp:
         session = self.session(request)
         if session is None or session.person is None:
             raise SignInNeeded
-        return session, session.person, Caller(session.credential, f"console-{secrets.token_hex(8)}")
+        return (
+            session,
+            session.person,
+            Caller(session.credential, f"console-{secrets.token_hex(8)}"),
+        )
 
     def with_cookie(self, response: Response, session: Session) -> Response:
         response.set_cookie(
@@ -146,9 +150,7 @@ class ConsoleApp:
         context.setdefault("person", session.person if session else None)
         context["csrf"] = session.csrf if session else ""
         context["flashes"] = session.take_flashes() if session else []
-        response = self.templates.TemplateResponse(
-            request, template, context, status_code=status
-        )
+        response = self.templates.TemplateResponse(request, template, context, status_code=status)
         if session is not None:
             self.with_cookie(response, session)
         return response
@@ -260,4 +262,3 @@ class ConsoleApp:
 def console_of(request: Request) -> ConsoleApp:
     console: ConsoleApp = request.app.state.console
     return console
-
