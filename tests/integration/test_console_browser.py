@@ -16,7 +16,6 @@ tests/integration/test_monitor.py covers it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import AsyncIterator, Iterator

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from conveyor_auth import Action
 
-from ..adapters.services import Caller, ServiceError
+from ..adapters.services import ServiceError
 from ..domain.views import (
     aliases_by_name,
     comparisons,
@@ -115,7 +115,7 @@ def router() -> APIRouter:
         console = _console(request)
         name = _project(project)
         session, form = await console.posted(request)
-        _session, person, caller = console.person(request)
+        _session, _person, caller = console.person(request)
         problems = []
         version_text = form.get("version", "").strip()
         if not version_text.isdigit() or not 1 <= int(version_text) <= MAX_VERSION:
