@@ -26,8 +26,7 @@ import pytest
 
 from conveyor_bus.topics import ensure_topics
 from conveyor_cli import infra
-from conveyor_cli.kubernetes.values import PORTS
-from conveyor_cli.kubernetes.values import CONSOLE_PORT
+from conveyor_cli.kubernetes.values import CONSOLE_PORT, PORTS
 from conveyor_contracts import CONSOLE, SERVICES
 from tests.dockerfile_replay import Replay, ReplayError, instruction, stage
 

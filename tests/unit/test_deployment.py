@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conveyor_cli.kubernetes.values import PORTS
-from conveyor_cli.kubernetes.values import CONSOLE_PORT
+from conveyor_cli.kubernetes.values import CONSOLE_PORT, PORTS
 from conveyor_contracts import CONSOLE, SERVICES
 from tests.dockerfile_replay import instruction, stage
 

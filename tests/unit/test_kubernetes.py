@@ -20,11 +20,10 @@ import yaml
 
 from conveyor_cli.commands.kube import KUSTOMIZATION, manifest
 from conveyor_cli.kubernetes import PORTS, STREAM_SERVICES, Values, ValuesError, load, render
-from conveyor_cli.kubernetes.values import CONSOLE_PORT
-from conveyor_contracts import CONSOLE
 from conveyor_cli.kubernetes.render import consumed, max_replicas
+from conveyor_cli.kubernetes.values import CONSOLE_PORT
 from conveyor_cli.main import run
-from conveyor_contracts import CATALOG, by_name
+from conveyor_contracts import CATALOG, CONSOLE, by_name
 from tests.k8s_crds import SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[2]
