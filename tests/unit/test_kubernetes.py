@@ -21,8 +21,9 @@ import yaml
 from conveyor_cli.commands.kube import KUSTOMIZATION, manifest
 from conveyor_cli.kubernetes import PORTS, STREAM_SERVICES, Values, ValuesError, load, render
 from conveyor_cli.kubernetes.render import consumed, max_replicas
+from conveyor_cli.kubernetes.values import CONSOLE_PORT
 from conveyor_cli.main import run
-from conveyor_contracts import CATALOG, by_name
+from conveyor_contracts import CATALOG, CONSOLE, by_name
 from tests.k8s_crds import SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +108,9 @@ def test_every_resource_is_valid_for_kubernetes_or_its_operator(item):
             pytest.fail(f"Kubernetes {version}: {'/'.join(map(str, exc.path))}: {exc.message}")
 
 
+COMPONENTS = PORTS | {CONSOLE: CONSOLE_PORT}  # the services, and the console beside them
+
+
 def _kinds(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
@@ -123,8 +127,8 @@ def test_each_service_runs_probed_on_its_own_health_with_requests_and_a_budget(n
     deployments = _kinds(docs, "Deployment")
     services = _kinds(docs, "Service")
     budgets = _kinds(docs, "PodDisruptionBudget")
-    assert sorted(deployments) == sorted(f"conveyor-{s}" for s in PORTS)
-    for service, port in PORTS.items():
+    assert sorted(deployments) == sorted(f"conveyor-{s}" for s in COMPONENTS)
+    for service, port in COMPONENTS.items():
         deployment = deployments[f"conveyor-{service}"]
         pod = deployment["spec"]["template"]
         (container,) = pod["spec"]["containers"]
@@ -153,7 +157,7 @@ def _settings_variables(service: str) -> set[str]:
 
 @pytest.mark.parametrize("name", RENDERS)
 def test_every_variable_is_one_its_service_reads(name):
-    for service in PORTS:
+    for service in COMPONENTS:
         deployment = _kinds(RENDERS[name], "Deployment")[f"conveyor-{service}"]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         names = {e["name"] for e in container["env"]}
@@ -164,8 +168,37 @@ def test_every_variable_is_one_its_service_reads(name):
         }
         assert names <= known, names - known
         assert len(names) == len(container["env"]), "a variable set twice"
-        if service != "serving":
+        if service not in ("serving", CONSOLE):
             assert "DATABASE_URL" in names
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_the_console_runs_once_without_kafka_or_a_database_and_calls_the_services(name):
+    docs = RENDERS[name]
+    deployment = _kinds(docs, "Deployment")["conveyor-console"]
+    assert deployment["spec"]["replicas"] == 1  # its sessions are in memory
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert not {n for n in env if n.startswith("KAFKA_")} and "DATABASE_URL" not in env
+    assert env["REGISTRY_URL"] == f"http://conveyor-registry:{PORTS['registry']}"
+    assert env["MONITOR_URL"] == f"http://conveyor-monitor:{PORTS['monitor']}"
+    assert "conveyor-console" not in _kinds(docs, "KafkaUser")
+    assert "conveyor-console" not in _kinds(docs, "ScaledObject")
+    mounted = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/etc/conveyor/kafka-ca" not in mounted
+
+
+def test_the_console_can_be_left_out_and_given_its_identity_provider():
+    values = Values.model_validate(
+        {"console": {"env": {"CONVEYOR_OIDC_ISSUER": "https://sso.example.com/realms/ml"}}}
+    )
+    deployment = _kinds(render(values), "Deployment")["conveyor-console"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "CONVEYOR_OIDC_ISSUER", "value": "https://sso.example.com/realms/ml"} in (
+        container["env"]
+    )
+    without = render(Values.model_validate({"console": {"enabled": False}}))
+    assert "conveyor-console" not in _kinds(without, "Deployment")
 
 
 def _secrets_referenced(docs: list[dict[str, Any]]) -> set[str]:
@@ -234,7 +267,8 @@ def test_strimzi_owns_every_topic_and_the_services_create_none():
     docs = RENDERS["operators"]
     topics = {t["spec"]["topicName"] for t in _kinds(docs, "KafkaTopic").values()}
     assert topics == {n for s in CATALOG for n in (s.name, s.dlq)}
-    for deployment in _kinds(docs, "Deployment").values():
+    for service in PORTS:  # the console has no Kafka client (its own test)
+        deployment = _kinds(docs, "Deployment")[f"conveyor-{service}"]
         env = {
             e["name"]: e.get("value")
             for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]

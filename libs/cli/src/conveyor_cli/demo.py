@@ -25,7 +25,7 @@ import httpx
 from rich.console import Console
 
 from conveyor_client import Config
-from conveyor_contracts import catalog
+from conveyor_contracts import SERVICES, catalog
 from conveyor_contracts.events import (
     AliasMoved,
     DriftDetected,
@@ -164,6 +164,8 @@ class Demo:
 
     async def _all_know(self, project: str) -> bool:
         for service in self.urls:
+            if service not in SERVICES:
+                continue  # the console holds no project of its own
             health = await self._get(service, "/healthz")
             if service != "registry" and project not in health.get("projects", {}):
                 return False

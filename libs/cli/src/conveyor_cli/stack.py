@@ -1,4 +1,5 @@
-"""The running platform: broker, database and the seven services as supervised processes.
+"""The running platform: broker, database, the seven services and the console as supervised
+processes.
 
 `Stack.up()` brings everything up on this machine (embedded broker and Postgres unless
 `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` say otherwise), waits until every service answers
@@ -27,7 +28,7 @@ import httpx
 
 from conveyor_auth import Role, TokenFile, token_digest
 from conveyor_bus import ensure_topics
-from conveyor_contracts import SERVICES
+from conveyor_contracts import CONSOLE, SERVICES
 
 from . import infra
 from .home import (
@@ -133,9 +134,9 @@ class Stack:
             self.database_url = self.postgres.url
             asyncio.run(ensure_topics(self.broker.bootstrap_servers))
             service_tokens = self._tokens()
-            ports = {name: infra.free_port() for name in SERVICES}
+            ports = {name: infra.free_port() for name in (*SERVICES, CONSOLE)}
             base = {k: v for k, v in os.environ.items() if not k.startswith("HTTP_")}
-            for name in SERVICES:
+            for name in ports:
                 env = (
                     base
                     | self.broker.client_env()
@@ -143,6 +144,7 @@ class Stack:
                         "DATABASE_URL": self.database_url,
                         "REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
                         "FEATURE_URL": f"http://127.0.0.1:{ports['feature']}",
+                        "MONITOR_URL": f"http://127.0.0.1:{ports['monitor']}",
                         "HTTP_HOST": "127.0.0.1",
                         "HTTP_PORT": str(ports[name]),
                         "OTEL_SERVICE_NAME": f"conveyor-{name}",

@@ -52,7 +52,17 @@ from .errors import ConfigurationError
 from .kafka_security import FIELDS as SECURITY_FIELDS
 from .kafka_security import KafkaSecurity, KafkaSecurityError
 
-SERVICES = ("ingest", "feature", "trainer", "registry", "serving", "monitor", "feedback")
+# Where each is found; the console is one too, for `conveyor status` (the client calls it never).
+SERVICES = (
+    "ingest",
+    "feature",
+    "trainer",
+    "registry",
+    "serving",
+    "monitor",
+    "feedback",
+    "console",
+)
 STATE_DIR = ".conveyor"  # where `conveyor up` records the stack, in its working directory
 STACK_FILE = "stack.json"
 TOKEN_FILE = "token"

@@ -1,7 +1,7 @@
 """Conveyor's contracts: model projects, events, the topic catalog and the envelope."""
 
 from . import events
-from .catalog import CATALOG, DLQ_SUFFIX, SERVICES, TopicSpec, by_name
+from .catalog import CATALOG, CONSOLE, DLQ_SUFFIX, SERVICES, TopicSpec, by_name
 from .envelope import (
     DEADLINE,
     FORWARDED_HEADERS,
@@ -18,6 +18,7 @@ from .records import MAX_ID_LENGTH, Contract, ContractViolation, contract_of
 
 __all__ = [
     "CATALOG",
+    "CONSOLE",
     "DEADLINE",
     "DLQ_SUFFIX",
     "FORWARDED_HEADERS",

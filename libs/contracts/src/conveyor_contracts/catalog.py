@@ -267,6 +267,10 @@ CATALOG: tuple[TopicSpec, ...] = (
 )
 
 SERVICES = _services
+# The web application for people (services/console): built from the same Dockerfile and started
+# by `conveyor up` like a service, but it calls the services' HTTP APIs only: no topic, no
+# consumer group, no database of its own.
+CONSOLE = "console"
 
 
 def by_name(name: str) -> TopicSpec:

@@ -25,16 +25,21 @@ def _could_not(what: str, exc: Exception) -> CliError:
 
 
 def _where(stack: Stack) -> dict[str, Any]:
+    from ..home import ADMIN_TOKEN_FILE
+
     assert stack.broker is not None and stack.postgres is not None
     return {
         "broker": {"bootstrap_servers": stack.broker.bootstrap_servers, "kind": stack.broker.kind},
         "database": {"kind": stack.postgres.kind},
         "services": stack.urls,
         "logs": str(stack.state_dir / "logs"),
+        "token": str(stack.state_dir / ADMIN_TOKEN_FILE),
     }
 
 
 def _banner(where: dict[str, Any], *, as_json: bool = False, err: bool = False) -> None:
+    from conveyor_contracts import CONSOLE
+
     if as_json:
         output.emit_json(where)
         return
@@ -42,10 +47,18 @@ def _banner(where: dict[str, Any], *, as_json: bool = False, err: bool = False) 
     rows = [
         ("broker", broker["bootstrap_servers"], broker["kind"]),
         ("database", "", where["database"]["kind"]),
-        *((name, url, f"{url}/docs") for name, url in where["services"].items()),
+        *(
+            (name, url, "sign in here" if name == CONSOLE else f"{url}/docs")
+            for name, url in where["services"].items()
+        ),
     ]
     output.table(("component", "where", ""), rows, title="Conveyor is running", err=err)
     output.note(f"logs: {where['logs']}")
+    if CONSOLE in where["services"]:
+        output.note(
+            f"console: {where['services'][CONSOLE]} (sign in with the local admin's token, "
+            f"in {where['token']}, or `conveyor token issue NAME --role viewer`)"
+        )
 
 
 @app.command()

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor_contracts import CATALOG, TopicSpec
+from conveyor_contracts import CATALOG, CONSOLE, TopicSpec
 from conveyor_contracts.strimzi import kafka_topics
 
-from .values import NO_DATABASE, PORTS, STREAM_SERVICES, Values
+from .values import CONSOLE_PORT, NO_DATABASE, PORTS, STREAM_SERVICES, Resources, Values
 
 Resource = dict[str, Any]
 
@@ -129,6 +129,8 @@ def render(values: Values) -> list[Resource]:
         out.append(cloudnativepg(values))
     for name in PORTS:
         out += service_resources(values, name)
+    if values.console.enabled:
+        out += console_resources(values)
     return out
 
 
@@ -379,6 +381,28 @@ def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
 
 def deployment(values: Values, service: str) -> Resource:
     config = values.services[service]
+    return _deployment(
+        values,
+        service,
+        port=PORTS[service],
+        env=container_env(values, service),
+        resources=config.resources,
+        replicas=None if autoscaled(values, service) else config.replicas,
+        kafka=True,
+    )
+
+
+def _deployment(
+    values: Values,
+    service: str,
+    *,
+    port: int,
+    env: list[dict[str, Any]],
+    resources: Resources,
+    replicas: int | None,
+    kafka: bool,
+) -> Resource:
+    """A component's Deployment; `replicas` None: KEDA's to set, never reset by an apply."""
     name = Names(values).service(service)
     mounts: list[dict[str, Any]] = [
         {"name": "tokens", "mountPath": TOKENS_DIR, "readOnly": True},
@@ -394,7 +418,7 @@ def deployment(values: Values, service: str) -> Resource:
         },
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
-    if (ca := _kafka_ca(values)) is not None:
+    if kafka and (ca := _kafka_ca(values)) is not None:
         secret, key = ca
         mounts.append({"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True})
         volumes.append(
@@ -407,11 +431,11 @@ def deployment(values: Values, service: str) -> Resource:
         "name": service,
         "image": f"{values.image.registry}/conveyor-{service}:{values.image.tag}",
         "imagePullPolicy": values.image.pull_policy,
-        "ports": [{"name": "http", "containerPort": PORTS[service], "protocol": "TCP"}],
-        "env": container_env(values, service),
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "env": env,
         "resources": {
-            "requests": {"cpu": config.resources.cpu, "memory": config.resources.memory},
-            "limits": {"memory": config.resources.memory_limit},
+            "requests": {"cpu": resources.cpu, "memory": resources.memory},
+            "limits": {"memory": resources.memory_limit},
         },
         # Up to three minutes to start: the broker awaited (KAFKA_CONNECT_TIMEOUT_S), the
         # registry's changelog read, serving's models loaded.
@@ -436,7 +460,7 @@ def deployment(values: Values, service: str) -> Resource:
                 "labels": labels(values, service),
                 "annotations": {
                     "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(PORTS[service]),
+                    "prometheus.io/port": str(port),
                     "prometheus.io/path": "/metrics",
                 },
             },
@@ -467,8 +491,8 @@ def deployment(values: Values, service: str) -> Resource:
         spec["template"]["spec"]["imagePullSecrets"] = [
             {"name": s} for s in values.image.pull_secrets
         ]
-    if not autoscaled(values, service):
-        spec["replicas"] = config.replicas  # else KEDA's to set: never reset by an apply
+    if replicas is not None:
+        spec["replicas"] = replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -482,9 +506,16 @@ def autoscaled(values: Values, service: str) -> bool:
 
 
 def service_resources(values: Values, service: str) -> list[Resource]:
+    out = [deployment(values, service), *_reachable(values, service, PORTS[service])]
+    if autoscaled(values, service):
+        out += keda(values, service)
+    return out
+
+
+def _reachable(values: Values, service: str, port: int) -> list[Resource]:
+    """A component's Service (its port, by name) and its PodDisruptionBudget."""
     name = Names(values).service(service)
-    out = [
-        deployment(values, service),
+    return [
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -494,7 +525,7 @@ def service_resources(values: Values, service: str) -> list[Resource]:
                 "ports": [
                     {
                         "name": "http",
-                        "port": PORTS[service],
+                        "port": port,
                         "targetPort": "http",
                         "protocol": "TCP",
                     }
@@ -508,9 +539,38 @@ def service_resources(values: Values, service: str) -> list[Resource]:
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(values, service)}},
         },
     ]
-    if autoscaled(values, service):
-        out += keda(values, service)
-    return out
+
+
+# --- the console --------------------------------------------------------------------------------
+
+
+def console_resources(values: Values) -> list[Resource]:
+    """The web application for people: no Kafka, no database; one replica, since it keeps
+    sessions in memory (a second would not know who signed in on the first)."""
+    names = Names(values)
+    console = values.console
+    env: list[dict[str, Any]] = [
+        {"name": "HTTP_HOST", "value": "0.0.0.0"},
+        {"name": "HTTP_PORT", "value": str(CONSOLE_PORT)},
+        {
+            "name": "REGISTRY_URL",
+            "value": f"http://{names.service('registry')}:{PORTS['registry']}",
+        },
+        {"name": "MONITOR_URL", "value": f"http://{names.service('monitor')}:{PORTS['monitor']}"},
+        {"name": "CONVEYOR_TOKENS_FILE", "value": f"{TOKENS_DIR}/tokens.json"},
+    ]
+    env = [e for e in env if e["name"] not in console.env]
+    env += [{"name": k, "value": v} for k, v in sorted(console.env.items())]
+    made = _deployment(
+        values,
+        CONSOLE,
+        port=CONSOLE_PORT,
+        env=env,
+        resources=console.resources,
+        replicas=1,
+        kafka=False,
+    )
+    return [made, *_reachable(values, CONSOLE, CONSOLE_PORT)]
 
 
 # --- autoscaling on consumer lag through KEDA ---------------------------------------------------

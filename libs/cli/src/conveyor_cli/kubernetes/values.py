@@ -25,6 +25,9 @@ PORTS = {
     "monitor": 8106,
     "feedback": 8107,
 }
+# The console's port (its bootstrap's http_port): it is no service of the topics (no Kafka user,
+# no database), so it is kept apart from PORTS.
+CONSOLE_PORT = 8108
 # The services that read Kafka as a stream and may run as many replicas as their topics have
 # partitions, scaled on their consumer groups' lag. The trainer and the registry keep the
 # replicas they are given.
@@ -151,6 +154,18 @@ class Service(Strict):
     )
 
 
+class Console(Strict):
+    """The web application for people, which calls the registry and the monitor as whoever
+    signed in. Give it the identity provider through `env` (`CONVEYOR_OIDC_ISSUER`, ...,
+    `CONSOLE_PUBLIC_URL`, `CONSOLE_SECURE_COOKIE`), as the services get theirs."""
+
+    enabled: bool = True
+    resources: Resources = Resources(cpu="100m", memory="256Mi", memory_limit="512Mi")
+    env: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = Field(
+        default_factory=dict, description="More of the console's settings (variables)."
+    )
+
+
 def _defaults() -> dict[str, Service]:
     lag = {"ingest": 5000, "feature": 2000, "serving": 500, "monitor": 5000, "feedback": 1000}
     big = Resources(cpu="500m", memory="1Gi", memory_limit="2Gi")
@@ -180,6 +195,7 @@ class Values(Strict):
     service_tokens_secret: Name = "conveyor-service-tokens"
     otel_endpoint: str | None = None
     services: dict[str, Service] = Field(default_factory=_defaults)
+    console: Console = Console()
 
     @field_validator("services", mode="after")
     @classmethod

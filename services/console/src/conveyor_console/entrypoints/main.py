@@ -1,0 +1,5 @@
+from ..bootstrap import bootstrap
+
+
+def main() -> None:
+    bootstrap().serve()
