@@ -75,7 +75,7 @@ def cli_page() -> str:
 
     root = typer.main.get_command(app)
     lines = [
-        "# The `conveyor` command",
+        "# Command-line reference",
         "",
         *_generated(
             "each entry is what `conveyor COMMAND --help` says. How to use the command, its "
