@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import generated  # tools/generated.py: what the generators share
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "reference"
 SERVICES = ("ingest", "feature", "trainer", "registry", "serving", "monitor", "feedback")
@@ -504,37 +506,8 @@ def topics_page() -> str:
 # --- the AsyncAPI document --------------------------------------------------------------------
 
 
-def _schema_type(schema: dict[str, Any]) -> str:
-    if "$ref" in schema:
-        return f"`{schema['$ref'].rsplit('/', 1)[-1]}`"
-    for combined in ("anyOf", "oneOf", "allOf"):
-        if combined in schema:
-            return " or ".join(_schema_type(s) for s in schema[combined])
-    kind = schema.get("type")
-    if kind == "array":
-        return f"list of {_schema_type(schema.get('items', {}))}"
-    if "enum" in schema:
-        return " or ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
-    if "const" in schema:
-        return f"`{json.dumps(schema['const'])}`"
-    text = str(kind or "any")
-    if fmt := schema.get("format"):
-        text += f" ({fmt})"
-    return text
-
-
 def _field_table(schema: dict[str, Any]) -> list[str]:
-    properties = schema.get("properties")
-    if not properties:
-        return [f"A {_schema_type(schema)}.", ""]
-    required = set(schema.get("required", []))
-    lines = ["| field | type | required | what |", "|---|---|---|---|"]
-    for name, prop in properties.items():
-        lines.append(
-            f"| `{name}` | {_cell(_schema_type(prop))} | {'yes' if name in required else ''} | "
-            f"{_cell(prop.get('description'))} |"
-        )
-    return [*lines, ""]
+    return generated.field_table(schema) or [f"A {generated.schema_type(schema)}.", ""]
 
 
 def asyncapi_page() -> str:
@@ -616,31 +589,9 @@ def render() -> dict[Path, str]:
 
 
 def check() -> list[str]:
-    """The pages that differ from a fresh export (empty when all are current)."""
-    return [
-        str(path.relative_to(ROOT))
-        for path, text in render().items()
-        if not path.exists() or path.read_text() != text
-    ]
-
-
-def export() -> list[str]:
-    written = []
-    for path, text in render().items():
-        if not path.exists() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            written.append(str(path.relative_to(ROOT)))
-    return written
+    """The files that differ from a fresh export (empty when all are current)."""
+    return generated.stale(render)
 
 
 if __name__ == "__main__":
-    command = sys.argv[1] if len(sys.argv) > 1 else "export"
-    if command == "check":
-        stale = check()
-        if stale:
-            print("out of date (run `make schemas`):", *stale, sep="\n  ")
-            sys.exit(1)
-    else:
-        for name in export():
-            print("wrote", name)
+    sys.exit(generated.main(render, sys.argv[1:]))

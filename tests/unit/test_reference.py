@@ -3,7 +3,6 @@ what it claims to: every command, every setting, every metric, every topic and c
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -11,9 +10,9 @@ import pytest
 
 from conveyor_contracts import CATALOG
 from conveyor_contracts.schemas import asyncapi
+from tests.tools import load
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "tools" / "reference.py"
 PAGES = ROOT / "docs" / "reference"
 # An instrument as the code creates it (name, kind, unit): read independently of the tool.
 _INSTRUMENT = re.compile(
@@ -25,11 +24,7 @@ _INSTRUMENT = re.compile(
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("reference", TOOL)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("reference")
 
 
 def test_the_committed_reference_is_the_export_of_the_code(tool):
