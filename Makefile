@@ -56,9 +56,10 @@ manifests: sync  ## render deploy/kubernetes/{operators,external}/ from their va
 	  $(UV) run --no-sync conveyor kube render --values deploy/kubernetes/values-$$profile.yaml \
 	    --out deploy/kubernetes/$$profile || exit 1; done
 
-schemas: sync  ## export JSON Schemas, the AsyncAPI document and the HTTP APIs (schemas/, docs/http.md)
+schemas: sync  ## export JSON Schemas, the AsyncAPI document, the HTTP APIs and the reference pages (schemas/, docs/)
 	$(UV) run --no-sync python -m conveyor_contracts.schemas export
 	$(UV) run --no-sync python tools/http_reference.py export
+	$(UV) run --no-sync python tools/reference.py export
 
 # ab.py compares two revisions given on its command line; chaos.py and scale.py run for many
 # minutes (six restarts; replicas joining, dying and leaving): each has its own invocation.

@@ -4,7 +4,8 @@
    environment names others); `up_ready_s` is the time from the command until every service
    answers `/readyz` (its consumers assigned), which is when traffic can flow.
 2. The bundled `fraud` project is applied, its sample history ingested and a model trained,
-   promoted and loaded by serving, as the README's "Using it" does with the CLI.
+   promoted and loaded by serving, as "Using it" in docs/getting-started.md does
+   with the CLI.
 3. Then `--idle` seconds with no traffic: each service's CPU time over the wall time is its core
    share; `idle_cpu_core_share` is the services' sum, `idle_broker_cpu_core_share` the embedded
    broker's (driven by the services' fetches and heartbeats); `rss_mb` each service's resident

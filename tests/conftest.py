@@ -1,5 +1,6 @@
-"""Shared fixtures: a broker and a Postgres server chosen as DESIGN.md says (environment →
-testcontainers when a Docker engine answers → embedded), and a fresh database per test.
+"""Shared fixtures: a broker and a Postgres server chosen as docs/development.md says
+(environment → testcontainers when a Docker engine answers → embedded), and a fresh database per
+test.
 
 The embedded broker is each test's own: it starts in a twentieth of a second, and a test then
 finds no records, consumer groups or group members left by the tests before it (a service's

@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import generated  # tools/generated.py: what the generators share
+from generated import cell as _cell
+from generated import schema_type as _type
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("ingest", "feature", "trainer", "registry", "serving", "monitor", "feedback")
 HEALTH = {"/healthz", "/readyz", "/metrics"}
@@ -29,47 +33,11 @@ def documents() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _type(schema: dict[str, Any]) -> str:
-    if "$ref" in schema:
-        return f"`{schema['$ref'].rsplit('/', 1)[-1]}`"
-    for combined in ("anyOf", "oneOf"):
-        if combined in schema:
-            return " \\| ".join(_type(s) for s in schema[combined])
-    kind = schema.get("type")
-    if kind == "array":
-        return f"list of {_type(schema.get('items', {}))}"
-    if kind == "object" or "additionalProperties" in schema:
-        return "object"
-    if "enum" in schema:
-        return " \\| ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
-    if "const" in schema:
-        return f"`{json.dumps(schema['const'])}`"
-    text = str(kind or "any")
-    if fmt := schema.get("format"):
-        text += f" ({fmt})"
-    return text
-
-
-def _cell(text: str | None) -> str:
-    return " ".join((text or "").split()).replace("|", "\\|")
-
-
 def _fields(schema: dict[str, Any], components: dict[str, Any]) -> list[str]:
-    """A table of an object body's fields (one level; nested objects are named by type)."""
+    """A table of an object body's fields."""
     if "$ref" in schema:
         schema = components[schema["$ref"].rsplit("/", 1)[-1]]
-    properties = schema.get("properties")
-    if not properties:
-        return [f"Body: {_type(schema)}.", ""]
-    required = set(schema.get("required", []))
-    lines = ["| field | type | required | description |", "|---|---|---|---|"]
-    for name, prop in properties.items():
-        lines.append(
-            f"| `{name}` | {_type(prop)} | {'yes' if name in required else 'no'} | "
-            f"{_cell(prop.get('description'))} |"
-        )
-    lines.append("")
-    return lines
+    return generated.field_table(schema) or [f"Body: {_type(schema)}.", ""]
 
 
 def _what(operation: dict[str, Any]) -> str:
@@ -154,30 +122,8 @@ def render() -> dict[Path, str]:
 
 def check() -> list[str]:
     """The files that differ from a fresh export (empty when all are current)."""
-    return [
-        str(path.relative_to(ROOT))
-        for path, text in render().items()
-        if not path.exists() or path.read_text() != text
-    ]
-
-
-def export() -> list[str]:
-    written = []
-    for path, text in render().items():
-        if not path.exists() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            written.append(str(path.relative_to(ROOT)))
-    return written
+    return generated.stale(render)
 
 
 if __name__ == "__main__":
-    command = sys.argv[1] if len(sys.argv) > 1 else "export"
-    if command == "check":
-        stale = check()
-        if stale:
-            print("out of date (run `make schemas`):", *stale, sep="\n  ")
-            sys.exit(1)
-    else:
-        for name in export():
-            print("wrote", name)
+    sys.exit(generated.main(render, sys.argv[1:]))

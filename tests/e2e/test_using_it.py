@@ -1,9 +1,9 @@
-"""The README's "Using it", run as written: `conveyor up` in one folder, then the README's own
-command lines (read from the README, not copied here) and its Python example, with nothing else
-than the CLI and the client library — load data, train and wait, predict with raw fields over
-Kafka and HTTP, send feedback — and the labels are seen joined to their predictions. Then a
-service stopped under `conveyor up`: `conveyor status` fails while it does not answer; killed,
-it is restarted by `up`, and status counts the restart once it is back."""
+"""Getting started's "Using it" (docs/getting-started.md), run as written: `conveyor up` in one
+folder, then the page's own command lines (read from the page, not copied here) and its Python
+example, with nothing else than the CLI and the client library — load data, train and wait,
+predict with raw fields over Kafka and HTTP, send feedback — and the labels are seen joined to
+their predictions. Then a service stopped under `conveyor up`: `conveyor status` fails while it
+does not answer; killed, it is restarted by `up`, and status counts the restart once it is back."""
 
 from __future__ import annotations
 
@@ -24,17 +24,17 @@ from tests.e2e.support import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "getting-started.md"
 
 
 def _block(kind: str) -> str:
-    found = re.search(rf"<!-- using-it: {kind} -->\n```\w+\n(.*?)```", README.read_text(), re.S)
-    assert found, f"the README has no '{kind}' block under Using it"
+    found = re.search(rf"<!-- using-it: {kind} -->\n```\w+\n(.*?)```", GUIDE.read_text(), re.S)
+    assert found, f"{GUIDE.name} has no '{kind}' block under Using it"
     return found[1]
 
 
 def _commands() -> list[list[str]]:
-    """Each line of the README's CLI block as words, without its comment."""
+    """Each line of the page's CLI block as words, without its comment."""
     lines = [line.split("  #")[0].strip() for line in _block("cli").splitlines()]
     return [shlex.split(line) for line in lines if line]
 

@@ -360,7 +360,7 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url, mo
                 "class_path": "sklearn.linear_model.LogisticRegression",
                 "params": {"C": 0.01, "max_iter": 3},
             },
-            # The README's variant: a forest behind the default StandardScaler.
+            # docs/training.md's variant: a forest behind the default StandardScaler.
             {
                 "class_path": "sklearn.ensemble.RandomForestClassifier",
                 "params": {"n_estimators": 50},

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "http_reference.py"
+from tests.tools import TOOLS, load
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("http_reference", TOOL)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("http_reference")
 
 
 def test_the_committed_http_reference_is_the_export_of_the_code():
@@ -22,7 +15,7 @@ def test_the_committed_http_reference_is_the_export_of_the_code():
 
 def test_every_write_is_marked_as_needing_a_token():
     tool = _tool()
-    page = (TOOL.parents[1] / "docs" / "http.md").read_text()
+    page = (TOOLS.parent / "docs" / "http.md").read_text()
     for service, doc in tool.documents().items():
         for path, methods in doc["paths"].items():
             for method in methods:

@@ -92,12 +92,15 @@ CONSUMED = _meter.create_counter(
     "conveyor.messages.consumed", unit="{message}", description="Records read, by topic."
 )
 PRODUCED = _meter.create_counter(
-    "conveyor.messages.produced", unit="{message}", description="Records acknowledged, by topic."
+    "conveyor.messages.produced",
+    unit="{message}",
+    description="Records the broker acknowledged, by topic.",
 )
 DEAD_LETTERS = _meter.create_counter(
     "conveyor.dead_letters",
     unit="{message}",
-    description="Records sent to <topic>.dlq, by source topic and stage.",
+    description="Records sent to <topic>.dlq, by source topic and the stage that refused them "
+    "(decode, validate, quality, enrich, infer, reply, join, handle).",
 )
 BATCH_SIZE = _meter.create_histogram(
     "conveyor.batch.size",
@@ -122,10 +125,13 @@ STAGE_TIME = _meter.create_histogram(
 LAG = _meter.create_gauge(
     "conveyor.consumer.lag",
     unit="{message}",
-    description="Records a consumer has yet to read, by topic and partition, after each batch.",
+    description="Records a consumer has yet to read, by topic and partition, after each batch: "
+    "a growing lag means the service falls behind.",
 )
 IN_FLIGHT = _meter.create_up_down_counter(
-    "conveyor.in_flight", unit="{message}", description="Records being handled now."
+    "conveyor.in_flight",
+    unit="{message}",
+    description="Records being handled now (bounded by the batch size).",
 )
 REBALANCES = _meter.create_counter(
     "conveyor.consumer.rebalances",

@@ -1,7 +1,7 @@
 """The one list of every topic: name, key, schema, partitions, retention, producers, consumers.
 
-Topic creation, the README's topic table, the exported JSON Schemas and the AsyncAPI document are
-all generated from `CATALOG`; nothing else names a topic.
+Topic creation, the topic tables (schemas/topics.md, docs/reference/topics.md), the exported JSON
+Schemas and the AsyncAPI document are all generated from `CATALOG`; nothing else names a topic.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ _meter = metrics.get_meter("conveyor.outbox")
 BACKLOG = _meter.create_gauge(
     "conveyor.outbox.backlog",
     unit="{event}",
-    description="Events written to the outbox and not yet published (read every few seconds).",
+    description="Events written to the outbox and not yet published (read every few seconds); "
+    "every service but serving publishes through an outbox.",
 )
 OLDEST = _meter.create_gauge(
     "conveyor.outbox.oldest_age",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from conveyor_contracts import catalog
 from conveyor_db import package_migrations
 from conveyor_runtime import Runtime, ServiceSettings
@@ -12,7 +14,12 @@ from .handlers import Features
 
 class FeatureSettings(ServiceSettings):
     http_port: int = 8102
-    feature_prune_every_s: float = 60.0
+    feature_prune_every_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often each project's entity history is pruned of records older than "
+        "its longest aggregate window (at least a day) before its newest event time.",
+    )
 
 
 def bootstrap(settings: FeatureSettings | None = None) -> Runtime:

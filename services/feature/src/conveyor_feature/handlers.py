@@ -66,7 +66,8 @@ class Features:
             "conveyor.feature.freshness",
             callbacks=[self._freshness],
             unit="s",
-            description="Now minus the newest event time in a project's online state.",
+            description="Now minus the newest event time in a project's online state (also "
+            "GET /projects/{p}/freshness on the feature service).",
         )
 
     def _freshness(self, _options: CallbackOptions) -> Iterable[Observation]:

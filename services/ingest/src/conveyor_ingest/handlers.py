@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 RECORDS = metrics.get_meter("conveyor.ingest").create_counter(
     "conveyor.ingest.records",
-    description="Records submitted, by project and outcome: accepted, duplicate, invalid "
-    "(contract), refused (quality, policy `reject`).",
+    description="Records submitted, by project and outcome: accepted, duplicate (already in "
+    "the raw log), invalid (contract), refused (quality, policy `reject`).",
 )
 
 

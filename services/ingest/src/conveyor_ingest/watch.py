@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 _meter = metrics.get_meter("conveyor.ingest")
 FINDINGS = _meter.create_counter(
     "conveyor.quality.findings",
-    description="Quality findings on records that met their contract, by project, field, check.",
+    description="Quality findings on records that met their contract, by project, field and "
+    "check (`out_of_range`, `unseen`, `outliers`).",
 )
 SHARE = _meter.create_gauge(
     "conveyor.quality.share",
     description="Share of the last window's records with a finding (or an empty optional "
-    "field), by project, field and check; only checks that fired are listed.",
+    "field: `nulls`), by project, field and check; only checks that fired are listed.",
 )
 PROFILE_RELOAD_S = 30.0  # another replica may have built or rebuilt the profile
 

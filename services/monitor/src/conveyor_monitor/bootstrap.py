@@ -16,7 +16,12 @@ from .handlers import Monitor
 
 class MonitorSettings(ServiceSettings):
     http_port: int = 8106
-    notify_interval_s: float = 1.0
+    notify_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the monitor posts the drift webhooks that are due (first tries "
+        "and retries alike).",
+    )
     monitor_webhook_allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Webhook targets allowed although they are not public addresses (loopback, "

@@ -45,19 +45,21 @@ _meter = metrics.get_meter("conveyor.monitor")
 DRIFT_EFFECT = _meter.create_gauge(
     "conveyor.drift.effect",
     unit="1",
-    description="Last data window's drift per feature: Wasserstein distance over the "
-    "reference's standard deviation.",
+    description="Last data window's effect size per test: Wasserstein distance over the "
+    "reference's standard deviation (numeric features), Jensen-Shannon distance (categorical "
+    "ones and `prediction`), reconstruction-error increase (the multivariate test).",
 )
 DRIFT_STATISTIC = _meter.create_gauge(
     "conveyor.drift.statistic",
     unit="1",
-    description="Last data window's test statistic per feature (Kolmogorov-Smirnov for numeric "
-    "features, chi-squared for categorical ones and the predicted classes).",
+    description="Last data window's test statistic per test (Kolmogorov-Smirnov for numeric "
+    "features, chi-squared for categorical ones and the predicted classes, Mann-Whitney for "
+    "the multivariate test).",
 )
 DRIFT_PSI = _meter.create_gauge(
     "conveyor.drift.psi",
     unit="1",
-    description="Last data window's population stability index per feature.",
+    description="Last data window's population stability index per test.",
 )
 DRIFT_ALPHA = _meter.create_gauge(
     "conveyor.drift.alpha",

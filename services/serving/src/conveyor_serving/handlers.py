@@ -59,7 +59,8 @@ _meter = metrics.get_meter("conveyor.serving")
 PREDICTIONS = _meter.create_counter(
     "conveyor.predictions",
     unit="{prediction}",
-    description="Answers by project, model version, role (champion, canary, shadow) and status.",
+    description="Answers by project, model version, role (champion, canary, shadow) and status "
+    "(ok, error).",
 )
 SERVING_TIME = _meter.create_histogram(
     "conveyor.serving.duration",

@@ -19,7 +19,12 @@ log = logging.getLogger(__name__)
 
 class TrainerSettings(ServiceSettings):
     http_port: int = 8103
-    trainer_poll_s: float = 0.5
+    trainer_poll_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often pending drift episodes and scheduled runs are checked for a run "
+        "their project's retrain policy allows now.",
+    )
     trainer_abandon_check_s: float = Field(
         30.0,
         gt=0,
