@@ -3,10 +3,11 @@
 The cookie carries 32 random bytes and nothing else (HttpOnly, SameSite=Lax, Secure behind
 https): the person's credential never leaves the server, so a cookie read from a screen or a
 log does not reveal a token, and signing out ends the session at once rather than when some
-signed cookie expires. Sessions end after `ttl_s`, or when the credential they hold expires;
-their number is bounded (the oldest goes first), since anyone may open one by visiting the
-sign-in page. The price: a restart of the console signs everyone out, and replicas need
-sticky sessions (the console runs as one).
+signed cookie expires. Sessions end after `ttl_s`, or when the credential they hold expires.
+Anyone may open one by visiting the sign-in page, so their number is bounded, the oldest going
+first, and the sessions not yet signed in are bounded apart from those that are: a flood of
+visits evicts only other visits, never a person who signed in. The price: a restart of the
+console signs everyone out, and replicas need sticky sessions (the console runs as one).
 
 Every form carries the session's CSRF token, compared in constant time: another site's page can
 make a browser post to the console with its cookie (SameSite=Lax still lets a top-level GET
@@ -62,30 +63,34 @@ class Sessions:
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
         self.clock = clock
-        self._by_id: OrderedDict[str, Session] = OrderedDict()
+        self._visiting: OrderedDict[str, Session] = OrderedDict()  # not signed in (yet)
+        self._signed_in: OrderedDict[str, Session] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._visiting) + len(self._signed_in)
 
-    def open(self) -> Session:
-        while len(self._by_id) >= self.max_sessions:
-            self._by_id.popitem(last=False)
+    def _new(self, kept: OrderedDict[str, Session]) -> Session:
+        while len(kept) >= self.max_sessions:
+            kept.popitem(last=False)
         session = Session(
             id=secrets.token_urlsafe(32),
             csrf=secrets.token_urlsafe(32),
             expires_at=self.clock() + self.ttl_s,
         )
-        self._by_id[session.id] = session
+        kept[session.id] = session
         return session
+
+    def open(self) -> Session:
+        return self._new(self._visiting)
 
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:
             return None
-        session = self._by_id.get(session_id)
+        session = self._signed_in.get(session_id) or self._visiting.get(session_id)
         if session is None:
             return None
         if session.expires_at <= self.clock():
-            del self._by_id[session_id]
+            self.end(session_id)
             return None
         return session
 
@@ -95,11 +100,12 @@ class Sessions:
         """A new session for `person` in place of `session` (a fresh id and CSRF token: an id
         fixed before signing in, by whoever could set it, is worth nothing after)."""
         self.end(session.id)
-        fresh = self.open()
+        fresh = self._new(self._signed_in)
         fresh.person, fresh.credential = person, credential
         if expires_at is not None:
             fresh.expires_at = min(fresh.expires_at, expires_at)
         return fresh
 
     def end(self, session_id: str) -> None:
-        self._by_id.pop(session_id, None)
+        self._visiting.pop(session_id, None)
+        self._signed_in.pop(session_id, None)

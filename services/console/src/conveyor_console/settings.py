@@ -39,7 +39,11 @@ class ConsoleSettings(ServiceSettings):
         8 * 3600.0, gt=0, le=7 * 86400, description="How long a sign-in lasts at most."
     )
     console_max_sessions: int = Field(
-        10_000, ge=10, le=1_000_000, description="Sessions kept at once (the oldest go first)."
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="Sessions kept at once, of people signed in and, apart, of visitors not "
+        "signed in yet (the oldest of each go first).",
     )
     console_call_timeout_s: float = Field(
         10.0, gt=0, le=120, description="The longest a call to a service may take."
