@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from conveyor_cli import infra
 from conveyor_cli.kafka_io import Producer, tail
-from conveyor_contracts import catalog
+from conveyor_contracts import CONSOLE, catalog
 from conveyor_contracts.events import PredictionRequested, PredictionServed
 from conveyor_examples.wine.traffic import analyses
 from tests.e2e.support import processes_with_env, until
@@ -108,7 +108,8 @@ def test_wine_with_approval_through_the_cli(kafka, postgres, tmp_path: Path):
     assert up.returncode == 0, output
     # It printed where each API and the broker listen, and stopped everything it started.
     assert kafka.bootstrap_servers in output
-    assert all(f"{url}/docs" in output for url in urls.values())
+    assert all(f"{url}/docs" in output for name, url in urls.items() if name != CONSOLE)
+    assert urls[CONSOLE] in output  # the console's own address, to open in a browser
     assert "stopped" in output
     assert processes_with_env(str(home)) == []
     assert not (home / "stack.json").exists()
@@ -131,7 +132,7 @@ def _play(cli: Cli, url: dict[str, str], bootstrap: str, tokens: dict[str, str])
         lambda: all(
             "wine" in http.get(u + "/healthz").json()["projects"]
             for n, u in url.items()
-            if n != "registry"
+            if n not in ("registry", CONSOLE)  # the console holds no project
         ),
         30,
         "every service to know the project",
