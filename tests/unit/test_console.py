@@ -27,6 +27,7 @@ from conveyor_console.domain.views import (
 from conveyor_console.entrypoints.pages import MAX_COMPARED
 from conveyor_console.entrypoints.web import ConsoleApp
 from conveyor_console.sessions import COOKIE, Sessions
+from conveyor_trainer.entrypoints.api import RunInfo
 
 TOKENS = {name: new_token() for name in ("vera", "sam", "alice", "carol")}
 ROLES = {"vera": Role.VIEWER, "sam": Role.SCIENTIST, "alice": Role.APPROVER, "carol": Role.APPROVER}
@@ -36,6 +37,12 @@ RUN_A, RUN_B, RUN_OTHER = "a" * 32, "b" * 32, "c" * 32
 
 
 def _run(run_id: str, project: str, **kw: Any) -> dict[str, Any]:
+    """A run as the trainer answers it: through its own response model, so the fake cannot
+    drift from the real shape."""
+    return RunInfo.model_validate(_run_fields(run_id, project) | kw).model_dump(mode="json")
+
+
+def _run_fields(run_id: str, project: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "project": project,
@@ -55,7 +62,7 @@ def _run(run_id: str, project: str, **kw: Any) -> dict[str, Any]:
         "finished_at": "2026-12-01T10:01:00Z",
         "duration_s": 60.0,
         "logs": "fit\n",
-    } | kw
+    }
 
 
 class FakeServices:
