@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,8 @@ from conveyor_monitor.adapters.repository import Repository
 from conveyor_monitor.entrypoints.api import router as monitor_router
 from conveyor_registry.bootstrap import RegistrySettings
 from conveyor_registry.bootstrap import bootstrap as registry_bootstrap
+from conveyor_trainer.adapters.repository import Repository as TrainerRepository
+from conveyor_trainer.entrypoints.api import router as trainer_router
 from tests.integration.test_browser_feedback import chromium
 from tests.integration.test_registry import _version
 from tests.support import Listener, running, unique_project, until
@@ -105,6 +108,46 @@ async def monitor_api(database_url: str, project: str) -> AsyncIterator[str]:
         await db.close()
 
 
+@asynccontextmanager
+async def trainer_api(database_url: str, project: str) -> AsyncIterator[tuple[str, list[str]]]:
+    """The trainer's HTTP API over its own schema, holding two finished runs of the project
+    (their ids): the second better on accuracy, with another `C`, and a log with markup."""
+    db = Database(
+        DatabaseSettings(database_url=database_url),
+        "trainer",
+        package_migrations("conveyor_trainer"),
+    )
+    await db.connect()
+    ids = [uuid.uuid4().hex for _ in range(2)]  # as the trainer makes them
+    try:
+        start = datetime.now(UTC) - timedelta(hours=2)
+        for i, (run_id, c, accuracy, logs) in enumerate(
+            ((ids[0], 1.0, 0.9, "fit 400 rows"), (ids[1], 10.0, 0.95, "<script>x()</script>"))
+        ):
+            at = start + timedelta(hours=i)
+            await db.pool.execute(
+                "INSERT INTO runs (run_id, project, trigger, status, reason, params, metrics, "
+                "model_version, training_rows, started_at, finished_at, duration_s, logs) "
+                "VALUES ($1, $2, 'person', 'succeeded', 'requested over HTTP', $3, $4, $5, 400, "
+                "$6, $7, 60.0, $8)",
+                run_id,
+                project,
+                {"C": c, "max_iter": 100},
+                {"accuracy": accuracy, "f1": 0.8 - i / 10},
+                i + 1,
+                at,
+                at + timedelta(minutes=1),
+                logs,
+            )
+        app = FastAPI()
+        # Only the reads are used here: they need the repository alone.
+        app.include_router(trainer_router(None, TrainerRepository(db), None))  # type: ignore[arg-type]
+        async with Listener(app) as server:
+            yield server.url, ids
+    finally:
+        await db.close()
+
+
 async def sign_in(
     browser: Browser, console: str, name: str, seen: list[str]
 ) -> tuple[BrowserContext, Page]:
@@ -145,6 +188,7 @@ async def test_people_sign_in_see_the_project_ask_and_approve_a_promotion(
         running(registry) as admin,
         Listener(registry.http) as registry_server,
         monitor_api(database_url, name) as monitor_url,
+        trainer_api(database_url, name) as (trainer_url, run_ids),
     ):
         assert (await admin.post("/projects", json=spec.model_dump(mode="json"))).status_code == 201
         evaluations = {
@@ -170,6 +214,7 @@ async def test_people_sign_in_see_the_project_ask_and_approve_a_promotion(
             ConsoleSettings(
                 registry_url=registry_server.url,
                 monitor_url=monitor_url,
+                trainer_url=trainer_url,
                 console_oidc_client_secret="a-confidential-client",
                 **_oidc(provider),
             )
@@ -261,6 +306,30 @@ async def test_people_sign_in_see_the_project_ask_and_approve_a_promotion(
             await page.goto(f"{url}/projects/{name}")
             assert "alice" in await page.inner_text("#timeline")
             await shot(page, "project-after-approval")
+
+            # The versions page: every alias move, the approval's under alice's name.
+            await page.click("#project-pages a[href$='/versions']")
+            moves = page.locator("#moves li[data-alias=champion]")
+            assert await moves.count() == 2
+            assert "alice" in await moves.first.inner_text()
+            await shot(page, "versions")
+
+            # The runs, from the trainer: two compared side by side, then one with its log.
+            await page.goto(f"{url}/projects/{name}/runs")
+            assert await page.locator("#runs tr[data-run]").count() == 2
+            for run_id in run_ids:
+                await page.check(f"#runs input[value='{run_id}']")
+            await shot(page, "runs")
+            await page.click("#compare-runs button[type=submit]")
+            await page.wait_for_selector("#compare")
+            best = page.locator("#compare tr[data-metric=accuracy] td.best")
+            assert (await best.inner_text()).startswith("0.9500")
+            assert await page.locator("#compare tr.differs[data-param=C]").count() == 1
+            assert await page.locator("#compare tr.differs[data-param=max_iter]").count() == 0
+            await shot(page, "runs-compared")
+            await page.goto(f"{url}/projects/{name}/runs/{run_ids[1]}")
+            assert await page.inner_text("#logs") == "<script>x()</script>"  # shown, not run
+            await shot(page, "run")
 
             # Signing out ends the session: the pages ask to sign in again.
             await page.click("#signout")

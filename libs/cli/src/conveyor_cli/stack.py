@@ -145,6 +145,7 @@ class Stack:
                         "REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
                         "FEATURE_URL": f"http://127.0.0.1:{ports['feature']}",
                         "MONITOR_URL": f"http://127.0.0.1:{ports['monitor']}",
+                        "TRAINER_URL": f"http://127.0.0.1:{ports['trainer']}",
                         "HTTP_HOST": "127.0.0.1",
                         "HTTP_PORT": str(ports[name]),
                         "OTEL_SERVICE_NAME": f"conveyor-{name}",

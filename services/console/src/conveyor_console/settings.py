@@ -9,10 +9,11 @@ from conveyor_runtime import ServiceSettings
 
 class ConsoleSettings(ServiceSettings):
     """The console reads the same token file and identity provider settings as every service
-    (to know who signs in) and calls the registry and the monitor as that person."""
+    (to know who signs in) and calls the registry, the monitor and the trainer as that person."""
 
     http_port: int = Field(8108, ge=0, le=65535, description="Port of the console.")
     monitor_url: str = Field("http://127.0.0.1:8106", description="Base URL of the monitor API.")
+    trainer_url: str = Field("http://127.0.0.1:8103", description="Base URL of the trainer API.")
     console_public_url: str | None = Field(
         None,
         max_length=2000,

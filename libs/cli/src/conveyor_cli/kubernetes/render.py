@@ -557,6 +557,7 @@ def console_resources(values: Values) -> list[Resource]:
             "value": f"http://{names.service('registry')}:{PORTS['registry']}",
         },
         {"name": "MONITOR_URL", "value": f"http://{names.service('monitor')}:{PORTS['monitor']}"},
+        {"name": "TRAINER_URL", "value": f"http://{names.service('trainer')}:{PORTS['trainer']}"},
         {"name": "CONVEYOR_TOKENS_FILE", "value": f"{TOKENS_DIR}/tokens.json"},
     ]
     env = [e for e in env if e["name"] not in console.env]

@@ -7,6 +7,7 @@ is a courtesy, never the rule.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,3 +137,98 @@ def open_episode(drift: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 def newest_first(items: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
     return sorted(items, key=lambda i: str(i.get(key) or ""), reverse=True)
+
+
+# A run's log shown on a page: its end, where a failure is told; the whole log stays the
+# trainer's (`GET /runs/{id}`).
+MAX_LOG_CHARS = 20_000
+# Runs listed on a project's page, newest first: a page, not an archive.
+MAX_RUNS_LISTED = 200
+# Metrics shown per run in the list; the comparison shows every one.
+KEY_METRICS = 3
+
+
+def log_tail(logs: Any, limit: int = MAX_LOG_CHARS) -> tuple[str, bool]:
+    """The end of a run's log, at most `limit` characters, and whether some was left out."""
+    text = logs if isinstance(logs, str) else ""
+    if len(text) <= limit:
+        return text, False
+    return text[-limit:], True
+
+
+def key_metrics(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The metrics the run list shows: accuracy first when runs have it, then by name."""
+    names = {str(m) for r in runs for m in (r.get("metrics") or {})}
+    return sorted(names, key=lambda m: (m != "accuracy", m))[:KEY_METRICS]
+
+
+def newest_runs(runs: Any, limit: int = MAX_RUNS_LISTED) -> tuple[list[Mapping[str, Any]], int]:
+    """The trainer's runs newest first, at most `limit`, and how many there are in all."""
+    found = [r for r in runs if isinstance(r, Mapping)] if isinstance(runs, list) else []
+    return newest_first(found, "started_at")[:limit], len(found)
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    """One parameter across the compared runs (None where a run has none), and whether the
+    runs differ in it."""
+
+    name: str
+    values: list[Any]
+    differs: bool
+
+
+def params_diff(runs: Sequence[Mapping[str, Any]]) -> list[ParamRow]:
+    """Every parameter of any compared run, those that differ first."""
+    params: list[Mapping[str, Any]] = []
+    for r in runs:
+        given = r.get("params")
+        params.append(given if isinstance(given, Mapping) else {})
+    names = sorted({str(k) for p in params for k in p})
+    rows = []
+    for name in names:
+        values = [p.get(name) for p in params]
+        shown = [json_text(v) for v in values]
+        rows.append(ParamRow(name, values, len(set(shown)) > 1))
+    return sorted(rows, key=lambda r: (not r.differs, r.name))
+
+
+def json_text(value: Any) -> str:
+    """A parameter as one comparable text (lists and mappings too)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of an alias: which, from and to which version, by whom, when and why."""
+
+    alias: str
+    at: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str
+
+
+def alias_moves(histories: Mapping[str, Any]) -> list[AliasMove]:
+    """The registry's history of each alias as one timeline, newest first."""
+    moves = []
+    for alias, history in histories.items():
+        for h in history if isinstance(history, list) else ():
+            if not isinstance(h, Mapping):
+                continue
+            moves.append(
+                AliasMove(
+                    alias=str(alias),
+                    at=str(h.get("at") or ""),
+                    from_version=h.get("from_version")
+                    if isinstance(h.get("from_version"), int)
+                    else None,
+                    to_version=h.get("to_version")
+                    if isinstance(h.get("to_version"), int)
+                    else None,
+                    actor=str(h.get("actor") or ""),
+                    reason=str(h.get("reason") or ""),
+                )
+            )
+    return sorted(moves, key=lambda m: m.at, reverse=True)

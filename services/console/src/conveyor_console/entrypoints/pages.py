@@ -19,11 +19,16 @@ from conveyor_auth import Action
 
 from ..adapters.services import ServiceError
 from ..domain.views import (
+    alias_moves,
     aliases_by_name,
     comparisons,
+    key_metrics,
+    log_tail,
     may_decide,
     newest_first,
+    newest_runs,
     open_episode,
+    params_diff,
     window_accuracy,
 )
 
@@ -35,6 +40,9 @@ ALIAS = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 FILTER = re.compile(r"^[A-Za-z0-9._:@ -]{0,200}$")  # what an audit filter may be
 MAX_REASON = 1000
 MAX_VERSION = 2**31 - 1
+RUN_ID = re.compile(r"^[0-9a-f]{1,64}$")  # the trainer's run ids (uuid4 hex)
+MAX_COMPARED = 8  # runs side by side: more would not fit a page's width
+MAX_ALIASES = 20  # aliases whose history the versions page reads
 
 
 class Refused(Exception):
@@ -108,7 +116,122 @@ def router() -> APIRouter:
 
     @api.get("/projects/{project}")
     async def project(request: Request, project: str) -> Response:
-        return await _project_page(request, _project(project))
+        # A version to ask about may come from a run's page (`?version=`): only digits are kept.
+        version = request.query_params.get("version", "")
+        form = {"version": version} if version.isdigit() and len(version) <= 10 else None
+        return await _project_page(request, _project(project), form=form)
+
+    @api.get("/projects/{project}/runs")
+    async def runs(request: Request, project: str) -> Response:
+        console = _console(request)
+        name = _project(project)
+        _session, _person, caller = console.person(request)
+        try:
+            found = await console.services.get(caller, "trainer", f"/projects/{name}/runs")
+        except ServiceError as exc:
+            raise Refused(exc.status, exc.reason) from exc
+        listed, total = newest_runs(found)
+        return console.render(
+            request,
+            "runs.html",
+            project=name,
+            runs=listed,
+            total=total,
+            metrics=key_metrics(listed),
+            max_compared=MAX_COMPARED,
+        )
+
+    @api.get("/projects/{project}/runs/{run_id}")
+    async def run(request: Request, project: str, run_id: str) -> Response:
+        console = _console(request)
+        name = _project(project)
+        if not RUN_ID.match(run_id):
+            raise Refused(404, "No run has that id.")
+        _session, person, caller = console.person(request)
+        try:
+            found = await console.services.get(caller, "trainer", f"/runs/{run_id}")
+        except ServiceError as exc:
+            raise Refused(exc.status, exc.reason) from exc
+        if not isinstance(found, dict) or found.get("project") != name:
+            raise Refused(404, f"No run {run_id} in {name}.")
+        logs, cut = log_tail(found.get("logs"))
+        return console.render(
+            request,
+            "run.html",
+            project=name,
+            run=found,
+            logs=logs,
+            logs_cut=cut,
+            may_promote=person.may(Action.PROMOTE),
+        )
+
+    @api.get("/projects/{project}/compare")
+    async def compare(request: Request, project: str) -> Response:
+        console = _console(request)
+        name = _project(project)
+        _session, _person, caller = console.person(request)
+        chosen = list(dict.fromkeys(request.query_params.getlist("run")))
+        if len(chosen) < 2 or len(chosen) > MAX_COMPARED:
+            raise Refused(400, f"Choose from 2 to {MAX_COMPARED} runs to compare.")
+        if not all(RUN_ID.match(r) for r in chosen):
+            raise Refused(400, "A run id is a trainer's run id (hexadecimal).")
+        try:
+            found = await console.services.get(caller, "trainer", "/runs/compare", run_id=chosen)
+            # The comparison does not name projects: each run's own record says whose it is.
+            owners = await asyncio.gather(
+                *(console.services.get(caller, "trainer", f"/runs/{r}") for r in chosen)
+            )
+        except ServiceError as exc:
+            raise Refused(exc.status, exc.reason) from exc
+        strangers = [
+            r
+            for r, o in zip(chosen, owners, strict=True)
+            if not isinstance(o, dict) or o.get("project") != name
+        ]
+        if strangers:
+            raise Refused(404, f"Not runs of {name}: {', '.join(strangers)}.")
+        if not isinstance(found, dict):
+            raise Refused(502, "The trainer answered the comparison with something unexpected.")
+        compared = found.get("runs") or []
+        return console.render(
+            request,
+            "compare.html",
+            project=name,
+            runs=compared,
+            params=params_diff(compared),
+            metrics=found.get("metrics") or [],
+            best=found.get("best") or {},
+        )
+
+    @api.get("/projects/{project}/versions")
+    async def versions(request: Request, project: str) -> Response:
+        console = _console(request)
+        name = _project(project)
+        _session, _person, caller = console.person(request)
+        services = console.services
+        try:
+            listed, aliases = await asyncio.gather(
+                services.get(caller, "registry", f"/projects/{name}/versions"),
+                services.get(caller, "registry", f"/projects/{name}/aliases"),
+            )
+        except ServiceError as exc:
+            raise Refused(exc.status, exc.reason) from exc
+        current = aliases_by_name(aliases)
+        names = sorted(set(current) | {"champion", "challenger"})[:MAX_ALIASES]
+        histories = await asyncio.gather(
+            *(
+                _or_none(services.get(caller, "registry", f"/projects/{name}/aliases/{a}/history"))
+                for a in names
+            )
+        )
+        return console.render(
+            request,
+            "versions.html",
+            project=name,
+            versions=sorted(listed, key=lambda v: -int(v.get("version", 0))),
+            aliases=current,
+            moves=alias_moves(dict(zip(names, histories, strict=True))),
+        )
 
     @api.post("/projects/{project}/promotions")
     async def ask(request: Request, project: str) -> Response:

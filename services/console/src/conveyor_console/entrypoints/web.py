@@ -80,7 +80,11 @@ class ConsoleApp:
                 transport=transport,
             )
         self.services = Services(
-            {"registry": settings.registry_url, "monitor": settings.monitor_url},
+            {
+                "registry": settings.registry_url,
+                "monitor": settings.monitor_url,
+                "trainer": settings.trainer_url,
+            },
             timeout_s=settings.console_call_timeout_s,
             transport=transport,
         )
