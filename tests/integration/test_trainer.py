@@ -380,6 +380,13 @@ async def test_reproduce_a_version_then_compare_variants(kafka, database_url, mo
 
         runs = await until(both_done, 60, "the experiment's two runs")
         assert [x["variant"]["class_path"] for x in runs] == [v["class_path"] for v in variants]
+        # A listing is bounded: the newest runs, still oldest first.
+        newest = await api.get(
+            f"/projects/{name}/runs", params={"experiment": experiment, "limit": 1}
+        )
+        assert [x["run_id"] for x in newest.json()] == [runs[-1]["run_id"]]
+        too_many = await api.get(f"/projects/{name}/runs", params={"limit": 100_000})
+        assert too_many.status_code == 422
         assert all(x["status"] == "succeeded" and not x["promoted"] for x in runs), runs
         assert len(registry.requests) == 1  # variants ask no one to promote them
         # A run's log holds what the libraries said while it worked, with its own lines.

@@ -177,14 +177,19 @@ class Repository:
                 con, catalog.TRAINER_RUNS, event, key=event.project, source="conveyor/trainer"
             )
 
-    async def runs(self, project: str, experiment_id: str | None = None) -> list[dict[str, Any]]:
+    async def runs(
+        self, project: str, experiment_id: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """The project's newest `limit` runs (of one experiment, when given), oldest first."""
         rows = await self.pool.fetch(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE project = $1 "
-            "AND ($2::text IS NULL OR experiment_id = $2) ORDER BY started_at",
+            "AND ($2::text IS NULL OR experiment_id = $2) "
+            "ORDER BY started_at DESC, run_id DESC LIMIT $3",
             project,
             experiment_id,
+            limit,
         )
-        return [dict(r) for r in rows]
+        return [dict(r) for r in reversed(rows)]
 
     async def runs_by_id(self, run_ids: list[str]) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(

@@ -108,8 +108,14 @@ def router(projects: ProjectCache, repo: Repository, runs: Runs) -> APIRouter:
         return Started(run_id=run_id, experiment_id=experiment_id)
 
     @api.get("/projects/{project}/runs", response_model=list[RunInfo])
-    async def list_runs(project: str, experiment: str | None = None) -> Any:
-        return await repo.runs(project, experiment)
+    async def list_runs(
+        project: str,
+        experiment: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> Any:
+        """The project's newest `limit` runs, oldest first (those of one experiment, given its
+        id)."""
+        return await repo.runs(project, experiment, limit)
 
     @api.get("/runs/compare", responses=refusals(404))
     async def compare_runs(
