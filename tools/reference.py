@@ -26,6 +26,11 @@ import generated  # tools/generated.py: what the generators share
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "reference"
 SERVICES = ("ingest", "feature", "trainer", "registry", "serving", "monitor", "feedback")
+# Where each process's settings class is defined: a service's bootstrap module, the console's
+# settings module (it is no stream service, and has no bootstrap).
+SETTINGS_MODULES = {s: f"conveyor_{s}.bootstrap" for s in SERVICES} | {
+    "console": "conveyor_console.settings"
+}
 
 
 def _prose(text: str) -> str:
@@ -174,10 +179,10 @@ def _settings_rows(cls: Any, names: list[str]) -> list[str]:
 
 
 def settings_classes() -> dict[str, Any]:
-    """Each service's settings class, by service (built by its bootstrap module)."""
+    """Each service's settings class, and the console's, by name."""
     out = {}
-    for service in SERVICES:
-        module = importlib.import_module(f"conveyor_{service}.bootstrap")
+    for service, where in SETTINGS_MODULES.items():
+        module = importlib.import_module(where)
         out[service] = next(
             value
             for name, value in vars(module).items()
