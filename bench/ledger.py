@@ -29,6 +29,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from common import say
 
+from conveyor_bus.lag import catalog_groups, consumer_lag
 from conveyor_cli.stack import ServiceProcess, Stack, tail
 from conveyor_contracts import CATALOG, SERVICES, TopicSpec, catalog, envelope_for
 from conveyor_contracts.events import FeedbackSubmitted, PredictionRequested, RecordSubmitted
@@ -459,67 +460,20 @@ async def prepare(stack: Stack, ledger: Ledger, history: int, seed: int) -> int:
 # --- accounting ---------------------------------------------------------------------------------
 
 
-def groups() -> dict[str, str]:
-    """Every consumer group of the services: group → topic (the bus names them)."""
-    out = {}
-    for spec in CATALOG:
-        if spec is catalog.REGISTRY_EVENTS:
-            continue  # read whole by every replica, without a group
-        for consumer in spec.consumers:
-            if consumer in SERVICES:
-                out[f"conveyor-{consumer}.{spec.name}"] = spec.name
-    return out
-
-
-async def true_ends(bootstrap: str, topics: set[str]) -> dict[TopicPartition, int]:
-    """Each partition's end: one past its last record. (Tansu reports a partition's end as its
-    last record batch's first offset plus one, so the last batch is read to find it.)"""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(t, p) for t in sorted(topics) for p in consumer.partitions_for_topic(t)
-        ]
-        reported = await consumer.end_offsets(tps)
-        consumer.assign(tps)
-        ends = dict(reported)
-        for tp, end in reported.items():
-            consumer.seek(tp, max(0, end - 1))
-        quiet = 0
-        while quiet < 3:
-            batch = await consumer.getmany(timeout_ms=200, max_records=10000)
-            quiet = 0 if batch else quiet + 1
-            for tp, records in batch.items():
-                ends[tp] = max(ends[tp], records[-1].offset + 1)
-        return ends
-    finally:
-        await consumer.stop()
-
-
 async def behind(bootstrap: str) -> dict[str, int]:
     """Per group and partition (`group topic[p]`), how far its committed offset is behind the
-    end; only those behind."""
-    wanted = groups()
-    ends = await true_ends(bootstrap, set(wanted.values()))
-    out = {}
-    for group, topic in wanted.items():
-        # A consumer of the group that joins nothing, only asks for its committed offsets
-        # (the admin client's offset request is one Tansu answers in a form aiokafka misreads).
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            for tp, end in ends.items():
-                if tp.topic != topic:
-                    continue
-                offset = await consumer.committed(tp) or 0
-                if offset < end:
-                    out[f"{group} {tp.topic}[{tp.partition}]"] = end - offset
-        finally:
-            await consumer.stop()
-    return out
+    end; only those behind. Every group the catalog gives the services, as `conveyor status`
+    reads them (`conveyor_bus.lag`)."""
+    wanted = [
+        (group, topic) for service in SERVICES for topic, group in catalog_groups(service).items()
+    ]
+    lags = await consumer_lag({"bootstrap_servers": bootstrap}, wanted)
+    return {
+        f"{lag.group} {lag.topic}[{partition}]": records
+        for lag in lags
+        for partition, records in lag.partitions.items()
+        if records > 0
+    }
 
 
 async def read_whole(bootstrap: str, topic: str) -> list[tuple[int, int, dict[str, str], bytes]]:
