@@ -94,40 +94,6 @@ def wait_ready(home: Path, up: subprocess.Popen[bytes], timeout_s: float) -> dic
     raise RuntimeError(f"stack not ready after {timeout_s:.0f} s")
 
 
-def service_pids(urls: dict[str, str]) -> dict[str, int]:
-    """Each service's process id, found by the port it listens on (from /proc/net/tcp)."""
-    ports = {int(url.rsplit(":", 1)[1]): name for name, url in urls.items()}
-    inodes: dict[str, str] = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        port = int(fields[1].rsplit(":", 1)[1], 16)
-        if fields[3] == "0A" and port in ports:  # LISTEN
-            inodes[fields[9]] = ports[port]
-    pids: dict[str, int] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    pids[inodes[target[8:-1]]] = int(proc.name)
-        except OSError:
-            continue
-    missing = set(urls) - set(pids)
-    if missing:
-        raise RuntimeError(f"no process found listening for {sorted(missing)}")
-    return pids
-
-
-def broker_pid(bootstrap: str) -> int | None:
-    """The embedded broker's process: the one listening on the bootstrap port, if local."""
-    host, port = bootstrap.rsplit(":", 1)
-    if host not in ("127.0.0.1", "localhost"):
-        return None
-    return service_pids({"broker": f"http://{host}:{port}"})["broker"]
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -237,8 +203,10 @@ def main() -> int:
         say(f"project applied, trained and answering ({warm_ms:.1f} ms warm); at rest now")
 
         groups = consumer_groups(state["services"])
-        pids = service_pids(state["services"])
-        broker = broker_pid(state["broker"]["bootstrap_servers"])
+        # the processes `conveyor up` runs now, as its state file records them
+        state = json.loads((home / "stack.json").read_text())
+        pids = {name: process["pid"] for name, process in state["processes"].items()}
+        broker = state["broker"].get("pid")
         watched = dict(pids) | ({"broker": broker} if broker else {})
         before = {name: cpu_seconds(pid) for name, pid in watched.items()}
         t0 = time.monotonic()

@@ -248,6 +248,7 @@ class Stack:
             "broker": {
                 "bootstrap_servers": self.broker.bootstrap_servers,
                 "kind": self.broker.kind,
+                "pid": self.broker.pid,  # the embedded broker's process; None when configured
                 # what the broker asks of its clients' fetches, for clients that find the
                 # stack through this file (conveyor_client.config)
                 **(
