@@ -51,6 +51,13 @@ def unique_project(prefix: str = "t", base: str = "fraud") -> ModelProject:
     return load_project(base).model_copy(update={"name": f"{prefix}-{uuid.uuid4().hex[:8]}"})
 
 
+def in_approval_mode(spec: ModelProject) -> ModelProject:
+    """`spec` with its promotions held for an approver."""
+    promotion = spec.policies.promotion.model_copy(update={"mode": "approval"})
+    policies = spec.policies.model_copy(update={"promotion": promotion})
+    return spec.model_copy(update={"policies": policies})
+
+
 async def until(probe: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
     """Poll `probe` (sync or async) until it returns something truthy, or fail at the deadline."""
     try:

@@ -18,7 +18,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from conveyor_registry.bootstrap import RegistrySettings, bootstrap
 from tests.integration.test_registry import _version
-from tests.support import bearer, running, unique_project, until
+from tests.support import bearer, in_approval_mode, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -92,11 +92,7 @@ def _settings(kafka, database_url, idp: IdentityProvider) -> RegistrySettings:
 async def test_people_signed_in_through_an_identity_provider_are_the_actors_of_the_audit_log(
     kafka, database_url, idp
 ):
-    base = unique_project("aud")
-    promotion = base.policies.promotion.model_copy(update={"mode": "approval"})
-    spec = base.model_copy(
-        update={"policies": base.policies.model_copy(update={"promotion": promotion})}
-    )
+    spec = in_approval_mode(unique_project("aud"))
     name = spec.name
     async with running(bootstrap(_settings(kafka, database_url, idp))) as api:
         r = await api.post(

@@ -41,7 +41,7 @@ from conveyor_trainer.adapters.repository import Repository as TrainerRepository
 from conveyor_trainer.entrypoints.api import router as trainer_router
 from tests.integration.test_browser_feedback import chromium
 from tests.integration.test_registry import _version
-from tests.support import Listener, running, unique_project, until
+from tests.support import Listener, in_approval_mode, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -170,11 +170,7 @@ async def shot(page: Page, name: str) -> None:
 async def test_people_sign_in_see_the_project_ask_and_approve_a_promotion(
     kafka, database_url, provider
 ):
-    base = unique_project("con")
-    promotion = base.policies.promotion.model_copy(update={"mode": "approval"})
-    spec = base.model_copy(
-        update={"policies": base.policies.model_copy(update={"promotion": promotion})}
-    )
+    spec = in_approval_mode(unique_project("con"))
     name = spec.name
     registry = registry_bootstrap(
         RegistrySettings(

@@ -21,7 +21,7 @@ from conveyor_contracts.events import (
 from conveyor_contracts.project import ALLOWED_ESTIMATORS
 from conveyor_examples import load_project, project_names
 from conveyor_registry.bootstrap import RegistrySettings, bootstrap
-from tests.support import Kafka, bearer, running, unique_project, until
+from tests.support import Kafka, bearer, in_approval_mode, running, unique_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -207,11 +207,7 @@ async def test_an_event_committed_but_not_yet_published_is_not_lost(kafka, datab
 
 
 async def test_approval_mode_holds_promotions_for_an_approver(kafka, database_url):
-    base = unique_project("appr")
-    policies = base.policies.model_copy(
-        update={"promotion": base.policies.promotion.model_copy(update={"mode": "approval"})}
-    )
-    spec = base.model_copy(update={"policies": policies})
+    spec = in_approval_mode(unique_project("appr"))
     name = spec.name
     as_alice, as_carol, as_dave = bearer("alice"), bearer("carol"), bearer("dave")
     async with running(bootstrap(_settings(kafka, database_url))) as api:
@@ -447,10 +443,8 @@ async def test_every_write_needs_a_caller_with_the_role_and_leaving_approval_mod
     reason. A project in approval mode is not taken out of it by re-applying it: the change
     waits for an approver other than its author, and only then is applied."""
     base = unique_project("mode")
-    approval = base.policies.model_copy(
-        update={"promotion": base.policies.promotion.model_copy(update={"mode": "approval"})}
-    )
-    spec = base.model_copy(update={"policies": approval})
+    spec = in_approval_mode(base)
+    approval = spec.policies
     name = spec.name
     body = spec.model_dump(mode="json")
     async with running(bootstrap(_settings(kafka, database_url))) as api:
